@@ -1,0 +1,1 @@
+"""minigrad.kernels: one module per backend, identical function names (see DESIGN.md)."""

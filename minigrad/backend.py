@@ -1,0 +1,150 @@
+"""The one dispatch point.
+
+Only this module knows which kernel module is live. Everything else reaches the kernels through
+``minigrad.backend.k`` (the kernel table), e.g. ``k.conv2d_forward(x, w, b, 1, 0)``. Switching backend
+swaps the table's entries; tracing wraps them here, so a model pays nothing for tracing that is off.
+
+A backend is a module that exports every name in ``CONTRACT`` (see DESIGN.md, "The kernel contract").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import types
+from typing import Callable, Iterator
+
+#: Every backend module exports exactly these names (tests/test_backend.py checks each one).
+KERNELS = (
+    "conv2d_forward", "conv2d_backward",
+    "maxpool2d_forward", "maxpool2d_backward",
+    "linear_forward", "linear_backward",
+    "relu_forward", "relu_backward",
+    "log_softmax_forward", "log_softmax_backward",
+    "softmax_xent_forward", "softmax_xent_backward",
+    "dropout_forward", "dropout_backward",
+    "batchnorm2d_forward", "batchnorm2d_backward",
+    "sgd_update", "adam_update",
+)
+PLUMBING = ("asarray", "to_numpy", "zeros", "synchronize")
+CONTRACT = KERNELS + PLUMBING
+
+#: name -> module path. The reference backend (naive loops) is registered so that whole models can be run
+#: against the oracle in tests; it is never picked by default.
+_REGISTRY: dict[str, str] = {
+    "numpy": "minigrad.kernels.numpy_ops",
+    "numba": "minigrad.kernels.numba_ops",
+    "cupy": "minigrad.kernels.cupy_ops",
+    "reference": "minigrad.kernels.reference",
+}
+
+#: The kernel table. Its attributes are the live backend's functions (possibly wrapped by a hook).
+k = types.SimpleNamespace()
+
+_state = {"name": None, "module": None, "hook": None}
+
+
+class BackendUnavailable(RuntimeError):
+    """The requested backend cannot run on this machine (the message says what is missing)."""
+
+
+def register_backend(name: str, module_path: str) -> None:
+    """Register a kernel module under ``name`` (it must export ``CONTRACT``)."""
+    _REGISTRY[name] = module_path
+
+
+def available_backends() -> list[str]:
+    """Names of the registered backends whose module imports and whose device (if any) is present."""
+    out = []
+    for name in _REGISTRY:
+        try:
+            load_module(name)
+        except BackendUnavailable:
+            continue
+        out.append(name)
+    return out
+
+
+def registered_backends() -> list[str]:
+    return list(_REGISTRY)
+
+
+def load_module(name: str) -> types.ModuleType:
+    """Import the kernel module registered as ``name`` and check it can run here and exports CONTRACT."""
+    if name not in _REGISTRY:
+        raise ValueError(f"set_backend: unknown backend {name!r}; expected one of {sorted(_REGISTRY)}")
+    try:
+        module = importlib.import_module(_REGISTRY[name])
+    except ImportError as exc:  # missing optional dependency (numba, cupy)
+        raise BackendUnavailable(f"backend {name!r} is not available: {exc}") from exc
+    check = getattr(module, "check_available", None)
+    if check is not None:
+        check()  # raises BackendUnavailable with the reason (e.g. no CUDA device)
+    missing = [n for n in CONTRACT if not callable(getattr(module, n, None))]
+    if missing:
+        raise BackendUnavailable(f"backend {name!r} does not implement {missing}")
+    return module
+
+
+def _install() -> None:
+    module, hook = _state["module"], _state["hook"]
+    for n in CONTRACT:
+        fn = getattr(module, n)
+        if hook is not None and n in KERNELS:
+            fn = hook(n, fn)
+        setattr(k, n, fn)
+
+
+def set_backend(name: str) -> None:
+    """Make ``name`` the live backend ("numpy", "numba", "cupy" or "reference")."""
+    module = load_module(name)
+    _state["name"], _state["module"] = name, module
+    _install()
+
+
+def get_backend() -> str:
+    """Name of the live backend."""
+    return _state["name"]
+
+
+def backend_module() -> types.ModuleType:
+    """The live kernel module (for tools that need module-level facts such as its thread settings)."""
+    return _state["module"]
+
+
+@contextlib.contextmanager
+def use_backend(name: str) -> Iterator[None]:
+    """``with use_backend("numpy"): ...`` runs the block on ``name`` and restores the previous backend."""
+    previous = get_backend()
+    set_backend(name)
+    try:
+        yield
+    finally:
+        set_backend(previous)
+
+
+def set_kernel_hook(hook: Callable[[str, Callable], Callable] | None) -> None:
+    """Wrap every kernel of the table with ``hook(name, fn) -> fn`` (None removes the wrapping).
+
+    This is how the tracer sees every kernel call without any layer knowing about it.
+    """
+    _state["hook"] = hook
+    _install()
+
+
+def default_backend() -> str:
+    """``MINIGRAD_BACKEND`` if set, else numba when it imports, else numpy. Never cupy implicitly."""
+    env = os.environ.get("MINIGRAD_BACKEND")
+    if env:
+        return env
+    for name in ("numba", "numpy"):
+        try:
+            load_module(name)
+        except BackendUnavailable:
+            continue
+        return name
+    return "numpy"
+
+
+set_backend(default_backend())

@@ -1,0 +1,1 @@
+"""minigrad.profiling: measure and explain."""

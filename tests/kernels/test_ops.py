@@ -1,0 +1,295 @@
+"""Every fast backend equals kernels/reference.py, forward and backward, on a matrix of shapes.
+
+Tolerances: float64 1e-10 relative, float32 1e-5 relative (scaled by the output's magnitude, since a sum of
+K float32 products carries ~K ulps of its largest terms).
+"""
+
+import numpy as np
+import pytest
+
+from minigrad.kernels import reference as ref
+
+TOL = {np.float64: 1e-10, np.float32: 1e-5}
+DTYPES = [np.float64, np.float32]
+
+
+def close(ops, got, want, dtype):
+    got = ops.to_numpy(got)
+    want = np.asarray(want)
+    assert got.shape == want.shape
+    assert got.dtype == want.dtype, (got.dtype, want.dtype)
+    tol = TOL[dtype]
+    scale = max(1.0, float(np.abs(want).max(initial=0.0)))
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol * scale)
+
+
+def dev(ops, *arrays):
+    return [None if a is None else ops.asarray(a) for a in arrays]
+
+
+# (N, C, H, W, F, K, stride, padding): batch 1, odd sizes, stride 2/3, padding 1/2, 1x1 kernels, non-square input
+CONV_CASES = [
+    (1, 1, 5, 5, 1, 3, 1, 0),
+    (2, 3, 7, 6, 4, 3, 2, 1),
+    (3, 2, 9, 9, 5, 5, 1, 2),
+    (2, 1, 8, 8, 3, 2, 2, 0),
+    (1, 4, 6, 7, 2, 1, 1, 0),
+    (2, 3, 5, 5, 2, 3, 3, 2),
+    (1, 2, 11, 9, 3, 4, 2, 1),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: "N{}C{}H{}W{}F{}K{}s{}p{}".format(*c))
+@pytest.mark.parametrize("bias", [True, False])
+def test_conv2d_matches_reference(ops, rng, case, dtype, bias):
+    N, C, H, W, F, K, s, p = case
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = rng.standard_normal((F, C, K, K)).astype(dtype)
+    b = rng.standard_normal(F).astype(dtype) if bias else None
+    y_ref, c_ref = ref.conv2d_forward(x, w, b, s, p)
+    y, cache = ops.conv2d_forward(*dev(ops, x, w, b), s, p)
+    close(ops, y, y_ref, dtype)
+    dy = rng.standard_normal(y_ref.shape).astype(dtype)
+    grads_ref = ref.conv2d_backward(dy, c_ref)
+    grads = ops.conv2d_backward(ops.asarray(dy), cache)
+    for g, g_ref in zip(grads, grads_ref):
+        if g_ref is None:
+            assert g is None
+        else:
+            close(ops, g, g_ref, dtype)
+
+
+POOL_CASES = [(1, 1, 4, 4, 2, 2), (2, 3, 7, 9, 2, 2), (2, 2, 9, 9, 3, 2), (1, 3, 8, 6, 3, 3), (2, 2, 6, 6, 2, 1)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", POOL_CASES, ids=lambda c: "N{}C{}H{}W{}k{}s{}".format(*c))
+def test_maxpool2d_matches_reference(ops, rng, case, dtype):
+    N, C, H, W, k, s = case
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    y_ref, c_ref = ref.maxpool2d_forward(x, k, s)
+    y, cache = ops.maxpool2d_forward(ops.asarray(x), k, s)
+    close(ops, y, y_ref, dtype)
+    dy = rng.standard_normal(y_ref.shape).astype(dtype)
+    close(ops, ops.maxpool2d_backward(ops.asarray(dy), cache), ref.maxpool2d_backward(dy, c_ref), dtype)
+
+
+@pytest.mark.parametrize("stride", [2, 1])
+def test_maxpool2d_ties_send_the_gradient_to_the_first_maximum(ops, stride):
+    # A constant input ties every window: the whole gradient must land on each window's top-left element.
+    x = np.zeros((1, 1, 4, 4), dtype=np.float32)
+    y, cache = ops.maxpool2d_forward(ops.asarray(x), 2, stride)
+    dy = np.ones(ops.to_numpy(y).shape, dtype=np.float32)
+    dx = ops.to_numpy(ops.maxpool2d_backward(ops.asarray(dy), cache))
+    want = np.zeros_like(x)
+    for i in range(dy.shape[2]):
+        for j in range(dy.shape[3]):
+            want[0, 0, i * stride, j * stride] += 1
+    np.testing.assert_array_equal(dx, want)
+    # A tie between the 2nd and 4th element of a window: the 2nd (row-major first) wins.
+    x = np.array([[[[0.0, 5.0], [1.0, 5.0]]]], dtype=np.float32)
+    y, cache = ops.maxpool2d_forward(ops.asarray(x), 2, 2)
+    dx = ops.to_numpy(ops.maxpool2d_backward(ops.asarray(np.ones((1, 1, 1, 1), np.float32)), cache))
+    np.testing.assert_array_equal(dx, [[[[0, 1], [0, 0]]]])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 1, 1), (1, 7, 3), (5, 16, 9), (4, 9, 1)], ids=str)
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_matches_reference(ops, rng, shape, dtype, bias):
+    N, IN, OUT = shape
+    x = rng.standard_normal((N, IN)).astype(dtype)
+    w = rng.standard_normal((OUT, IN)).astype(dtype)
+    b = rng.standard_normal(OUT).astype(dtype) if bias else None
+    y_ref, c_ref = ref.linear_forward(x, w, b)
+    y, cache = ops.linear_forward(*dev(ops, x, w, b))
+    close(ops, y, y_ref, dtype)
+    dy = rng.standard_normal((N, OUT)).astype(dtype)
+    for g, g_ref in zip(ops.linear_backward(ops.asarray(dy), cache), ref.linear_backward(dy, c_ref)):
+        if g_ref is None:
+            assert g is None
+        else:
+            close(ops, g, g_ref, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_relu_matches_reference_including_exact_zeros(ops, rng, dtype):
+    x = rng.standard_normal((3, 4, 5, 5)).astype(dtype)
+    x[0, 0, 0, :3] = 0.0  # the gradient at exactly 0 is 0
+    y_ref, c_ref = ref.relu_forward(x)
+    y, cache = ops.relu_forward(ops.asarray(x))
+    close(ops, y, y_ref, dtype)
+    dy = rng.standard_normal(x.shape).astype(dtype)
+    close(ops, ops.relu_backward(ops.asarray(dy), cache), ref.relu_backward(dy, c_ref), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 10), (7, 3), (16, 10)], ids=str)
+def test_log_softmax_matches_reference(ops, rng, shape, dtype):
+    x = (rng.standard_normal(shape) * 20).astype(dtype)  # large logits: the max-subtraction matters
+    y_ref, c_ref = ref.log_softmax_forward(x)
+    y, cache = ops.log_softmax_forward(ops.asarray(x))
+    close(ops, y, y_ref, dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    close(ops, ops.log_softmax_backward(ops.asarray(dy), cache), ref.log_softmax_backward(dy, c_ref), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 10), (7, 3), (32, 10)], ids=str)
+def test_softmax_xent_matches_reference(ops, rng, shape, dtype):
+    N, C = shape
+    logits = (rng.standard_normal(shape) * 30).astype(dtype)
+    t = rng.integers(0, C, size=N)
+    loss_ref, c_ref = ref.softmax_xent_forward(logits, t)
+    loss, cache = ops.softmax_xent_forward(ops.asarray(logits), ops.asarray(t))
+    close(ops, loss, loss_ref, dtype)
+    dl = np.asarray(0.7, dtype=dtype)
+    close(ops, ops.softmax_xent_backward(ops.asarray(dl), cache), ref.softmax_xent_backward(dl, c_ref), dtype)
+
+
+def test_softmax_xent_is_finite_for_huge_logits(ops):
+    logits = np.array([[1e4, -1e4, 0.0], [-1e4, 1e4, 1e4]], dtype=np.float32)
+    loss, _ = ops.softmax_xent_forward(ops.asarray(logits), ops.asarray(np.array([0, 1])))
+    assert np.isfinite(ops.to_numpy(loss))
+    np.testing.assert_allclose(ops.to_numpy(loss), np.log(2) / 2, rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("p", [0.0, 0.3, 0.5, 1.0])
+def test_dropout_matches_reference_for_the_same_seed(ops, rng, p, dtype):
+    x = rng.standard_normal((2, 3, 4, 5)).astype(dtype)
+    y_ref, c_ref = ref.dropout_forward(x, p, 42)
+    y, cache = ops.dropout_forward(ops.asarray(x), p, 42)
+    close(ops, y, y_ref, dtype)
+    dy = rng.standard_normal(x.shape).astype(dtype)
+    close(ops, ops.dropout_backward(ops.asarray(dy), cache), ref.dropout_backward(dy, c_ref), dtype)
+
+
+def test_dropout_keeps_about_1_minus_p_and_scales(ops):
+    x = np.ones(200_000, dtype=np.float32)
+    y, _ = ops.dropout_forward(ops.asarray(x), 0.25, 7)
+    y = ops.to_numpy(y)
+    kept = y != 0
+    assert abs(kept.mean() - 0.75) < 0.005
+    np.testing.assert_allclose(y[kept], 1 / 0.75, rtol=1e-6)
+    y2, _ = ops.dropout_forward(ops.asarray(x), 0.25, 8)
+    assert (ops.to_numpy(y2) != y).any()  # another seed, another mask
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("shape", [(4, 3, 5, 5), (1, 2, 3, 4)], ids=str)
+def test_batchnorm2d_matches_reference(ops, rng, shape, training, dtype):
+    C = shape[1]
+    x = (rng.standard_normal(shape) * 3 + 1).astype(dtype)
+    gamma = rng.standard_normal(C).astype(dtype)
+    beta = rng.standard_normal(C).astype(dtype)
+    rm, rv = rng.standard_normal(C).astype(dtype), rng.uniform(0.5, 2, C).astype(dtype)
+    rm_ref, rv_ref = rm.copy(), rv.copy()
+    y_ref, c_ref = ref.batchnorm2d_forward(x, gamma, beta, rm_ref, rv_ref, training, 0.1, 1e-5)
+    rm_d, rv_d = ops.asarray(rm.copy()), ops.asarray(rv.copy())
+    y, cache = ops.batchnorm2d_forward(*dev(ops, x, gamma, beta), rm_d, rv_d, training, 0.1, 1e-5)
+    close(ops, y, y_ref, dtype)
+    close(ops, rm_d, rm_ref, dtype)
+    close(ops, rv_d, rv_ref, dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    for g, g_ref in zip(ops.batchnorm2d_backward(ops.asarray(dy), cache), ref.batchnorm2d_backward(dy, c_ref)):
+        close(ops, g, g_ref, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("momentum,nesterov,wd", [(0.0, False, 0.0), (0.9, False, 0.0), (0.9, True, 1e-2),
+                                                  (0.5, False, 1e-3)])
+def test_sgd_update_matches_reference_over_several_steps(ops, rng, momentum, nesterov, wd, dtype):
+    p = rng.standard_normal((3, 4)).astype(dtype)
+    buf = np.zeros_like(p) if momentum else None
+    p_d = ops.asarray(p.copy())
+    buf_d = ops.asarray(buf.copy()) if momentum else None
+    for _ in range(3):
+        g = rng.standard_normal(p.shape).astype(dtype)
+        g_d = ops.asarray(g.copy())
+        ref.sgd_update(p, g, buf, 0.1, momentum, nesterov, wd)
+        ops.sgd_update(p_d, g_d, buf_d, 0.1, momentum, nesterov, wd)
+        close(ops, g_d, g, dtype)  # the gradient is not modified
+    close(ops, p_d, p, dtype)
+    if momentum:
+        close(ops, buf_d, buf, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("wd", [0.0, 1e-2])
+def test_adam_update_matches_reference_over_several_steps(ops, rng, wd, dtype):
+    p = rng.standard_normal((5, 2)).astype(dtype)
+    m, v = np.zeros_like(p), np.zeros_like(p)
+    p_d, m_d, v_d = dev(ops, p.copy(), m.copy(), v.copy())
+    for step in range(1, 4):
+        g = rng.standard_normal(p.shape).astype(dtype)
+        ref.adam_update(p, g, m, v, step, 1e-2, 0.9, 0.999, 1e-8, wd)
+        ops.adam_update(p_d, ops.asarray(g), m_d, v_d, step, 1e-2, 0.9, 0.999, 1e-8, wd)
+    close(ops, p_d, p, dtype)
+    close(ops, m_d, m, dtype)
+    close(ops, v_d, v, dtype)
+
+
+def test_plumbing_round_trip(ops):
+    a = np.arange(6, dtype=np.float32).reshape(2, 3)
+    np.testing.assert_array_equal(ops.to_numpy(ops.asarray(a)), a)
+    z = ops.zeros((2, 3), dtype="float64")
+    assert ops.to_numpy(z).dtype == np.float64 and not ops.to_numpy(z).any()
+    assert ops.to_numpy(ops.asarray(np.float32(3.0))).shape == ()
+    ops.synchronize()
+
+
+# -- bad input: every message names the argument -------------------------------------------------------------
+
+BAD = [
+    ("conv2d_forward", lambda: (np.zeros((28, 28), np.float32), np.zeros((1, 1, 3, 3), np.float32), None, 1, 0),
+     ValueError, r"conv2d: x must be 4-D \(N, C, H, W\); got shape \(28, 28\)"),
+    ("conv2d_forward", lambda: (np.zeros((1, 3, 8, 8), np.float32), np.zeros((2, 1, 3, 3), np.float32), None, 1, 0),
+     ValueError, "w has 1 input channels but x has 3"),
+    ("conv2d_forward", lambda: (np.zeros((1, 1, 8, 8), np.int32), np.zeros((2, 1, 3, 3), np.float32), None, 1, 0),
+     TypeError, "x must be float32 or float64; got int32"),
+    ("conv2d_forward", lambda: (np.zeros((1, 1, 8, 8), np.float32), np.zeros((2, 1, 3, 3), np.float64), None, 1, 0),
+     TypeError, "w dtype float64 does not match x dtype float32"),
+    ("conv2d_forward", lambda: (np.zeros((1, 1, 8, 8), np.float32), np.zeros((2, 1, 3, 3), np.float32),
+                                np.zeros(3, np.float32), 1, 0), ValueError, r"b must have shape \(2,\)"),
+    ("conv2d_forward", lambda: (np.zeros((1, 1, 8, 8), np.float32), np.zeros((2, 1, 3, 3), np.float32), None, 0, 0),
+     ValueError, "stride must be an integer >= 1"),
+    ("conv2d_forward", lambda: (np.zeros((1, 1, 2, 2), np.float32), np.zeros((2, 1, 3, 3), np.float32), None, 1, 0),
+     ValueError, "does not fit input"),
+    ("maxpool2d_forward", lambda: (np.zeros((4, 4), np.float32), 2, 2), ValueError, "maxpool2d: x must be 4-D"),
+    ("maxpool2d_forward", lambda: (np.zeros((1, 1, 4, 4), np.float32), 0, 2), ValueError, "kernel must be"),
+    ("linear_forward", lambda: (np.zeros((2, 5), np.float32), np.zeros((3, 4), np.float32), None),
+     ValueError, "w expects 4 input features but x has 5"),
+    ("linear_forward", lambda: (np.zeros(5, np.float32), np.zeros((3, 5), np.float32), None),
+     ValueError, "linear: x must be 2-D"),
+    ("softmax_xent_forward", lambda: (np.zeros((2, 3), np.float32), np.array([0, 1, 2])),
+     ValueError, "targets has 3 entries but logits has a batch of 2"),
+    ("softmax_xent_forward", lambda: (np.zeros((2, 3), np.float32), np.array([0, 3])),
+     ValueError, r"targets must lie in \[0, 3\)"),
+    ("softmax_xent_forward", lambda: (np.zeros((2, 3), np.float32), np.array([0.0, 1.0])),
+     TypeError, "targets must be integer class indices"),
+    ("relu_forward", lambda: (np.zeros(3, np.int64),), TypeError, "relu: x must be float32 or float64"),
+    ("dropout_forward", lambda: (np.zeros(3, np.float32), 1.5, 0), ValueError, r"dropout: p must lie in \[0, 1\]"),
+    ("sgd_update", lambda: (np.zeros(3, np.float32), np.zeros(4, np.float32), None, 0.1, 0.0, False, 0.0),
+     ValueError, "g must have the parameter's shape"),
+    ("adam_update", lambda: (np.zeros(3, np.float32), np.zeros(3, np.float32), np.zeros(3, np.float64),
+                             np.zeros(3, np.float32), 1, 0.1, 0.9, 0.999, 1e-8, 0.0),
+     TypeError, "m dtype float64 does not match p dtype float32"),
+    ("batchnorm2d_forward", lambda: (np.zeros((1, 2, 3, 3), np.float32), *[np.zeros(3, np.float32)] * 4, True, 0.1,
+                                     1e-5), ValueError, r"gamma must have shape \(2,\)"),
+]
+
+
+@pytest.mark.parametrize("name,make,exc,msg", BAD, ids=[f"{b[0]}-{i}" for i, b in enumerate(BAD)])
+def test_bad_input_is_a_clear_error_naming_the_argument(ops, name, make, exc, msg):
+    args = [ops.asarray(a) if isinstance(a, np.ndarray) else a for a in make()]
+    with pytest.raises(exc, match=msg):
+        getattr(ops, name)(*args)
+
+
+@pytest.mark.parametrize("name,make,exc,msg", BAD[:3], ids=["ref-ndim", "ref-channels", "ref-dtype"])
+def test_reference_validates_like_every_backend(name, make, exc, msg):
+    with pytest.raises(exc, match=msg):
+        getattr(ref, name)(*make())
