@@ -1,0 +1,91 @@
+import numpy as np
+import pytest
+
+import minigrad as mg
+from minigrad import nn
+
+
+def test_parameters_are_found_in_definition_order_with_torch_names():
+    m = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8, 3))
+    assert [n for n, _ in m.named_parameters()] == ["0.weight", "0.bias", "3.weight", "3.bias"]
+    assert m.num_parameters() == 2 * 9 + 2 + 8 * 3 + 3
+
+
+def test_bias_false_has_no_bias_parameter():
+    assert [n for n, _ in nn.Linear(4, 2, bias=False).named_parameters()] == ["weight"]
+    y = nn.Conv2d(1, 2, 3, bias=False)(mg.Tensor(np.ones((1, 1, 4, 4), np.float32)))
+    assert y.shape == (1, 2, 2, 2)
+
+
+def test_manual_seed_makes_init_reproducible():
+    mg.manual_seed(7)
+    a = mg.models.lenet5().state_dict()
+    mg.manual_seed(7)
+    b = mg.models.lenet5().state_dict()
+    mg.manual_seed(8)
+    c = mg.models.lenet5().state_dict()
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert not np.array_equal(a["0.weight"], c["0.weight"])
+
+
+def test_state_dict_round_trip_and_errors():
+    m1, m2 = mg.models.mlp(), mg.models.mlp()
+    m2.load_state_dict(m1.state_dict())
+    x = mg.Tensor(np.random.default_rng(0).random((2, 1, 28, 28), dtype=np.float32))
+    np.testing.assert_array_equal(m1(x).numpy(), m2(x).numpy())
+    state = m1.state_dict()
+    del state["1.bias"]
+    with pytest.raises(KeyError, match=r"missing \['1.bias'\]"):
+        m2.load_state_dict(state)
+
+
+def test_train_eval_propagate_and_dropout_obeys_them():
+    m = nn.Sequential(nn.Dropout(0.5), nn.Sequential(nn.Dropout(0.5)))
+    m.eval()
+    assert not m[1][0].training
+    x = mg.Tensor(np.ones((4, 4), np.float32))
+    np.testing.assert_array_equal(m(x).numpy(), x.numpy())
+    m.train()
+    assert m[1][0].training
+    assert (m(x).numpy() != 1).any()
+
+
+def test_batchnorm2d_updates_running_stats_and_round_trips_them():
+    bn = nn.BatchNorm2d(3, dtype="float64")
+    x = mg.Tensor(np.random.default_rng(0).standard_normal((8, 3, 4, 4)) * 2 + 5)
+    bn(x)
+    rm = mg.backend.k.to_numpy(bn.running_mean)
+    np.testing.assert_allclose(rm, 0.1 * x.numpy().mean(axis=(0, 2, 3)), rtol=1e-12)
+    state = bn.state_dict()
+    assert set(state) == {"weight", "bias", "running_mean", "running_var"}
+    bn2 = nn.BatchNorm2d(3, dtype="float64")
+    bn2.load_state_dict(state)
+    bn.eval(), bn2.eval()
+    np.testing.assert_allclose(bn(x).numpy(), bn2(x).numpy())
+
+
+def test_astype_casts_parameters_and_buffers():
+    m = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2)).astype("float64")
+    assert all(p.dtype == np.float64 for p in m.parameters())
+    assert m[1].running_var.dtype == np.float64
+
+
+def test_layer_argument_errors():
+    with pytest.raises(ValueError, match="in_channels must be a positive integer"):
+        nn.Conv2d(0, 2, 3)
+    with pytest.raises(ValueError, match="out_features must be a positive integer"):
+        nn.Linear(3, -1)
+    with pytest.raises(TypeError, match="layer 1 must be a Module"):
+        nn.Sequential(nn.ReLU(), "relu")
+    with pytest.raises(ValueError, match=r"Dropout: p must lie in \[0, 1\]"):
+        nn.Dropout(2.0)
+
+
+def test_wrong_input_channels_is_a_clear_error():
+    m = mg.models.lenet5()
+    with pytest.raises(ValueError, match="conv2d: w has 1 input channels but x has 3"):
+        m(mg.Tensor(np.zeros((2, 3, 28, 28), np.float32)))
+    with pytest.raises(ValueError, match=r"conv2d: x must be 4-D \(N, C, H, W\); got shape \(28, 28\)"):
+        m(mg.Tensor(np.zeros((28, 28), np.float32)))
+    with pytest.raises(TypeError, match="x must be float32 or float64; got uint8"):
+        m(mg.Tensor(np.zeros((1, 1, 28, 28), np.uint8)))
