@@ -20,7 +20,7 @@ def test_recovers_a_known_fixed_and_per_sample_cost():
 
 
 def test_the_1200_to_850_second_report_has_this_shape():
-    """The classic report (5 epochs: 1200 s at B=1, 940 at 4, 890 at 8, ~850 at 16+) is a fixed cost of ~0.7 ms
+    """The classic report (5 epochs: 1200 s at B=1, 940 at 4, 890 at 8, ~850 at 16+) is a fixed cost of ~1.2 ms
     per step over a per-sample cost of ~2.8 ms: the model reproduces it within a few percent."""
     N = 5 * 60000
     measured = {1: 1200, 4: 940, 8: 890, 16: 850, 32: 850, 256: 850}
