@@ -1,0 +1,114 @@
+"""The vectorization ladder: the same model and batch sizes through ever more vectorized code.
+
+Rungs:
+  (a) ``loop``:  a per-sample Python loop over the batch calling the NumPy kernels on batches of one, with
+                 gradients accumulated and one optimizer update per batch. This is how much code in the wild
+                 is written, and it reproduces the shape of the classic report (1200 s at B=1, ~850 s from
+                 B=16 on): only the per-step update is amortised by B, the per-sample work is not.
+  (b) ``numpy``: the batch vectorized (one GEMM per conv over the whole batch).
+  (c) ``numba``: compiled kernels (when numba is installed).
+  (d) ``cupy``:  the GPU (when a CUDA device is present).
+Each rung is timed at each batch size (median step time after warm-up) and gets its own plateau fit, so the
+report shows where each one stops improving and why.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from minigrad import backend, data, models, optim, rng
+from minigrad import functional as F
+from minigrad.tensor import Tensor
+
+from . import plateau
+
+RUNGS = ("loop", "numpy", "numba", "cupy")
+_RUNG_BACKEND = {"loop": "numpy", "numpy": "numpy", "numba": "numba", "cupy": "cupy"}
+
+
+def available_rungs() -> list[str]:
+    names = set(backend.available_backends())
+    return [r for r in RUNGS if _RUNG_BACKEND[r] in names]
+
+
+def _batched_step(model, opt, x, y):
+    F.cross_entropy(model(Tensor(x)), y).backward()
+    opt.step()
+    opt.zero_grad()
+
+
+def _per_sample_step(model, opt, x, y):
+    """One optimizer update over the batch, computed one sample at a time (gradients summed, then averaged)."""
+    n = int(x.shape[0])
+    for i in range(n):
+        F.cross_entropy(model(Tensor(x[i:i + 1])), y[i:i + 1]).backward()
+    if n > 1:
+        for p in model.parameters():
+            p.grad = p.grad * p.grad.dtype.type(1.0 / n)
+    opt.step()
+    opt.zero_grad()
+
+
+def time_rung(rung: str, model_name: str, batch_size: int, train_set, steps: int, warmup: int = 2,
+              seed: int = 0) -> dict:
+    """Median and spread of the step time of ``rung`` at ``batch_size`` over ``steps`` timed steps."""
+    with backend.use_backend(_RUNG_BACKEND[rung]):
+        rng.manual_seed(seed)
+        model = models.get_model(model_name)
+        opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        loader = data.DataLoader(train_set, batch_size, shuffle=True, seed=seed, drop_last=True)
+        step = _per_sample_step if rung == "loop" else _batched_step
+        times = []
+        batches = iter(loader)
+        for i in range(warmup + steps):
+            try:
+                x, y = next(batches)
+            except StopIteration:
+                batches = iter(loader)
+                x, y = next(batches)
+            backend.k.synchronize()
+            t0 = time.perf_counter()
+            step(model, opt, x, y)
+            backend.k.synchronize()
+            if i >= warmup:
+                times.append(time.perf_counter() - t0)
+    t = np.array(times)
+    return {"rung": rung, "batch_size": batch_size, "steps": steps, "step_seconds": float(np.median(t)),
+            "step_iqr": float(np.subtract(*np.percentile(t, [75, 25]))),
+            "samples_per_s": batch_size / float(np.median(t))}
+
+
+def run(model_name: str, batch_sizes, train_set, rungs=None, samples_per_point: int = 512, max_steps: int = 20,
+        n_epoch: int = 60000, progress=None) -> dict:
+    """Time every rung at every batch size; fit a plateau model per rung (epoch of ``n_epoch`` samples)."""
+    from tqdm.auto import tqdm
+
+    rungs = list(rungs or available_rungs())
+    points = [(r, b) for r in rungs for b in batch_sizes]
+    rows = []
+    for r, b in tqdm(points, desc="ladder", disable=not progress):
+        steps = int(min(max_steps, max(3, samples_per_point // b)))
+        rows.append(time_rung(r, model_name, b, train_set, steps))
+    fits = {}
+    for r in rungs:
+        mine = [row for row in rows if row["rung"] == r]
+        for row in mine:
+            row["epoch_seconds"] = n_epoch / row["samples_per_s"]
+        if len({row["batch_size"] for row in mine}) >= 2:
+            fits[r] = plateau.fit([row["batch_size"] for row in mine], [row["step_seconds"] for row in mine],
+                                  n_epoch).to_dict()
+    return {"model": model_name, "n_epoch": n_epoch, "rows": rows, "plateau": fits}
+
+
+def format_ladder(result: dict) -> str:
+    rows = result["rows"]
+    sizes = sorted({r["batch_size"] for r in rows})
+    rungs = [r for r in RUNGS if any(row["rung"] == r for row in rows)]
+    head = f"{'epoch s (est.)':<15}" + "".join(f"{'B=' + str(b):>10}" for b in sizes)
+    lines = [head, "-" * len(head)]
+    for r in rungs:
+        cells = {row["batch_size"]: row["epoch_seconds"] for row in rows if row["rung"] == r}
+        lines.append(f"{r:<15}" + "".join(f"{cells[b]:>10.1f}" if b in cells else f"{'':>10}" for b in sizes))
+    return "\n".join(lines)
