@@ -1,0 +1,145 @@
+"""``python -m minigrad.profile``: measure and explain where training time goes, and why it plateaus.
+
+Subcommands:
+  explain    everything below, into explain.md / explain.json / PNGs in --out (the default subcommand)
+  ceilings   this machine's GEMM GFLOP/s, stream bandwidth and caches (cached; --remeasure)
+  trace      per-kernel table for a few steps at each batch size (+ trace.json for Perfetto)
+  cprofile   causes per sample across batch sizes (+ .prof files for snakeviz)
+  lines      line_profiler of the hot kernels at the smallest and largest batch size (.lprof + .txt)
+  ladder     the vectorization ladder (per-sample loop, NumPy, Numba, CuPy)
+  noise      the gradient noise scale B_simple during training
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def _batch_sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(p) for p in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"batch sizes must be positive integers; got {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"batch sizes must be positive integers; got {text!r}")
+    return sizes
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from minigrad import backend, models
+    from minigrad.profiling.explain import DEFAULT_BATCH_SIZES
+
+    p = argparse.ArgumentParser(prog="python -m minigrad.profile", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n\n", 1)[1])
+    p.add_argument("command", nargs="?", default="explain",
+                   choices=("explain", "ceilings", "trace", "cprofile", "lines", "ladder", "noise"))
+    p.add_argument("--model", choices=sorted(models.MODELS), default="lenet5", help="reference model")
+    p.add_argument("--backend", choices=backend.registered_backends(), default=None,
+                   help="kernel backend (default: the fastest available)")
+    p.add_argument("--batch-sizes", type=_batch_sizes, default=list(DEFAULT_BATCH_SIZES),
+                   help="comma-separated batch sizes")
+    p.add_argument("--dataset", choices=("mnist", "fashion-mnist", "synthetic"), default="mnist",
+                   help="data to train on (synthetic: timing only)")
+    p.add_argument("--data-dir", default=None, help="dataset cache / IDX directory")
+    p.add_argument("--out", default=None, help="output directory (default runs/<time>-profile-<model>-<backend>)")
+    p.add_argument("--steps", type=int, default=5, help="steps per batch size (trace, lines, noise)")
+    p.add_argument("--quick", action="store_true", help="small budgets: a rough answer in about a minute")
+    p.add_argument("--remeasure", action="store_true", help="ceilings: measure again instead of using the cache")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from minigrad import backend, data
+
+    try:
+        if args.backend:
+            backend.set_backend(args.backend)
+        if args.steps < 1:
+            raise ValueError(f"--steps must be a positive integer; got {args.steps}")
+        out = Path(args.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}-profile-{args.model}-{backend.get_backend()}")
+        out.mkdir(parents=True, exist_ok=True)
+        return _run(args, out)
+    except (backend.BackendUnavailable, data.DataUnavailable, data.ChecksumError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _train_set(args):
+    from minigrad import data
+
+    if args.dataset == "synthetic":
+        return data.synthetic_mnist()[0]
+    return data.load_dataset(args.dataset, data_dir=args.data_dir)[0]
+
+
+def _run(args, out: Path) -> int:
+    from minigrad.profiling import ceilings, cprofile_harness, explain, ladder, line_harness, noise_scale, report
+
+    if args.command == "ceilings":
+        print(json.dumps(ceilings.load(remeasure=args.remeasure), indent=2))
+        return 0
+    if args.command == "explain":
+        result = explain.explain(args.model, args.batch_sizes, args.dataset, args.data_dir, out, quick=args.quick,
+                                 progress=None)
+        paths = report.write(result, out)
+        print(report.headline(result))
+        print(f"\nreport: {paths['md']}")
+        return 0
+    train_set = _train_set(args)
+    if args.command == "trace":
+        from minigrad.profiling.tracer import Tracer  # noqa: F401  (documented entry point)
+
+        for row in explain.traced_sweep(args.model, args.batch_sizes, train_set, args.steps):
+            print(f"\nB={row['batch_size']}: {100 * row['outside_fraction']:.0f}% of the step outside kernels")
+            for k in row["kernels"]:
+                print(f"  {k['kernel']:<24} {k['calls']:>5} calls {k['total_ms']:>9.2f} ms")
+        _save_trace(args, train_set, out)
+    elif args.command == "cprofile":
+        rows = cprofile_harness.sweep(args.model, args.batch_sizes, 1024, train_set, out)
+        print(cprofile_harness.format_causes(rows))
+        print(f"\n.prof files in {out}")
+    elif args.command == "lines":
+        for b in sorted({min(args.batch_sizes), max(args.batch_sizes)}):
+            row = line_harness.profile_lines(args.model, b, args.steps, train_set, out)
+            print(f"B={b}: {row['text_path']}")
+    elif args.command == "ladder":
+        print(ladder.format_ladder(ladder.run(args.model, args.batch_sizes, train_set, progress=None)))
+    elif args.command == "noise":
+        from minigrad import data, models, optim
+
+        model = models.get_model(args.model)
+        est = noise_scale.track(model, data.DataLoader(train_set, 64, shuffle=True, seed=0),
+                                optim.SGD(model.parameters(), lr=0.05, momentum=0.9), steps=args.steps)
+        print(json.dumps(est.to_dict(), indent=2))
+    return 0
+
+
+def _save_trace(args, train_set, out: Path) -> None:
+    """A Chrome trace of a few steps at the largest batch size (open it in Perfetto)."""
+    from minigrad import data, models, optim
+    from minigrad import functional as F
+    from minigrad.profiling.tracer import Tracer
+    from minigrad.tensor import Tensor
+
+    model = models.get_model(args.model)
+    opt = optim.SGD(model.parameters(), lr=0.01)
+    batches = iter(data.DataLoader(train_set, max(args.batch_sizes), drop_last=True))
+    with Tracer() as tr:
+        for _ in range(args.steps):
+            x, y = next(batches)
+            with tr.step():
+                F.cross_entropy(model(Tensor(x)), y).backward()
+                opt.step()
+                opt.zero_grad()
+    tr.save_chrome_trace(out / "trace.json")
+    print(f"\ntrace.json (open in https://ui.perfetto.dev) in {out}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

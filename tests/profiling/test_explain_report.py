@@ -1,0 +1,76 @@
+"""The explain pipeline end to end on synthetic data with tiny budgets: every output exists and parses."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from minigrad.profiling import plateau
+
+
+@pytest.fixture(scope="module")
+def explained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("explain")
+    cmd = [sys.executable, "-m", "minigrad.profile", "explain", "--quick", "--dataset", "synthetic",
+           "--batch-sizes", "1,2,4,8", "--backend", "numpy", "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    return out, proc
+
+
+def test_explain_writes_every_output(explained):
+    out, proc = explained
+    assert "epoch time stops falling" in proc.stdout
+    for name in ("explain.md", "explain.json", "plateau.png", "causes.png", "roofline.png", "ladder.png"):
+        assert (out / name).stat().st_size > 0, name
+    for png in out.glob("*.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert list(out.glob("cprofile-lenet5-B*.prof")) and list(out.glob("lines-lenet5-B*.lprof"))
+
+
+def test_explain_json_schema_and_the_plateau_model_loads_back(explained):
+    out, _ = explained
+    r = json.loads((out / "explain.json").read_text())
+    for key in ("model", "backend", "synthetic", "machine", "sweep", "plateau", "holdout", "traced", "causes",
+                "footprints", "noise", "ladder", "recommendation"):
+        assert key in r, key
+    assert r["synthetic"] is True and r["backend"] == "numpy"
+    assert [s["batch_size"] for s in r["sweep"]] == [1, 2, 4, 8]
+    assert [h["batch_size"] for h in r["holdout"]] == [2, 8]
+    model = plateau.load(out / "explain.json")
+    assert model.predict_epoch_seconds(4) > 0
+    assert r["recommendation"]["recommended"] in (1, 2, 4, 8)
+
+
+def test_explain_md_has_every_section(explained):
+    out, _ = explained
+    md = (out / "explain.md").read_text()
+    for section in ("## The model", "Held-out check", "## Where the time goes", "## Kernels (tracer)",
+                    "## Cache footprints", "## line_profiler excerpts", "## Gradient noise scale",
+                    "## Vectorization ladder", "**synthetic**"):
+        assert section in md, section
+
+
+@pytest.mark.parametrize("command", ["trace", "cprofile", "lines", "ladder", "noise"])
+def test_every_subcommand_runs_from_the_cli(command, tmp_path):
+    cmd = [sys.executable, "-m", "minigrad.profile", command, "--dataset", "synthetic", "--batch-sizes", "1,4",
+           "--backend", "numpy", "--steps", "3", "--out", str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    expected = {"trace": "trace.json", "cprofile": "cprofile-lenet5-B4.prof", "lines": "lines-lenet5-B4.txt"}
+    if command in expected:
+        assert (tmp_path / expected[command]).stat().st_size > 0
+    if command == "trace":
+        assert json.loads((tmp_path / "trace.json").read_text())["traceEvents"]
+    if command == "noise":
+        assert json.loads(proc.stdout)["updates"] == 3
+
+
+@pytest.mark.parametrize("args,msg", [(["--batch-sizes", "0"], "batch sizes must be positive"),
+                                      (["--backend", "tpu"], "invalid choice"),
+                                      (["--steps", "0"], "--steps must be a positive integer")])
+def test_bad_arguments_exit_2_without_traceback(args, msg, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "minigrad.profile", "trace", "--out", str(tmp_path), *args],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and msg in proc.stderr and "Traceback" not in proc.stderr
