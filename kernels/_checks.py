@@ -29,6 +29,15 @@ def _same_dtype(op: str, ref_name: str, ref, **others) -> None:
             raise TypeError(f"{op}: {name} dtype {a.dtype} does not match {ref_name} dtype {ref.dtype}")
 
 
+def _bias(op: str, b, n: int, layout: str) -> None:
+    """An optional bias must be a float vector of length n."""
+    if b is None:
+        return
+    _float_array(op, "b", b, 1, layout)
+    if b.shape[0] != n:
+        raise ValueError(f"{op}: b must have shape ({n},); got {tuple(b.shape)}")
+
+
 def _positive_int(op: str, name: str, v, minimum: int = 1) -> int:
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum:
         raise ValueError(f"{op}: {name} must be an integer >= {minimum}; got {v!r}")
@@ -44,10 +53,7 @@ def check_conv2d(x, w, b, stride, padding):
     if Cw != C:
         raise ValueError(f"conv2d: w has {Cw} input channels but x has {C} (x shape {tuple(x.shape)}, "
                          f"w shape {tuple(w.shape)})")
-    if b is not None:
-        _float_array("conv2d", "b", b, 1, "(F,)")
-        if b.shape[0] != F:
-            raise ValueError(f"conv2d: b must have shape ({F},); got {tuple(b.shape)}")
+    _bias("conv2d", b, F, "(F,)")
     _same_dtype("conv2d", "x", x, w=w, b=b)
     stride = _positive_int("conv2d", "stride", stride)
     padding = _positive_int("conv2d", "padding", padding, minimum=0)
@@ -78,10 +84,7 @@ def check_linear(x, w, b):
     if INw != IN:
         raise ValueError(f"linear: w expects {INw} input features but x has {IN} (x shape {tuple(x.shape)}, "
                          f"w shape {tuple(w.shape)})")
-    if b is not None:
-        _float_array("linear", "b", b, 1, "(out_features,)")
-        if b.shape[0] != OUT:
-            raise ValueError(f"linear: b must have shape ({OUT},); got {tuple(b.shape)}")
+    _bias("linear", b, OUT, "(out_features,)")
     _same_dtype("linear", "x", x, w=w, b=b)
     return N, IN, OUT
 

@@ -93,8 +93,6 @@ def _run(args, out: Path) -> int:
         return 0
     train_set = _train_set(args)
     if args.command == "trace":
-        from minigrad.profiling.tracer import Tracer  # noqa: F401  (documented entry point)
-
         for row in explain.traced_sweep(args.model, args.batch_sizes, train_set, args.steps):
             print(f"\nB={row['batch_size']}: {100 * row['outside_fraction']:.0f}% of the step outside kernels")
             for k in row["kernels"]:
@@ -122,21 +120,15 @@ def _run(args, out: Path) -> int:
 
 def _save_trace(args, train_set, out: Path) -> None:
     """A Chrome trace of a few steps at the largest batch size (open it in Perfetto)."""
-    from minigrad import data, models, optim
-    from minigrad import functional as F
+    from minigrad.profiling import _harness
     from minigrad.profiling.tracer import Tracer
-    from minigrad.tensor import Tensor
 
-    model = models.get_model(args.model)
-    opt = optim.SGD(model.parameters(), lr=0.01)
-    batches = iter(data.DataLoader(train_set, max(args.batch_sizes), drop_last=True))
+    model, opt, batches = _harness.setup(args.model, max(args.batch_sizes), train_set, args.steps)
     with Tracer() as tr:
         for _ in range(args.steps):
             x, y = next(batches)
             with tr.step():
-                F.cross_entropy(model(Tensor(x)), y).backward()
-                opt.step()
-                opt.zero_grad()
+                _harness.step(model, opt, x, y)
     tr.save_chrome_trace(out / "trace.json")
     print(f"\ntrace.json (open in https://ui.perfetto.dev) in {out}")
 

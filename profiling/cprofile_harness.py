@@ -26,9 +26,9 @@ import pstats
 import time
 from pathlib import Path
 
-from minigrad import backend, data, models, optim, rng
-from minigrad import functional as F
-from minigrad.tensor import Tensor
+from minigrad import backend
+
+from . import _harness
 
 CAUSES = ("GEMM/BLAS", "im2col/col2im", "pooling", "elementwise", "loss", "optimizer", "autograd/tape",
           "data loading", "other Python")
@@ -123,9 +123,7 @@ def causes(stats: pstats.Stats, kernel_module) -> dict[str, float]:
 
 def _loop(model, opt, batches):
     for x, y in batches:
-        F.cross_entropy(model(Tensor(x)), y).backward()
-        opt.step()
-        opt.zero_grad()
+        _harness.step(model, opt, x, y)
 
 
 def profile_batch_size(model_name: str, batch_size: int, steps: int, train_set, out_dir=None, warmup: int = 2,
@@ -135,14 +133,7 @@ def profile_batch_size(model_name: str, batch_size: int, steps: int, train_set, 
     Returns the wall seconds, the causes (seconds and per-sample microseconds) and, when ``out_dir`` is
     given, saves ``cprofile-<model>-B<batch>.prof`` there (open it with snakeviz or pstats).
     """
-    rng.manual_seed(seed)
-    model = models.get_model(model_name)
-    opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    loader = data.DataLoader(train_set, batch_size, shuffle=True, seed=seed, drop_last=True)
-    if len(loader) < warmup + steps:
-        raise ValueError(f"profile: {len(train_set)} samples give {len(loader)} batches of {batch_size}; "
-                         f"need {warmup + steps} (warm-up + steps)")
-    batches = iter(loader)
+    model, opt, batches = _harness.setup(model_name, batch_size, train_set, warmup + steps, seed)
     _loop(model, opt, (next(batches) for _ in range(warmup)))
     profiler = cProfile.Profile()
     t0 = time.perf_counter()

@@ -17,10 +17,8 @@ import time
 import numpy as np
 
 from minigrad import backend, data, models, optim, rng
-from minigrad import functional as F
-from minigrad.tensor import Tensor
 
-from . import ceilings, cprofile_harness, ladder, line_harness, noise_scale, plateau
+from . import _harness, ceilings, cprofile_harness, ladder, line_harness, noise_scale, plateau
 from .tracer import Tracer
 
 DEFAULT_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -50,23 +48,12 @@ def traced_sweep(model_name: str, batch_sizes, train_set, steps: int) -> list[di
     """Per batch size: the tracer's per-kernel table over ``steps`` steps (after one untraced warm-up)."""
     out = []
     for b in batch_sizes:
-        rng.manual_seed(0)
-        model = models.get_model(model_name)
-        opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-        loader = data.DataLoader(train_set, b, shuffle=True, seed=0, drop_last=True)
-        batches = iter(loader)
-
-        def step():
-            x, y = next(batches)
-            F.cross_entropy(model(Tensor(x)), y).backward()
-            opt.step()
-            opt.zero_grad()
-
-        step()
+        model, opt, batches = _harness.setup(model_name, b, train_set, steps + 1)
+        _harness.step(model, opt, *next(batches))
         with Tracer() as tr:
-            for _ in range(steps):
+            for x, y in (next(batches) for _ in range(steps)):
                 with tr.step():
-                    step()
+                    _harness.step(model, opt, x, y)
         total = sum(s.seconds for s in tr.steps)
         out.append({"batch_size": b, "steps": steps, "step_seconds": total / steps,
                     "outside_fraction": sum(s.outside_seconds for s in tr.steps) / total,

@@ -18,11 +18,11 @@ import time
 
 import numpy as np
 
-from minigrad import backend, data, models, optim, rng
+from minigrad import backend
 from minigrad import functional as F
 from minigrad.tensor import Tensor
 
-from . import plateau
+from . import _harness, plateau
 
 RUNGS = ("loop", "numpy", "numba", "cupy")
 _RUNG_BACKEND = {"loop": "numpy", "numpy": "numpy", "numba": "numba", "cupy": "cupy"}
@@ -31,12 +31,6 @@ _RUNG_BACKEND = {"loop": "numpy", "numpy": "numpy", "numba": "numba", "cupy": "c
 def available_rungs() -> list[str]:
     names = set(backend.available_backends())
     return [r for r in RUNGS if _RUNG_BACKEND[r] in names]
-
-
-def _batched_step(model, opt, x, y):
-    F.cross_entropy(model(Tensor(x)), y).backward()
-    opt.step()
-    opt.zero_grad()
 
 
 def _per_sample_step(model, opt, x, y):
@@ -55,19 +49,11 @@ def time_rung(rung: str, model_name: str, batch_size: int, train_set, steps: int
               seed: int = 0) -> dict:
     """Median and spread of the step time of ``rung`` at ``batch_size`` over ``steps`` timed steps."""
     with backend.use_backend(_RUNG_BACKEND[rung]):
-        rng.manual_seed(seed)
-        model = models.get_model(model_name)
-        opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-        loader = data.DataLoader(train_set, batch_size, shuffle=True, seed=seed, drop_last=True)
-        step = _per_sample_step if rung == "loop" else _batched_step
+        model, opt, batches = _harness.setup(model_name, batch_size, train_set, warmup + steps, seed)
+        step = _per_sample_step if rung == "loop" else _harness.step
         times = []
-        batches = iter(loader)
         for i in range(warmup + steps):
-            try:
-                x, y = next(batches)
-            except StopIteration:
-                batches = iter(loader)
-                x, y = next(batches)
+            x, y = next(batches)
             backend.k.synchronize()
             t0 = time.perf_counter()
             step(model, opt, x, y)

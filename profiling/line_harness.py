@@ -11,9 +11,10 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from minigrad import backend, data, models, optim, rng
-from minigrad import functional as F
+from minigrad import backend
 from minigrad.tensor import Function, Tensor
+
+from . import _harness
 
 HOT_KERNELS = ("conv2d_forward", "conv2d_backward", "maxpool2d_forward", "maxpool2d_backward", "linear_forward",
                "linear_backward")
@@ -36,24 +37,15 @@ def profile_lines(model_name: str, batch_size: int, steps: int, train_set, out_d
     """
     from line_profiler import LineProfiler
 
-    rng.manual_seed(seed)
-    model = models.get_model(model_name)
-    opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    loader = data.DataLoader(train_set, batch_size, shuffle=True, seed=seed, drop_last=True)
-    if len(loader) < warmup + steps:
-        raise ValueError(f"profile: {len(train_set)} samples give {len(loader)} batches of {batch_size}; "
-                         f"need {warmup + steps} (warm-up + steps)")
+    model, opt, batches = _harness.setup(model_name, batch_size, train_set, warmup + steps, seed)
     lp = LineProfiler()
     for fn in hot_functions():
         lp.add_function(fn)
-    batches = iter(loader)
     for i in range(warmup + steps):
         x, y = next(batches)
         if i == warmup:
             lp.enable_by_count()
-        F.cross_entropy(model(Tensor(x)), y).backward()
-        opt.step()
-        opt.zero_grad()
+        _harness.step(model, opt, x, y)
     lp.disable_by_count()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
