@@ -1,0 +1,73 @@
+// Max pooling, floor mode, no padding. The argmax is cached as the index within the window (row-major,
+// int32: a window never has 2^31 elements), the same meaning as numpy_ops' cache.
+#include "minigrad_cuda.h"
+
+// One thread per output. The scan is strict (>) from the window's first element, so ties keep the FIRST
+// maximum in row-major window order, the rule of reference.py that the gradient follows. A NaN counts as
+// the maximum (the first one wins), as numpy_ops' argmax does, so NaN propagates instead of vanishing.
+template <typename T>
+__device__ __forceinline__ void maxpool2d_forward(const T* x, T* y, int* arg, idx_t N, idx_t C, idx_t H,
+                                                  idx_t W, idx_t kernel, idx_t stride, idx_t OH, idx_t OW) {
+    GRID_STRIDE_LOOP(e, N * C * OH * OW) {
+        const idx_t j = e % OW, i = (e / OW) % OH, nc = e / (OW * OH);
+        const T* win = x + (nc * H + i * stride) * W + j * stride;
+        T best = win[0];
+        int best_at = 0;
+        for (idx_t r = 0; r < kernel; ++r) {
+            for (idx_t q = 0; q < kernel; ++q) {
+                const T v = win[r * W + q];
+                if (v > best || (v != v && best == best)) {
+                    best = v;
+                    best_at = (int)(r * kernel + q);
+                }
+            }
+        }
+        y[e] = best;
+        arg[e] = best_at;
+    }
+}
+
+extern "C" __global__ void maxpool2d_forward_f32(const float* x, float* y, int* arg, idx_t N, idx_t C, idx_t H,
+                                                 idx_t W, idx_t kernel, idx_t stride, idx_t OH, idx_t OW) {
+    maxpool2d_forward(x, y, arg, N, C, H, W, kernel, stride, OH, OW);
+}
+extern "C" __global__ void maxpool2d_forward_f64(const double* x, double* y, int* arg, idx_t N, idx_t C,
+                                                 idx_t H, idx_t W, idx_t kernel, idx_t stride, idx_t OH,
+                                                 idx_t OW) {
+    maxpool2d_forward(x, y, arg, N, C, H, W, kernel, stride, OH, OW);
+}
+
+// The backward as a gather: one thread per input pixel visits the windows that contain it (rows
+// i*stride <= h < i*stride + kernel, likewise columns) and adds dy of those whose argmax is this pixel.
+// Overlapping windows (stride < kernel) therefore need no atomics.
+template <typename T>
+__device__ __forceinline__ void maxpool2d_backward(const T* dy, const int* arg, T* dx, idx_t N, idx_t C,
+                                                   idx_t H, idx_t W, idx_t kernel, idx_t stride, idx_t OH,
+                                                   idx_t OW) {
+    GRID_STRIDE_LOOP(e, N * C * H * W) {
+        const idx_t w = e % W, h = (e / W) % H, nc = e / (W * H);
+        const idx_t i_lo = h >= kernel ? (h - kernel) / stride + 1 : 0;
+        const idx_t j_lo = w >= kernel ? (w - kernel) / stride + 1 : 0;
+        const idx_t i_hi = h / stride < OH - 1 ? h / stride : OH - 1;
+        const idx_t j_hi = w / stride < OW - 1 ? w / stride : OW - 1;
+        T sum = T(0);
+        for (idx_t i = i_lo; i <= i_hi; ++i) {
+            for (idx_t j = j_lo; j <= j_hi; ++j) {
+                const idx_t o = (nc * OH + i) * OW + j;
+                if (arg[o] == (h - i * stride) * kernel + (w - j * stride)) sum += dy[o];
+            }
+        }
+        dx[e] = sum;
+    }
+}
+
+extern "C" __global__ void maxpool2d_backward_f32(const float* dy, const int* arg, float* dx, idx_t N, idx_t C,
+                                                  idx_t H, idx_t W, idx_t kernel, idx_t stride, idx_t OH,
+                                                  idx_t OW) {
+    maxpool2d_backward(dy, arg, dx, N, C, H, W, kernel, stride, OH, OW);
+}
+extern "C" __global__ void maxpool2d_backward_f64(const double* dy, const int* arg, double* dx, idx_t N,
+                                                  idx_t C, idx_t H, idx_t W, idx_t kernel, idx_t stride,
+                                                  idx_t OH, idx_t OW) {
+    maxpool2d_backward(dy, arg, dx, N, C, H, W, kernel, stride, OH, OW);
+}

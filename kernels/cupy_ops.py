@@ -1,0 +1,559 @@
+"""CuPy backend: GEMMs through cuBLAS (``cupy.matmul``), every other kernel hand-written in ``cuda/*.cu``.
+
+Same names, shapes and caches' meaning as ``numpy_ops.py``; arrays are CuPy arrays on the current device.
+Each ``cuda/<layer>.cu`` file is compiled once by NVRTC through ``cupy.RawModule`` on first use; its
+kernels are extern "C" (``<kernel>_f32`` / ``<kernel>_f64``) and run grid-stride loops whose launch
+geometry is chosen in one place, ``LAUNCH``.
+
+Importing this module never needs CuPy: ``check_available()`` (called by ``minigrad.backend.load_module``)
+says what is missing on a machine without a usable GPU. The wrappers reach CuPy only through
+``_runtime()``; tests/kernels/test_cuda_host.py swaps it for NumPy plus the same ``.cu`` kernels compiled
+by g++ under a host shim, which runs these exact wrappers and kernels on the CPU.
+
+GPU measurement helpers (not part of the kernel contract): ``memory_info()`` / ``reset_peak()`` read the
+CuPy memory pool, ``time_gpu(fn, repeats)`` times with CUDA events.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib
+import pathlib
+import types
+from typing import Callable
+
+import numpy as np
+
+from minigrad.backend import BackendUnavailable
+
+from . import _checks
+
+#: The kernel sources (installed as package data next to this module).
+CUDA_DIR = pathlib.Path(__file__).with_name("cuda")
+
+_SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
+_MASK64 = (1 << 64) - 1
+
+# CUDA runtime error codes that name what is missing (cudaError_t).
+_CUDA_ERROR_INSUFFICIENT_DRIVER = 35
+_CUDA_ERROR_NO_DEVICE = 100
+_NO_DEVICE = "cupy is installed but there is no CUDA device"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# availability and runtime
+
+
+def _cuda_version(v: int) -> str:
+    return f"{v // 1000}.{v % 1000 // 10}"
+
+
+def _driver_problem(runtime, exc) -> str:
+    """Turn the error of cudaGetDeviceCount into what is missing: a driver, a newer driver, or a device."""
+    status = getattr(exc, "status", None)
+    if status == _CUDA_ERROR_NO_DEVICE:
+        return _NO_DEVICE
+    if status == _CUDA_ERROR_INSUFFICIENT_DRIVER:
+        try:
+            driver, needed = runtime.driverGetVersion(), runtime.runtimeGetVersion()
+        except Exception:  # the versions only refine the message
+            return f"the NVIDIA driver is missing or too old for this cupy build ({exc})"
+        if driver == 0:
+            return "cupy is installed but no NVIDIA driver was found (libcuda is missing)"
+        return (f"the NVIDIA driver is too old: it supports CUDA {_cuda_version(driver)}, cupy was built for "
+                f"CUDA {_cuda_version(needed)}")
+    return f"CUDA could not be initialised ({exc})"
+
+
+def check_available() -> None:
+    """Raise BackendUnavailable naming what is missing unless CuPy imports and sees a CUDA device.
+
+    Checks device presence (cudaGetDeviceCount), not merely that ``import cupy`` works: CuPy installs and
+    imports fine on a machine without a GPU or driver, and fails only at the first device call.
+    """
+    prefix = "backend 'cupy' is not available: "
+    try:
+        cupy = importlib.import_module("cupy")
+    except ImportError as exc:
+        if exc.name == "cupy":
+            raise BackendUnavailable(prefix + "cupy is not installed (pip install 'minigrad[gpu]' installs "
+                                     "cupy-cuda12x)") from exc
+        raise BackendUnavailable(prefix + f"cupy is installed but failed to import ({exc})") from exc
+    except Exception as exc:  # a broken install (e.g. two cupy wheels at once) raises other errors too
+        raise BackendUnavailable(prefix + f"cupy is installed but failed to import ({exc})") from exc
+    runtime = cupy.cuda.runtime
+    try:
+        count = runtime.getDeviceCount()
+    except runtime.CUDARuntimeError as exc:
+        raise BackendUnavailable(prefix + _driver_problem(runtime, exc)) from exc
+    if count == 0:
+        raise BackendUnavailable(prefix + _NO_DEVICE)
+
+
+@dataclasses.dataclass(frozen=True)
+class LaunchConfig:
+    """Launch geometry of every kernel: ``block`` threads per block, at most ``max_grid`` blocks.
+
+    256 threads (8 warps) keeps a streaming multiprocessor busy without shared memory to budget for. The
+    grid covers the work one element per thread up to ``max_grid`` blocks (about a million threads, several
+    times what an H100 holds resident); beyond that each thread's grid-stride loop takes more elements
+    instead of the launch queueing blocks that could not be resident anyway.
+    """
+
+    block: int = 256
+    max_grid: int = 4096
+
+    def grid(self, work: int) -> int:
+        return max(1, min(self.max_grid, -(-work // self.block)))
+
+
+#: The one place launch parameters are chosen.
+LAUNCH = LaunchConfig()
+
+
+@dataclasses.dataclass(frozen=True)
+class _Runtime:
+    """What the wrappers need from the device: an array module, kernel lookup and a device barrier.
+
+    ``kernel(file_stem, name)`` returns a callable ``f(grid, block, args)`` with CuPy's RawKernel calling
+    convention: args are arrays (passed as pointers), None (a null pointer) or NumPy scalars (passed by
+    value with their exact C type, so each must match the kernel's parameter type).
+    """
+
+    xp: types.ModuleType
+    kernel: Callable[[str, str], Callable]
+    synchronize: Callable[[], None]
+
+
+@functools.lru_cache(maxsize=None)
+def _runtime() -> _Runtime:
+    check_available()
+    cupy = importlib.import_module("cupy")
+
+    @functools.lru_cache(maxsize=None)
+    def module(stem: str):
+        # RawModule compiles with NVRTC on first get_function and caches the binary on disk (~/.cupy).
+        source = (CUDA_DIR / f"{stem}.cu").read_text()
+        return cupy.RawModule(code=source, options=(f"-I{CUDA_DIR}",))
+
+    @functools.lru_cache(maxsize=None)
+    def kernel(stem: str, name: str):
+        return module(stem).get_function(name)
+
+    return _Runtime(xp=cupy, kernel=kernel, synchronize=lambda: cupy.cuda.Device().synchronize())
+
+
+def _launch(stem: str, kernel: str, dtype, work: int, *args) -> None:
+    """Run ``<kernel>_<f32|f64>`` from ``cuda/<stem>.cu`` over ``work`` items (grid-stride)."""
+    fn = _runtime().kernel(stem, f"{kernel}_{_SUFFIX[np.dtype(dtype)]}")
+    fn((LAUNCH.grid(int(work)),), (LAUNCH.block,), args)
+
+
+def _i(v) -> np.int64:
+    """A size or flag as the kernels' idx_t (int64 by value)."""
+    return np.int64(v)
+
+
+def _on_device(a):
+    """Check that ``a`` is a device array; return the array module.
+
+    A host array is an error rather than a silent copy: CuPy would pass a NumPy array to a kernel by value,
+    and a hidden transfer per call is exactly the cost this backend exists to avoid.
+    """
+    xp = _runtime().xp
+    if not isinstance(a, xp.ndarray):
+        raise TypeError(f"cupy backend: expected a {xp.__name__} array on the device; got "
+                        f"{type(a).__module__}.{type(a).__name__} (move it there with asarray)")
+    return xp
+
+
+def _c(a):
+    """``a`` as a C-contiguous device array (the kernels index raw memory); no copy when it already is."""
+    xp = _on_device(a)
+    return a if a.flags.c_contiguous else xp.ascontiguousarray(a)
+
+
+def _like(a, dtype):
+    """``a`` as a C-contiguous array of ``dtype`` (the upstream gradient must match the cached arrays)."""
+    return _c(a.astype(dtype, copy=False))
+
+
+def _check_in_place(op: str, dtype, **arrays) -> None:
+    """Arrays the kernels update in place must already be contiguous device arrays of the kernel's dtype:
+    a converted copy would take the update and the caller's array would silently keep its old values."""
+    for name, a in arrays.items():
+        if a is None:
+            continue
+        _on_device(a)
+        if a.dtype != dtype:
+            raise TypeError(f"{op}: {name} dtype {a.dtype} does not match {np.dtype(dtype)} (it is updated in "
+                            f"place)")
+        if not a.flags.c_contiguous:
+            raise ValueError(f"{op}: {name} must be C-contiguous (it is updated in place)")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# conv2d: im2col kernel, one cuBLAS GEMM, layout+bias kernel
+
+
+def im2col(x, KH, KW, stride, padding):
+    """Patches of x as rows: (N*OH*OW, C*KH*KW), row (n, i, j), column (c, kh, kw), as numpy_ops.im2col."""
+    N, C, H, W = x.shape
+    OH = (H + 2 * padding - KH) // stride + 1
+    OW = (W + 2 * padding - KW) // stride + 1
+    cols = _runtime().xp.empty((N * OH * OW, C * KH * KW), dtype=x.dtype)
+    _launch("conv2d", "im2col", x.dtype, cols.size, _c(x), cols, _i(N), _i(C), _i(H), _i(W), _i(KH), _i(KW),
+            _i(stride), _i(padding), _i(OH), _i(OW))
+    return cols
+
+
+def col2im(dcols, x_shape, KH, KW, stride, padding, OH, OW):
+    """Adjoint of im2col, as a gather (one thread per input pixel, no atomics): dcols -> dx of x_shape."""
+    N, C, H, W = x_shape
+    dx = _runtime().xp.empty((N, C, H, W), dtype=dcols.dtype)
+    _launch("conv2d", "col2im", dcols.dtype, dx.size, _c(dcols), dx, _i(N), _i(C), _i(H), _i(W), _i(KH),
+            _i(KW), _i(stride), _i(padding), _i(OH), _i(OW))
+    return dx
+
+
+def conv2d_forward(x, w, b, stride, padding):
+    """x: (N, C, H, W), w: (F, C, KH, KW), b: (F,) or None -> y: (N, F, OH, OW).
+
+    cache: (im2col matrix, w, x shape, has_bias, stride, padding), as numpy_ops: the columns cost
+    KH*KW x the input in device memory and spare rebuilding them for dW.
+    """
+    N, C, H, W, F, KH, KW, OH, OW = _checks.check_conv2d(x, w, b, stride, padding)
+    xp = _runtime().xp
+    cols = im2col(x, KH, KW, stride, padding)
+    out = _c(xp.matmul(cols, _c(w).reshape(F, -1).T))  # (N*OH*OW, F): the one GEMM
+    y = xp.empty((N, F, OH, OW), dtype=x.dtype)
+    _launch("conv2d", "rows_to_nchw", x.dtype, y.size, out, None if b is None else _c(b), y, _i(N), _i(F),
+            _i(OH * OW))
+    return y, (cols, w, x.shape, b is not None, stride, padding)
+
+
+def conv2d_backward(dy, cache):
+    """dW = dY^T cols, dcols = dY W (cuBLAS), dx = col2im(dcols), db = column sums of dY.
+
+    db is a reduction over N*OH*OW rows; CuPy's reduction (a shared-memory tree) does it, since a
+    one-thread-per-channel loop would serialise up to ~150k additions per thread at large batches.
+    """
+    cols, w, x_shape, has_bias, stride, padding = cache
+    F, C, KH, KW = w.shape
+    N, _, H, W = x_shape
+    OH = (H + 2 * padding - KH) // stride + 1
+    OW = (W + 2 * padding - KW) // stride + 1
+    _checks.check_grad("conv2d", dy, (N, F, OH, OW))
+    xp = _runtime().xp
+    dy = _like(dy, cols.dtype)
+    dout = xp.empty((N * OH * OW, F), dtype=cols.dtype)
+    _launch("conv2d", "nchw_to_rows", cols.dtype, dout.size, dy, dout, _i(N), _i(F), _i(OH * OW))
+    dw = xp.matmul(dout.T, cols).reshape(w.shape)
+    dcols = xp.matmul(dout, _c(w).reshape(F, -1))
+    dx = col2im(dcols, x_shape, KH, KW, stride, padding, OH, OW)
+    db = dout.sum(axis=0) if has_bias else None
+    return dx, dw, db
+
+
+# ----------------------------------------------------------------------------------------------------------
+# maxpool2d
+
+
+def maxpool2d_forward(x, kernel, stride):
+    """x: (N, C, H, W) -> y: (N, C, OH, OW), floor mode. cache: (argmax within window, x shape, dtype,
+    kernel, stride); the argmax is int32 here (half numpy_ops' int64; a window index fits easily).
+
+    Ties: the first maximum in row-major window order takes the gradient (as reference.py). A NaN in a
+    window is its maximum (the first NaN, as numpy_ops' argmax), so NaN propagates.
+    """
+    N, C, H, W, OH, OW = _checks.check_maxpool2d(x, kernel, stride)
+    xp = _runtime().xp
+    y = xp.empty((N, C, OH, OW), dtype=x.dtype)
+    arg = xp.empty((N, C, OH, OW), dtype=np.int32)
+    _launch("maxpool2d", "maxpool2d_forward", x.dtype, y.size, _c(x), y, arg, _i(N), _i(C), _i(H), _i(W),
+            _i(kernel), _i(stride), _i(OH), _i(OW))
+    return y, (arg, x.shape, x.dtype, kernel, stride)
+
+
+def maxpool2d_backward(dy, cache):
+    """dx: each input pixel gathers dy of the windows whose argmax it is (overlapping windows add)."""
+    arg, x_shape, dtype, kernel, stride = cache
+    N, C, H, W = x_shape
+    _checks.check_grad("maxpool2d", dy, arg.shape)
+    OH, OW = arg.shape[2:]
+    dx = _runtime().xp.empty(x_shape, dtype=dtype)
+    _launch("maxpool2d", "maxpool2d_backward", dtype, dx.size, _like(dy, dtype), arg, dx, _i(N), _i(C), _i(H),
+            _i(W), _i(kernel), _i(stride), _i(OH), _i(OW))
+    return dx
+
+
+# ----------------------------------------------------------------------------------------------------------
+# linear: cuBLAS GEMMs and a bias kernel
+
+
+def linear_forward(x, w, b):
+    """x: (N, IN), w: (OUT, IN), b: (OUT,) or None -> y = x w^T + b: (N, OUT). cache: (x, w, has_bias)."""
+    N, IN, OUT = _checks.check_linear(x, w, b)
+    y = _c(_runtime().xp.matmul(_c(x), _c(w).T))
+    if b is not None:
+        _launch("linear", "add_bias_rows", y.dtype, y.size, y, _c(b), _i(N), _i(OUT))
+    return y, (x, w, b is not None)
+
+
+def linear_backward(dy, cache):
+    """dx = dy w, dw = dy^T x (cuBLAS); db = column sums of dy (CuPy's reduction, as in conv2d)."""
+    x, w, has_bias = cache
+    _checks.check_grad("linear", dy, (x.shape[0], w.shape[0]))
+    xp = _runtime().xp
+    dy = _like(dy, x.dtype)
+    return xp.matmul(dy, _c(w)), xp.matmul(dy.T, _c(x)), (dy.sum(axis=0) if has_bias else None)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# relu
+
+
+def relu_forward(x):
+    """y = max(x, 0), NaN passing through as in numpy_ops. cache: y (y > 0 exactly where x > 0, so the
+    input need not be kept)."""
+    _checks.check_float("relu", "x", x)
+    x = _c(x)
+    y = _runtime().xp.empty_like(x)
+    _launch("relu", "relu_forward", x.dtype, x.size, x, y, _i(x.size))
+    return y, y
+
+
+def relu_backward(dy, cache):
+    y = cache
+    _checks.check_grad("relu", dy, y.shape)
+    dx = _runtime().xp.empty_like(y)
+    _launch("relu", "relu_backward", y.dtype, y.size, _like(dy, y.dtype), y, dx, _i(y.size))
+    return dx
+
+
+# ----------------------------------------------------------------------------------------------------------
+# log_softmax
+
+
+def log_softmax_forward(x):
+    """x: (N, C) -> x - logsumexp(x) row-wise, max-subtracted. cache: y."""
+    _checks.check_logits("log_softmax", x)
+    N, C = x.shape
+    x = _c(x)
+    y = _runtime().xp.empty_like(x)
+    _launch("log_softmax", "log_softmax_forward", x.dtype, N, x, y, _i(N), _i(C))
+    return y, y
+
+
+def log_softmax_backward(dy, cache):
+    y = cache
+    N, C = y.shape
+    _checks.check_grad("log_softmax", dy, y.shape)
+    dx = _runtime().xp.empty_like(y)
+    _launch("log_softmax", "log_softmax_backward", y.dtype, N, _like(dy, y.dtype), y, dx, _i(N), _i(C))
+    return dx
+
+
+# ----------------------------------------------------------------------------------------------------------
+# softmax + cross-entropy
+
+
+def softmax_xent_forward(logits, targets):
+    """logits: (N, C), targets: (N,) int -> mean cross-entropy (0-d, logits' dtype). cache: (probs, targets
+    as int64 on the device)."""
+    _checks.check_xent(logits, targets)
+    N, C = logits.shape
+    xp = _runtime().xp
+    logits = _c(logits)
+    targets = _c(xp.asarray(targets, dtype=np.int64))
+    probs = xp.empty_like(logits)
+    row_loss = xp.empty(N, dtype=logits.dtype)
+    _launch("softmax_xent", "softmax_xent_forward", logits.dtype, N, logits, targets, probs, row_loss, _i(N),
+            _i(C))
+    return xp.asarray(row_loss.mean(), dtype=logits.dtype), (probs, targets)
+
+
+def softmax_xent_backward(dloss, cache):
+    """dlogits = dloss * (probs - onehot) / N; dloss stays on the device (no host round trip)."""
+    probs, targets = cache
+    N, C = probs.shape
+    xp = _runtime().xp
+    dloss = xp.asarray(dloss, dtype=probs.dtype)
+    if dloss.size != 1:
+        raise ValueError(f"cross_entropy: dloss must be a scalar; got shape {tuple(dloss.shape)}")
+    dlogits = xp.empty_like(probs)
+    _launch("softmax_xent", "softmax_xent_backward", probs.dtype, N * C, _c(dloss), probs, targets, dlogits,
+            _i(N), _i(C))
+    return dlogits
+
+
+# ----------------------------------------------------------------------------------------------------------
+# dropout
+
+
+def dropout_forward(x, p, seed):
+    """y = x * mask, mask = (u >= p) / (1 - p), u from the counter-based stream ``seed`` (the same stream
+    as reference.uniform_from_seed, so the mask is bit-identical to every other backend's). cache: mask."""
+    _checks.check_dropout(x, p)
+    x = _c(x)
+    xp = _runtime().xp
+    scale = 0.0 if p >= 1.0 else 1.0 / (1.0 - p)
+    y, mask = xp.empty_like(x), xp.empty_like(x)
+    _launch("dropout", "dropout_forward", x.dtype, x.size, x, y, mask, np.uint64(int(seed) & _MASK64),
+            np.float64(p), x.dtype.type(scale), _i(x.size))
+    return y, mask
+
+
+def dropout_backward(dy, cache):
+    mask = cache
+    _checks.check_grad("dropout", dy, mask.shape)
+    dx = _runtime().xp.empty_like(mask)
+    _launch("dropout", "dropout_backward", mask.dtype, mask.size, _like(dy, mask.dtype), mask, dx, _i(mask.size))
+    return dx
+
+
+# ----------------------------------------------------------------------------------------------------------
+# batchnorm2d
+
+
+def batchnorm2d_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps):
+    """x: (N, C, H, W) -> gamma * xhat + beta. Running stats updated in place when training (unbiased var);
+    they must be contiguous and of x's dtype (the kernel writes them). cache: (xhat, gamma, inv_std,
+    training)."""
+    C = _checks.check_batchnorm2d(x, gamma, beta, running_mean, running_var)
+    _check_in_place("batchnorm2d", x.dtype, running_mean=running_mean, running_var=running_var)
+    N, _, H, W = x.shape
+    xp = _runtime().xp
+    x, gamma, beta = _c(x), _c(gamma), _c(beta)
+    mean, inv_std = xp.empty(C, dtype=x.dtype), xp.empty(C, dtype=x.dtype)
+    _launch("batchnorm2d", "batchnorm2d_stats", x.dtype, C, x, running_mean, running_var, mean, inv_std, _i(N),
+            _i(C), _i(H * W), _i(bool(training)), np.float64(momentum), np.float64(eps))
+    xhat, y = xp.empty_like(x), xp.empty_like(x)
+    _launch("batchnorm2d", "batchnorm2d_normalize", x.dtype, x.size, x, mean, inv_std, gamma, beta, xhat, y,
+            _i(N), _i(C), _i(H * W))
+    return y, (xhat, gamma, inv_std, training)
+
+
+def batchnorm2d_backward(dy, cache):
+    xhat, gamma, inv_std, training = cache
+    N, C, H, W = xhat.shape
+    _checks.check_grad("batchnorm2d", dy, xhat.shape)
+    xp = _runtime().xp
+    dy = _like(dy, xhat.dtype)
+    dgamma, dbeta = xp.empty(C, dtype=xhat.dtype), xp.empty(C, dtype=xhat.dtype)
+    _launch("batchnorm2d", "batchnorm2d_param_grads", xhat.dtype, C, dy, xhat, dgamma, dbeta, _i(N), _i(C),
+            _i(H * W))
+    dx = xp.empty_like(xhat)
+    _launch("batchnorm2d", "batchnorm2d_input_grad", xhat.dtype, dx.size, dy, xhat, gamma, inv_std, dgamma,
+            dbeta, dx, _i(N), _i(C), _i(H * W), _i(bool(training)))
+    return dx, dgamma, dbeta
+
+
+# ----------------------------------------------------------------------------------------------------------
+# optimizers (in place, one fused pass per parameter)
+
+
+def sgd_update(p, g, buf, lr, momentum, nesterov, weight_decay):
+    """PyTorch's SGD (see reference.sgd_update). p and buf are updated in place; g is left as it was."""
+    _checks.check_update("sgd_update", p, g, buf=buf)
+    if momentum and buf is None:
+        raise ValueError("sgd_update: buf is required when momentum != 0")
+    _check_in_place("sgd_update", p.dtype, p=p, buf=buf)
+    t = p.dtype.type
+    _launch("optim", "sgd_update", p.dtype, p.size, p, _c(g), buf if momentum else None, t(lr), t(momentum),
+            _i(bool(nesterov)), t(weight_decay), _i(p.size))
+
+
+def adam_update(p, g, m, v, step, lr, beta1, beta2, eps, weight_decay):
+    """PyTorch's Adam with bias correction (see reference.adam_update). p, m, v updated in place."""
+    _checks.check_update("adam_update", p, g, m=m, v=v)
+    _check_in_place("adam_update", p.dtype, p=p, m=m, v=v)
+    t = p.dtype.type
+    bc1, bc2 = 1 - beta1**step, 1 - beta2**step
+    _launch("optim", "adam_update", p.dtype, p.size, p, _c(g), m, v, t(lr / bc1), t(beta1), t(beta2), t(eps),
+            t(weight_decay), t(bc2), _i(p.size))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# array plumbing
+
+
+def asarray(a, dtype=None):
+    """A C-contiguous device array (no copy when ``a`` already is one of the right dtype; 0-d stays 0-d)."""
+    a = _runtime().xp.asarray(a, dtype=dtype)
+    return _c(a)
+
+
+def to_numpy(a) -> np.ndarray:
+    """The array as a host NumPy array (a device-to-host copy, which waits for the work producing it)."""
+    return a.get() if hasattr(a, "__cuda_array_interface__") else np.asarray(a)
+
+
+def zeros(shape, dtype="float32"):
+    return _runtime().xp.zeros(shape, dtype=dtype)
+
+
+def synchronize() -> None:
+    """Wait for all work queued on the device: kernel launches return at once, so a host clock read
+    without this measures only the launch."""
+    _runtime().synchronize()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# GPU measurement helpers (memory pool, CUDA-event timing)
+
+
+_peak = {"bytes": 0}  # the pool's high-water mark since reset_peak(), updated whenever it is read
+
+
+def memory_info() -> dict:
+    """Device memory as CuPy's default memory pool sees it, in bytes.
+
+    used_bytes: held by live arrays. total_bytes: held by the pool (live arrays + freed blocks it keeps
+    for reuse). peak_bytes: the most the pool has held since ``reset_peak()``. The pool never returns
+    memory on its own, so this is its high-water mark: the device memory a workload needed, including the
+    pool's rounding (512-byte units) and blocks it could not reuse, which is what decides whether a batch
+    size fits.
+    """
+    pool = _runtime().xp.get_default_memory_pool()
+    used, total = pool.used_bytes(), pool.total_bytes()
+    _peak["bytes"] = max(_peak["bytes"], total)
+    return {"used_bytes": used, "total_bytes": total, "peak_bytes": _peak["bytes"]}
+
+
+def reset_peak() -> None:
+    """Return the pool's cached free blocks to the device and restart the peak from what is live now.
+
+    Call it before the workload to measure (e.g. before each batch size of a sweep); then
+    ``memory_info()["peak_bytes"]`` afterwards is the most device memory the pool held while it ran,
+    the arrays that were already live included.
+    """
+    synchronize()  # let queued work finish, so that what is measured next belongs to the work that follows
+    pool = _runtime().xp.get_default_memory_pool()
+    pool.free_all_blocks()
+    _peak["bytes"] = pool.total_bytes()
+
+
+def time_gpu(fn: Callable[[], object], repeats: int = 10, warmup: int = 1) -> np.ndarray:
+    """Seconds per call of ``fn`` measured on the device with CUDA events, ``repeats`` times.
+
+    Events are recorded on the current stream around each call and read only after the end event has
+    completed, so the time is the stream's elapsed time from the first queued operation to the last, not
+    the host's time to enqueue them. It includes any gaps in which the device waited for the host to launch
+    the next kernel: the launch overhead that small batches pay is part of the measurement, as it should be.
+    ``warmup`` untimed calls first absorb NVRTC compilation, cuBLAS handle creation and pool growth.
+    """
+    cupy = _runtime().xp
+    for _ in range(warmup):
+        fn()
+    synchronize()
+    out = np.empty(repeats)
+    start, end = cupy.cuda.Event(), cupy.cuda.Event()
+    for r in range(repeats):
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        out[r] = cupy.cuda.get_elapsed_time(start, end) / 1e3
+    return out

@@ -1,0 +1,561 @@
+"""The CUDA kernels of kernels/cuda/ verified without a GPU (DESIGN.md, "GPU kernels without a GPU").
+
+1. Every .cu file compiles with ``nvcc -ptx`` (skipped only where nvcc is absent) and exports its extern "C"
+   kernels under their readable names.
+2. Every kernel is compiled by g++ under the host shim (tests/kernels/cuda_shim.h) into a shared library
+   and run over its whole grid on the CPU. cupy_ops' own wrappers drive them: ``cupy_ops._runtime`` is
+   swapped for NumPy arrays + the shim (the GEMMs and the few array-library calls, i.e. the bias-gradient
+   sums, the loss mean and contiguity copies, then run on NumPy; everything else is the CUDA C), and each
+   result is compared with numpy_ops on the same inputs, in float32 and float64 (every kernel has both),
+   under the production launch geometry and under a tiny one (3 threads x 2 blocks) so that every
+   grid-stride loop takes many turns.
+The shim also checks every launch's arguments against the kernel's C signature (pointer element types,
+scalar C types), which is exactly what CuPy's RawKernel passes without checking.
+
+Compiled artefacts are cached in $TMPDIR/minigrad-cuda-build, keyed by a hash of all the sources and flags,
+so a second run compiles nothing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import tempfile
+
+import numpy as np
+import pytest
+
+from minigrad.kernels import cupy_ops
+from minigrad.kernels import numpy_ops as npo
+
+CUDA_DIR = cupy_ops.CUDA_DIR
+SHIM_DIR = pathlib.Path(__file__).parent
+SHIM_HEADER = SHIM_DIR / "cuda_shim.h"
+CU_FILES = sorted(CUDA_DIR.glob("*.cu"))
+BUILD_DIR = pathlib.Path(tempfile.gettempdir()) / "minigrad-cuda-build"
+
+NVCC_FLAGS = ["-ptx", "-arch=compute_80", "-std=c++17", "-Werror", "all-warnings"]
+GXX_FLAGS = ["-std=c++17", "-O1", "-shared", "-fPIC", "-fvisibility=hidden", "-Wall", "-Wextra", "-Werror"]
+
+_KERNEL_DECL = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(\w+)\s*\(([^)]*)\)')
+
+
+@functools.lru_cache(maxsize=None)
+def kernel_signatures(cu: pathlib.Path) -> dict[str, list[str]]:
+    """name -> parameter C types (without names) of every extern "C" kernel in ``cu``."""
+    out = {}
+    for name, params in _KERNEL_DECL.findall(cu.read_text()):
+        out[name] = [" ".join(p.split()[:-1]).replace(" *", "*") for p in params.split(",")]
+    return out
+
+
+ALL_KERNELS = {name: (cu.stem, sig) for cu in CU_FILES for name, sig in kernel_signatures(cu).items()}
+
+
+def test_kernel_sources_declare_both_dtypes_of_every_kernel():
+    assert len(CU_FILES) >= 9 and ALL_KERNELS
+    bases = {n.rsplit("_", 1)[0] for n in ALL_KERNELS}
+    assert {f"{b}_{s}" for b in bases for s in ("f32", "f64")} == set(ALL_KERNELS)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# building (cached by content hash; written atomically, so concurrent test runs can share the cache)
+
+
+def _digest(*parts) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(p.read_bytes() if isinstance(p, pathlib.Path) else str(p).encode())
+        h.update(b"\0")
+    return h.hexdigest()[:20]
+
+
+def _build(target: pathlib.Path, command: list[str]) -> pathlib.Path:
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}")
+    proc = subprocess.run([*command, "-o", str(tmp)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        tmp.unlink(missing_ok=True)
+        pytest.fail(f"{' '.join(command)} failed:\n{proc.stdout}{proc.stderr}")
+    os.replace(tmp, target)
+    return target
+
+
+def _headers():
+    return sorted(CUDA_DIR.glob("*.h"))
+
+
+@functools.lru_cache(maxsize=None)
+def _compiler(tool: str) -> str:
+    """Path and version of ``tool``, part of every cache key (a compiler upgrade rebuilds)."""
+    version = subprocess.run([tool, "--version"], capture_output=True, text=True).stdout
+    return f"{shutil.which(tool)}\n{version}"
+
+
+@functools.lru_cache(maxsize=None)
+def ptx(stem: str) -> str:
+    cu = CUDA_DIR / f"{stem}.cu"
+    key = _digest(cu, *_headers(), " ".join(NVCC_FLAGS), _compiler("nvcc"))
+    return _build(BUILD_DIR / f"{stem}-{key}.ptx", ["nvcc", *NVCC_FLAGS, str(cu)]).read_text()
+
+
+@functools.lru_cache(maxsize=None)
+def shim_library(stem: str) -> ctypes.CDLL:
+    """g++-compiled library of cuda/<stem>.cu under the shim, exporting launch_<kernel> for every kernel."""
+    cu = CUDA_DIR / f"{stem}.cu"
+    unit = "".join([f'#include "{SHIM_HEADER.name}"\n', f'#include "{cu.name}"\n',
+                    *(f"SHIM_EXPORT({name})\n" for name in kernel_signatures(cu))])
+    key = _digest(unit, cu, SHIM_HEADER, *_headers(), " ".join(GXX_FLAGS), _compiler("g++"))
+    src = BUILD_DIR / f"{stem}-{key}.cpp"
+    if not src.exists():
+        BUILD_DIR.mkdir(parents=True, exist_ok=True)
+        tmp = src.with_name(f".{src.name}.{os.getpid()}")
+        tmp.write_text(unit)
+        os.replace(tmp, src)
+    so = _build(BUILD_DIR / f"lib{stem}-{key}.so",
+                ["g++", *GXX_FLAGS, f"-I{SHIM_DIR}", f"-I{CUDA_DIR}", str(src)])
+    return ctypes.CDLL(str(so))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# nvcc -ptx
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed")
+@pytest.mark.parametrize("cu", CU_FILES, ids=lambda p: p.name)
+def test_cu_file_compiles_to_ptx_with_readable_kernel_names(cu):
+    text = ptx(cu.stem)
+    entries = set(re.findall(r"\.entry\s+(\w+)\s*\(", text))
+    assert entries == set(kernel_signatures(cu))  # extern "C": no C++ mangling, nothing else exported
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the host shim as a cupy_ops runtime
+
+# the kernels' C types (pointee or by-value) -> NumPy scalar types
+_C_TYPES = {"float": np.float32, "double": np.float64, "idx_t": np.int64, "u64": np.uint64, "int": np.int32}
+_CTYPES_SCALAR = {np.float32: ctypes.c_float, np.float64: ctypes.c_double, np.int64: ctypes.c_int64,
+                  np.uint64: ctypes.c_uint64, np.int32: ctypes.c_int32}
+
+
+def _parse_param(c_type: str):
+    """``const float*`` -> (True, np.float32); ``idx_t`` -> (False, np.int64)."""
+    base = c_type.replace("const", "").replace("*", "").strip()
+    return c_type.endswith("*"), np.dtype(_C_TYPES[base]).type
+
+
+class ShimKernel:
+    """One kernel of a shim library, callable like a CuPy RawKernel: ``kernel(grid, block, args)``.
+
+    Before launching it checks each argument against the kernel's C signature: a pointer parameter takes a
+    C-contiguous NumPy array of exactly its element type (or None, a null pointer); a scalar parameter
+    takes a NumPy scalar of exactly its C type. (CuPy would pass a mismatched scalar's bytes as they are.)
+    """
+
+    def __init__(self, stem: str, name: str, launched: set):
+        self.name, self.launched = name, launched
+        self.params = [_parse_param(t) for t in kernel_signatures(CUDA_DIR / f"{stem}.cu")[name]]
+        argtypes = [ctypes.c_void_p if ptr else _CTYPES_SCALAR[t] for ptr, t in self.params]
+        address = ctypes.c_void_p.in_dll(shim_library(stem), f"launch_{name}").value
+        self.fn = ctypes.CFUNCTYPE(None, ctypes.c_uint, ctypes.c_uint, *argtypes)(address)
+
+    def __call__(self, grid, block, args):
+        assert len(args) == len(self.params), f"{self.name}: {len(args)} arguments for {len(self.params)}"
+        converted = []
+        for k, (arg, (ptr, t)) in enumerate(zip(args, self.params)):
+            where = f"{self.name} argument {k}"
+            if ptr:
+                if arg is None:
+                    converted.append(None)
+                    continue
+                assert isinstance(arg, np.ndarray), f"{where}: expected an array, got {type(arg).__name__}"
+                assert arg.dtype == t, f"{where}: array of {arg.dtype} for a {np.dtype(t)} pointer"
+                assert arg.flags.c_contiguous, f"{where}: array is not C-contiguous"
+                converted.append(arg.ctypes.data)
+            else:
+                assert type(arg) is t, f"{where}: {type(arg).__name__} for a {np.dtype(t)} parameter"
+                converted.append(arg)
+        assert len(grid) == 1 and len(block) == 1 and grid[0] >= 1 and block[0] >= 1
+        self.launched.add(self.name)
+        self.fn(grid[0], block[0], *converted)
+
+
+def host_runtime(launched: set) -> cupy_ops._Runtime:
+    kernel = functools.lru_cache(maxsize=None)(lambda stem, name: ShimKernel(stem, name, launched))
+    return cupy_ops._Runtime(xp=np, kernel=kernel, synchronize=lambda: None)
+
+
+needs_gxx = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed")
+
+LAUNCHES = {"production": cupy_ops.LaunchConfig(), "tiny-grid": cupy_ops.LaunchConfig(block=3, max_grid=2)}
+
+
+@pytest.fixture(params=list(LAUNCHES))
+def cuda_ops(request, monkeypatch):
+    """cupy_ops running its real wrappers and kernels on the CPU (NumPy arrays, g++-compiled kernels)."""
+    if shutil.which("g++") is None:
+        pytest.skip("g++ is not installed")
+    runtime = host_runtime(set())
+    monkeypatch.setattr(cupy_ops, "_runtime", lambda: runtime)
+    monkeypatch.setattr(cupy_ops, "LAUNCH", LAUNCHES[request.param])
+    return cupy_ops
+
+
+TOL = {np.float64: 1e-10, np.float32: 1e-5}
+DTYPES = [np.float32, np.float64]
+
+
+def close(got, want, dtype):
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.shape == want.shape
+    assert got.dtype == want.dtype, (got.dtype, want.dtype)
+    tol = TOL[dtype]
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol * max(1.0, float(np.abs(want).max(initial=0))))
+
+
+def close_all(got, want, dtype):
+    for g, w in zip(got, want, strict=True):
+        if w is None:
+            assert g is None
+        else:
+            close(g, w, dtype)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(2024)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# conv2d: im2col / col2im and the whole layer
+
+# (N, C, H, W, F, K, stride, padding): batch 1, odd sizes, padding 1/2, stride 2/3, 1x1 kernels, non-square
+CONV_CASES = [
+    (1, 1, 5, 5, 1, 3, 1, 0),
+    (2, 3, 7, 6, 4, 3, 2, 1),
+    (3, 2, 9, 9, 5, 5, 1, 2),
+    (2, 1, 8, 8, 3, 2, 2, 0),
+    (1, 4, 6, 7, 2, 1, 1, 0),
+    (2, 3, 5, 5, 2, 3, 3, 2),
+    (1, 2, 11, 9, 3, 4, 2, 1),
+]
+conv_ids = ["N{}C{}H{}W{}F{}K{}s{}p{}".format(*c) for c in CONV_CASES]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CONV_CASES, ids=conv_ids)
+def test_im2col_and_col2im_equal_numpy_ops(cuda_ops, rng, case, dtype):
+    N, C, H, W, F, K, s, p = case
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    cols = cuda_ops.im2col(x, K, K, s, p)
+    np.testing.assert_array_equal(cols, npo.im2col(x, K, K, s, p))  # a pure copy: bit-identical
+    OH, OW = (H + 2 * p - K) // s + 1, (W + 2 * p - K) // s + 1
+    dcols = rng.standard_normal(cols.shape).astype(dtype)
+    close(cuda_ops.col2im(dcols, x.shape, K, K, s, p, OH, OW), npo.col2im(dcols, x.shape, K, K, s, p, OH, OW), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CONV_CASES, ids=conv_ids)
+@pytest.mark.parametrize("bias", [True, False])
+def test_conv2d_equals_numpy_ops(cuda_ops, rng, case, dtype, bias):
+    N, C, H, W, F, K, s, p = case
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = rng.standard_normal((F, C, K, K)).astype(dtype)
+    b = rng.standard_normal(F).astype(dtype) if bias else None
+    y, cache = cuda_ops.conv2d_forward(x, w, b, s, p)
+    y_np, cache_np = npo.conv2d_forward(x, w, b, s, p)
+    close(y, y_np, dtype)
+    dy = rng.standard_normal(y_np.shape).astype(dtype)
+    close_all(cuda_ops.conv2d_backward(dy, cache), npo.conv2d_backward(dy, cache_np), dtype)
+
+
+def test_conv2d_takes_non_contiguous_inputs(cuda_ops, rng):
+    x = rng.standard_normal((2, 3, 6, 5)).astype(np.float32).transpose(0, 1, 3, 2)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)[:, :, ::-1]
+    close(cuda_ops.conv2d_forward(x, w, None, 1, 1)[0], npo.conv2d_forward(x, w, None, 1, 1)[0], np.float32)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# maxpool2d
+
+# (N, C, H, W, kernel, stride): odd sizes (floor mode crops), overlapping windows (stride < kernel)
+POOL_CASES = [(1, 1, 4, 4, 2, 2), (2, 3, 7, 9, 2, 2), (2, 2, 9, 9, 3, 2), (1, 3, 8, 6, 3, 3), (2, 2, 6, 6, 2, 1),
+              (1, 2, 7, 5, 3, 1)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", POOL_CASES, ids=["N{}C{}H{}W{}k{}s{}".format(*c) for c in POOL_CASES])
+def test_maxpool2d_equals_numpy_ops(cuda_ops, rng, case, dtype):
+    N, C, H, W, k, s = case
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    x[:, :, ::3, ::2] = 0.5  # plant ties
+    y, (arg, *rest) = cuda_ops.maxpool2d_forward(x, k, s)
+    y_np, cache_np = npo.maxpool2d_forward(x, k, s)
+    np.testing.assert_array_equal(y, y_np)
+    np.testing.assert_array_equal(arg, cache_np[0])  # the same window index, so ties resolve alike
+    assert arg.dtype == np.int32
+    dy = rng.standard_normal(y_np.shape).astype(dtype)
+    close(cuda_ops.maxpool2d_backward(dy, (arg, *rest)), npo.maxpool2d_backward(dy, cache_np), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_nan_propagates_through_relu_and_maxpool_like_numpy_ops(cuda_ops, rng, dtype):
+    # A diverged run must reach the loss as NaN (training stops on it), not be zeroed on the way.
+    x = rng.standard_normal((2, 2, 6, 6)).astype(dtype)
+    x[0, 0, 0, 0] = x[0, 1, 3, 2] = x[1, 0, 5, 5] = np.nan
+    x[1, 1, 2:4, 2:4] = [[np.nan, 1e30], [np.nan, -np.inf]]
+    np.testing.assert_array_equal(cuda_ops.relu_forward(x)[0], npo.relu_forward(x)[0])
+    for k, s in ((2, 2), (3, 1)):
+        y, (arg, *_) = cuda_ops.maxpool2d_forward(x, k, s)
+        y_np, (arg_np, *_) = npo.maxpool2d_forward(x, k, s)
+        assert np.isnan(y).any()
+        np.testing.assert_array_equal(y, y_np)
+        np.testing.assert_array_equal(arg, arg_np)
+
+
+@pytest.mark.parametrize("stride", [2, 1])
+def test_maxpool2d_ties_send_the_gradient_to_the_first_maximum(cuda_ops, stride):
+    x = np.zeros((1, 1, 4, 4), dtype=np.float32)
+    y, cache = cuda_ops.maxpool2d_forward(x, 2, stride)
+    dx = cuda_ops.maxpool2d_backward(np.ones(y.shape, np.float32), cache)
+    want = np.zeros_like(x)
+    for i in range(y.shape[2]):
+        for j in range(y.shape[3]):
+            want[0, 0, i * stride, j * stride] += 1
+    np.testing.assert_array_equal(dx, want)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# linear, relu, log_softmax, softmax-xent, dropout
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 1, 1), (1, 7, 3), (5, 16, 9), (33, 9, 10)], ids=str)
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_equals_numpy_ops(cuda_ops, rng, shape, dtype, bias):
+    N, IN, OUT = shape
+    x = rng.standard_normal((N, IN)).astype(dtype)
+    w = rng.standard_normal((OUT, IN)).astype(dtype)
+    b = rng.standard_normal(OUT).astype(dtype) if bias else None
+    y, cache = cuda_ops.linear_forward(x, w, b)
+    y_np, cache_np = npo.linear_forward(x, w, b)
+    close(y, y_np, dtype)
+    dy = rng.standard_normal((N, OUT)).astype(dtype)
+    close_all(cuda_ops.linear_backward(dy, cache), npo.linear_backward(dy, cache_np), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_relu_equals_numpy_ops_including_exact_zeros(cuda_ops, rng, dtype):
+    x = rng.standard_normal((3, 4, 5, 7)).astype(dtype)
+    x[0, 0, 0, :3] = 0.0
+    y, cache = cuda_ops.relu_forward(x)
+    y_np, cache_np = npo.relu_forward(x)
+    np.testing.assert_array_equal(y, y_np)
+    dy = rng.standard_normal(x.shape).astype(dtype)
+    np.testing.assert_array_equal(cuda_ops.relu_backward(dy, cache), npo.relu_backward(dy, cache_np))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 10), (7, 3), (33, 10)], ids=str)
+def test_log_softmax_equals_numpy_ops(cuda_ops, rng, shape, dtype):
+    x = (rng.standard_normal(shape) * 20).astype(dtype)
+    y, cache = cuda_ops.log_softmax_forward(x)
+    y_np, cache_np = npo.log_softmax_forward(x)
+    close(y, y_np, dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    close(cuda_ops.log_softmax_backward(dy, cache), npo.log_softmax_backward(dy, cache_np), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 10), (7, 3), (33, 10)], ids=str)
+@pytest.mark.parametrize("target_dtype", [np.int64, np.uint8])
+def test_softmax_xent_equals_numpy_ops(cuda_ops, rng, shape, dtype, target_dtype):
+    N, C = shape
+    logits = (rng.standard_normal(shape) * 30).astype(dtype)
+    t = rng.integers(0, C, size=N).astype(target_dtype)
+    loss, cache = cuda_ops.softmax_xent_forward(logits, t)
+    loss_np, cache_np = npo.softmax_xent_forward(logits, t)
+    close(loss, loss_np, dtype)
+    close(cache[0], cache_np[0], dtype)
+    dl = np.asarray(0.7, dtype=dtype)
+    close(cuda_ops.softmax_xent_backward(dl, cache), npo.softmax_xent_backward(dl, cache_np), dtype)
+
+
+def test_softmax_xent_is_finite_for_huge_logits(cuda_ops):
+    logits = np.array([[1e4, -1e4, 0.0], [-1e4, 1e4, 1e4]], dtype=np.float32)
+    loss, _ = cuda_ops.softmax_xent_forward(logits, np.array([0, 1]))
+    np.testing.assert_allclose(loss, np.log(2) / 2, rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("p", [0.0, 0.3, 0.5, 1.0])
+@pytest.mark.parametrize("seed", [0, 42, 2**63 + 12345])
+def test_dropout_mask_is_bit_identical_to_numpy_ops(cuda_ops, rng, p, seed, dtype):
+    x = rng.standard_normal((2, 3, 5, 7)).astype(dtype)
+    y, mask = cuda_ops.dropout_forward(x, p, seed)
+    y_np, mask_np = npo.dropout_forward(x, p, seed)
+    np.testing.assert_array_equal(mask, mask_np)
+    np.testing.assert_array_equal(y, y_np)
+    dy = rng.standard_normal(x.shape).astype(dtype)
+    np.testing.assert_array_equal(cuda_ops.dropout_backward(dy, mask), npo.dropout_backward(dy, mask_np))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# batchnorm2d and the optimizers (in place)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("shape", [(4, 3, 5, 5), (1, 2, 3, 4), (1, 1, 1, 1)], ids=str)
+def test_batchnorm2d_equals_numpy_ops(cuda_ops, rng, shape, training, dtype):
+    C = shape[1]
+    x = (rng.standard_normal(shape) * 3 + 1).astype(dtype)
+    gamma, beta = rng.standard_normal(C).astype(dtype), rng.standard_normal(C).astype(dtype)
+    rm, rv = rng.standard_normal(C).astype(dtype), rng.uniform(0.5, 2, C).astype(dtype)
+    rm_np, rv_np = rm.copy(), rv.copy()
+    y, cache = cuda_ops.batchnorm2d_forward(x, gamma, beta, rm, rv, training, 0.1, 1e-5)
+    y_np, cache_np = npo.batchnorm2d_forward(x, gamma, beta, rm_np, rv_np, training, 0.1, 1e-5)
+    close(y, y_np, dtype)
+    close(rm, rm_np, dtype)
+    close(rv, rv_np, dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    close_all(cuda_ops.batchnorm2d_backward(dy, cache), npo.batchnorm2d_backward(dy, cache_np), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("momentum,nesterov,wd", [(0.0, False, 0.0), (0.9, False, 0.0), (0.9, True, 1e-2),
+                                                  (0.5, False, 1e-3)])
+def test_sgd_update_equals_numpy_ops_over_several_steps(cuda_ops, rng, momentum, nesterov, wd, dtype):
+    p = rng.standard_normal((3, 5)).astype(dtype)
+    buf = np.zeros_like(p) if momentum else None
+    p_np, buf_np = p.copy(), (buf.copy() if momentum else None)
+    for _ in range(3):
+        g = rng.standard_normal(p.shape).astype(dtype)
+        g_before = g.copy()
+        cuda_ops.sgd_update(p, g, buf, 0.1, momentum, nesterov, wd)
+        npo.sgd_update(p_np, g, buf_np, 0.1, momentum, nesterov, wd)
+        np.testing.assert_array_equal(g, g_before)  # the gradient is not modified
+    close(p, p_np, dtype)
+    if momentum:
+        close(buf, buf_np, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("wd", [0.0, 1e-2])
+def test_adam_update_equals_numpy_ops_over_several_steps(cuda_ops, rng, wd, dtype):
+    p = rng.standard_normal((5, 3)).astype(dtype)
+    m, v = np.zeros_like(p), np.zeros_like(p)
+    p_np, m_np, v_np = p.copy(), m.copy(), v.copy()
+    for step in range(1, 4):
+        g = rng.standard_normal(p.shape).astype(dtype)
+        cuda_ops.adam_update(p, g, m, v, step, 1e-2, 0.9, 0.999, 1e-8, wd)
+        npo.adam_update(p_np, g, m_np, v_np, step, 1e-2, 0.9, 0.999, 1e-8, wd)
+    close(p, p_np, dtype)
+    close(m, m_np, dtype)
+    close(v, v_np, dtype)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# coverage, plumbing, errors
+
+
+def _tour(ops, dtype, rng):
+    """Call every contract function once (forward and backward) in ``dtype``."""
+    x = rng.standard_normal((2, 3, 6, 6)).astype(dtype)
+    y, c = ops.conv2d_forward(x, rng.standard_normal((4, 3, 3, 3)).astype(dtype), np.ones(4, dtype), 1, 1)
+    ops.conv2d_backward(y, c)
+    y, c = ops.maxpool2d_forward(x, 2, 2)
+    ops.maxpool2d_backward(y, c)
+    y, c = ops.linear_forward(x.reshape(2, -1), rng.standard_normal((5, 108)).astype(dtype), np.ones(5, dtype))
+    ops.linear_backward(y, c)
+    for fwd, bwd in ((ops.relu_forward, ops.relu_backward), (ops.log_softmax_forward, ops.log_softmax_backward)):
+        y, c = fwd(x.reshape(6, -1))
+        bwd(y, c)
+    loss, c = ops.softmax_xent_forward(x.reshape(6, -1), np.arange(6))
+    ops.softmax_xent_backward(np.asarray(1.0, dtype), c)
+    y, c = ops.dropout_forward(x, 0.5, 1)
+    ops.dropout_backward(y, c)
+    y, c = ops.batchnorm2d_forward(x, np.ones(3, dtype), np.zeros(3, dtype), np.zeros(3, dtype), np.ones(3, dtype),
+                                   True, 0.1, 1e-5)
+    ops.batchnorm2d_backward(y, c)
+    p = np.ones(4, dtype)
+    ops.sgd_update(p, p.copy(), np.zeros_like(p), 0.1, 0.9, True, 0.0)
+    ops.adam_update(p, p.copy(), np.zeros_like(p), np.zeros_like(p), 1, 0.1, 0.9, 0.999, 1e-8, 0.0)
+
+
+@needs_gxx
+def test_every_kernel_of_every_cu_file_runs_under_the_shim(monkeypatch, rng):
+    launched = set()
+    runtime = host_runtime(launched)
+    monkeypatch.setattr(cupy_ops, "_runtime", lambda: runtime)
+    for dtype in DTYPES:
+        _tour(cupy_ops, dtype, rng)
+    assert launched == set(ALL_KERNELS)
+
+
+def test_plumbing_under_the_shim(cuda_ops):
+    a = cuda_ops.asarray(np.arange(6, dtype=np.float32).reshape(3, 2).T)
+    assert a.flags.c_contiguous
+    np.testing.assert_array_equal(cuda_ops.to_numpy(a), [[0, 2, 4], [1, 3, 5]])
+    assert cuda_ops.asarray(np.float32(3.0)).shape == ()
+    assert cuda_ops.zeros((2, 3), dtype="float64").dtype == np.float64
+    cuda_ops.synchronize()
+
+
+@needs_gxx
+def test_the_shim_rejects_arguments_that_do_not_match_the_kernel_signature():
+    relu = ShimKernel("relu", "relu_forward_f32", set())
+    x = np.ones(4, np.float32)
+    with pytest.raises(AssertionError, match="float64 for a float32 pointer"):
+        relu((1,), (4,), (x.astype(np.float64), x, np.int64(4)))
+    with pytest.raises(AssertionError, match="int for a int64 parameter"):
+        relu((1,), (4,), (x, x, 4))
+    with pytest.raises(AssertionError, match="2 arguments for 3"):
+        relu((1,), (4,), (x, x))
+
+
+def test_tiny_launch_grid_is_smaller_than_the_work():
+    tiny = LAUNCHES["tiny-grid"]
+    assert tiny.grid(10_000) * tiny.block == 6  # every thread loops over ~1700 elements
+
+
+def test_launch_config_covers_small_work_with_one_element_per_thread():
+    assert cupy_ops.LAUNCH.grid(1) == 1 and cupy_ops.LAUNCH.grid(0) == 1
+    assert cupy_ops.LAUNCH.grid(257) == 2
+    assert cupy_ops.LAUNCH.grid(10**9) == cupy_ops.LAUNCH.max_grid
+
+
+def test_in_place_arrays_must_be_contiguous_and_of_the_kernels_dtype(cuda_ops):
+    x = np.ones((2, 3, 2, 2), np.float32)
+    ones = np.ones(3, np.float32)
+    with pytest.raises(TypeError, match="running_mean dtype float64 does not match float32"):
+        cuda_ops.batchnorm2d_forward(x, ones, ones, np.zeros(3), ones.copy(), True, 0.1, 1e-5)
+    with pytest.raises(ValueError, match="running_var must be C-contiguous"):
+        cuda_ops.batchnorm2d_forward(x, ones, ones, ones.copy(), np.ones(6, np.float32)[::2], True, 0.1, 1e-5)
+    p = np.ones(4, np.float32)
+    with pytest.raises(ValueError, match="buf is required when momentum != 0"):
+        cuda_ops.sgd_update(p, p.copy(), None, 0.1, 0.9, False, 0.0)
+
+
+def test_upstream_gradient_of_the_wrong_shape_is_an_error_not_an_out_of_bounds_read(cuda_ops):
+    y, cache = cuda_ops.relu_forward(np.ones((2, 3), np.float32))
+    with pytest.raises(ValueError, match=r"relu: dout must have shape \(2, 3\); got \(3, 2\)"):
+        cuda_ops.relu_backward(np.ones((3, 2), np.float32), cache)
+    y, cache = cuda_ops.conv2d_forward(np.ones((1, 1, 5, 5), np.float32), np.ones((2, 1, 3, 3), np.float32), None, 1, 0)
+    with pytest.raises(ValueError, match=r"conv2d: dout must have shape \(1, 2, 3, 3\)"):
+        cuda_ops.conv2d_backward(np.ones((1, 2, 3, 4), np.float32), cache)
+
+
+def test_bad_input_gets_the_shared_messages(cuda_ops):
+    with pytest.raises(ValueError, match=r"conv2d: x must be 4-D \(N, C, H, W\); got shape \(28, 28\)"):
+        cuda_ops.conv2d_forward(np.zeros((28, 28), np.float32), np.zeros((1, 1, 3, 3), np.float32), None, 1, 0)
+    with pytest.raises(ValueError, match=r"targets must lie in \[0, 3\)"):
+        cuda_ops.softmax_xent_forward(np.zeros((2, 3), np.float32), np.array([0, 3]))

@@ -1,0 +1,251 @@
+"""The CuPy backend: selecting it (everywhere) and what is specific to it on a real GPU.
+
+Kernel-by-kernel parity with the reference runs in the shared suite (tests/kernels/test_ops.py), which
+picks up "cupy" wherever ``load_module("cupy")`` succeeds. The tests here marked ``on_gpu`` add what only a
+device shows: arrays and caches stay on it, bit-identical dropout masks at scale, realistic layer sizes,
+the tiny-grid launch on hardware, one whole training step against NumPy, kernels compiled once, and the
+memory-pool and CUDA-event helpers. They skip when CuPy is missing or sees no CUDA device (the device
+count, not merely whether ``import cupy`` works). The selection tests run on every machine.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import types
+
+import numpy as np
+import pytest
+
+import minigrad as mg
+from minigrad import backend as B
+from minigrad import functional as F
+from minigrad import models, optim
+from minigrad.kernels import cupy_ops
+from minigrad.kernels import numpy_ops as npo
+from minigrad.tensor import Tensor
+
+
+def _device_skip_reason() -> str | None:
+    try:
+        import cupy
+    except ImportError:
+        return "cupy is not installed"
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # no driver, driver too old, ...: no usable device either way
+        return f"no usable CUDA device ({exc})"
+    return None if count > 0 else "no CUDA device"
+
+
+GPU_SKIP = _device_skip_reason()
+on_gpu = pytest.mark.skipif(GPU_SKIP is not None, reason=f"needs a CUDA device: {GPU_SKIP}")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# selecting the backend (every machine)
+
+
+@pytest.mark.skipif(GPU_SKIP is None, reason="a CUDA device is present here")
+def test_set_backend_cupy_without_a_gpu_says_what_is_missing():
+    before = mg.get_backend()
+    with pytest.raises(B.BackendUnavailable) as err:
+        mg.set_backend("cupy")
+    assert re.search(r"cupy is not installed|no CUDA device|NVIDIA driver|CUDA could not be initialised|"
+                     r"failed to import", str(err.value)), str(err.value)
+    assert mg.get_backend() == before
+    assert "cupy" not in B.available_backends()
+
+
+def _fake_cupy(count=1, status=None, driver=12040, built_for=12040):
+    """A stand-in for the cupy module with just the runtime calls check_available makes."""
+
+    class CUDARuntimeError(RuntimeError):
+        def __init__(self, status):
+            super().__init__(f"cudaError {status}")
+            self.status = status
+
+    def get_device_count():
+        if status is not None:
+            raise CUDARuntimeError(status)
+        return count
+
+    runtime = types.SimpleNamespace(CUDARuntimeError=CUDARuntimeError, getDeviceCount=get_device_count,
+                                    driverGetVersion=lambda: driver, runtimeGetVersion=lambda: built_for)
+    return types.SimpleNamespace(cuda=types.SimpleNamespace(runtime=runtime))
+
+
+@pytest.mark.parametrize("fake,message", [
+    (None, r"cupy is not installed \(pip install 'minigrad\[gpu\]' installs cupy-cuda12x\)"),
+    (_fake_cupy(count=0), "cupy is installed but there is no CUDA device"),
+    (_fake_cupy(status=100), "cupy is installed but there is no CUDA device"),
+    (_fake_cupy(status=35, driver=0), r"cupy is installed but no NVIDIA driver was found \(libcuda is missing\)"),
+    (_fake_cupy(status=35, driver=11080, built_for=12040),
+     r"the NVIDIA driver is too old: it supports CUDA 11\.8, cupy was built for CUDA 12\.4"),
+    (_fake_cupy(status=999), r"CUDA could not be initialised \(cudaError 999\)"),
+], ids=["not-installed", "zero-devices", "no-device-error", "no-driver", "old-driver", "other-error"])
+def test_backend_unavailable_names_what_is_missing(monkeypatch, fake, message):
+    monkeypatch.setitem(sys.modules, "cupy", fake)  # None makes `import cupy` raise ImportError
+    before = mg.get_backend()
+    with pytest.raises(B.BackendUnavailable, match="backend 'cupy' is not available: " + message):
+        mg.set_backend("cupy")
+    assert mg.get_backend() == before
+
+
+@pytest.mark.parametrize("error,message", [
+    (ModuleNotFoundError("No module named 'cuda'", name="cuda"), "No module named 'cuda'"),
+    (RuntimeError("two cupy packages are installed"), "two cupy packages are installed"),
+], ids=["missing-dependency", "other-error"])
+def test_a_broken_cupy_install_is_not_reported_as_missing(monkeypatch, error, message):
+    def broken_import(name, *args):
+        if name == "cupy":
+            raise error
+        return real_import(name, *args)
+
+    real_import = cupy_ops.importlib.import_module
+    monkeypatch.setattr(cupy_ops.importlib, "import_module", broken_import)
+    with pytest.raises(B.BackendUnavailable, match=rf"cupy is installed but failed to import \({message}\)"):
+        cupy_ops.check_available()
+
+
+def test_a_visible_device_passes_the_check(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cupy", _fake_cupy(count=2))
+    cupy_ops.check_available()
+
+
+def test_the_module_imports_and_exports_the_contract_where_cupy_cannot_be_imported():
+    # A fresh interpreter in which `import cupy` fails: importing the backend module must still work (the
+    # contract test in tests/test_backend.py would only skip it), and every contract name must be there.
+    code = ("import sys; sys.modules['cupy'] = None\n"
+            "from minigrad.backend import CONTRACT\n"
+            "from minigrad.kernels import cupy_ops\n"
+            "missing = [n for n in CONTRACT if not callable(getattr(cupy_ops, n, None))]\n"
+            "assert not missing, missing\n")
+    env = {**os.environ, "MINIGRAD_BACKEND": "numpy"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+
+
+# ----------------------------------------------------------------------------------------------------------
+# on a GPU
+
+
+@pytest.fixture
+def cp():
+    import cupy
+
+    return cupy
+
+
+@on_gpu
+def test_results_and_caches_stay_on_the_device(cp):
+    x = cupy_ops.asarray(np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32))
+    w = cupy_ops.asarray(np.ones((4, 3, 3, 3), np.float32))
+    y, cache = cupy_ops.conv2d_forward(x, w, None, 1, 1)
+    assert isinstance(y, cp.ndarray) and isinstance(cache[0], cp.ndarray)
+    y, cache = cupy_ops.maxpool2d_forward(y, 2, 2)
+    assert isinstance(y, cp.ndarray) and isinstance(cache[0], cp.ndarray) and cache[0].dtype == np.int32
+    assert isinstance(cupy_ops.maxpool2d_backward(y, cache), cp.ndarray)
+
+
+@on_gpu
+def test_host_arrays_are_an_error_not_a_hidden_transfer():
+    with pytest.raises(TypeError, match="expected a cupy array on the device; got numpy.ndarray"):
+        cupy_ops.relu_forward(np.ones(3, np.float32))
+
+
+@on_gpu
+@pytest.mark.parametrize("p,seed", [(0.5, 0), (0.1, 12345), (0.9, 2**63 + 7)])
+def test_dropout_mask_is_bit_identical_to_numpy_ops_at_scale(p, seed):
+    x = np.random.default_rng(1).standard_normal((64, 32, 26, 26)).astype(np.float32)  # 1.4M elements
+    y, mask = cupy_ops.dropout_forward(cupy_ops.asarray(x), p, seed)
+    y_np, mask_np = npo.dropout_forward(x, p, seed)
+    np.testing.assert_array_equal(cupy_ops.to_numpy(mask), mask_np)
+    np.testing.assert_array_equal(cupy_ops.to_numpy(y), y_np)
+
+
+def _close(got, want, rtol):
+    want = np.asarray(want)
+    np.testing.assert_allclose(cupy_ops.to_numpy(got), want, rtol=rtol,
+                               atol=rtol * max(1.0, float(np.abs(want).max(initial=0))))
+
+
+@on_gpu
+@pytest.mark.parametrize("launch", [cupy_ops.LaunchConfig(), cupy_ops.LaunchConfig(block=32, max_grid=2)],
+                         ids=["production", "tiny-grid"])
+def test_lenet_sized_layers_match_numpy_ops(monkeypatch, launch):
+    monkeypatch.setattr(cupy_ops, "LAUNCH", launch)
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((64, 6, 12, 12)).astype(np.float32)
+    w = rng.standard_normal((16, 6, 5, 5)).astype(np.float32)
+    b = rng.standard_normal(16).astype(np.float32)
+    y, cache = cupy_ops.conv2d_forward(*map(cupy_ops.asarray, (x, w, b)), 1, 0)
+    y_np, cache_np = npo.conv2d_forward(x, w, b, 1, 0)
+    _close(y, y_np, 1e-5)
+    dy = rng.standard_normal(y_np.shape).astype(np.float32)
+    for g, g_np in zip(cupy_ops.conv2d_backward(cupy_ops.asarray(dy), cache), npo.conv2d_backward(dy, cache_np)):
+        _close(g, g_np, 1e-5)
+    p, pcache = cupy_ops.maxpool2d_forward(y, 2, 2)
+    p_np, pcache_np = npo.maxpool2d_forward(y_np, 2, 2)
+    _close(p, p_np, 1e-5)
+    dp = rng.standard_normal(p_np.shape).astype(np.float32)
+    _close(cupy_ops.maxpool2d_backward(cupy_ops.asarray(dp), pcache), npo.maxpool2d_backward(dp, pcache_np), 1e-5)
+
+
+@on_gpu
+def test_one_lenet5_training_step_matches_numpy():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((16, 1, 28, 28)).astype(np.float32)
+    t = rng.integers(0, 10, size=16)
+    states = {}
+    for name in ("numpy", "cupy"):
+        with mg.use_backend(name):
+            mg.manual_seed(0)
+            model = models.lenet5()
+            if name == "cupy":
+                model.load_state_dict(states["numpy-before"])
+            else:
+                states["numpy-before"] = model.state_dict()
+            opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+            loss = F.cross_entropy(model(Tensor(x)), t)
+            loss.backward()
+            opt.step()
+            states[name] = (float(B.k.to_numpy(loss.data)), model.state_dict())
+    assert states["cupy"][0] == pytest.approx(states["numpy"][0], rel=1e-5)
+    for key, want in states["numpy"][1].items():
+        _close(states["cupy"][1][key], want, 1e-4)
+
+
+@on_gpu
+def test_each_kernel_is_compiled_and_looked_up_once():
+    rt = cupy_ops._runtime()
+    assert rt is cupy_ops._runtime()
+    assert rt.kernel("relu", "relu_forward_f32") is rt.kernel("relu", "relu_forward_f32")
+
+
+@on_gpu
+def test_memory_info_follows_the_pool_and_keeps_the_peak(cp):
+    mib64 = 64 * 2**20
+    cupy_ops.reset_peak()
+    before = cupy_ops.memory_info()
+    assert set(before) == {"used_bytes", "total_bytes", "peak_bytes"}
+    a = cp.empty(mib64, dtype=np.uint8)
+    during = cupy_ops.memory_info()
+    assert during["used_bytes"] >= before["used_bytes"] + mib64
+    assert during["peak_bytes"] >= during["used_bytes"]
+    del a
+    after = cupy_ops.memory_info()
+    assert after["used_bytes"] <= during["used_bytes"] - mib64
+    assert after["peak_bytes"] >= during["peak_bytes"]  # freed blocks stay in the pool: the peak remains
+    cupy_ops.reset_peak()
+    assert cupy_ops.memory_info()["peak_bytes"] <= during["peak_bytes"] - mib64
+
+
+@on_gpu
+def test_time_gpu_returns_device_seconds_per_call(cp):
+    a = cp.ones((512, 512), dtype=np.float32)
+    t = cupy_ops.time_gpu(lambda: cp.matmul(a, a), repeats=5)
+    assert t.shape == (5,) and np.all(np.isfinite(t)) and np.all(t > 0)
+    cupy_ops.synchronize()
