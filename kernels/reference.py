@@ -71,6 +71,7 @@ def maxpool2d_forward(x, kernel, stride):
 
     x: (N, C, H, W) -> y: (N, C, OH, OW). cache: (x shape, argmax row, argmax col, dtype).
     Ties: the gradient goes to the FIRST maximum in row-major window order (like a strict ``>`` scan).
+    NaN counts as the maximum (the first NaN of a window), as in NumPy's argmax and PyTorch.
     """
     N, C, H, W, OH, OW = _checks.check_maxpool2d(x, kernel, stride)
     y = np.zeros((N, C, OH, OW), dtype=x.dtype)
@@ -84,7 +85,9 @@ def maxpool2d_forward(x, kernel, stride):
                     for r in range(kernel):
                         for q in range(kernel):
                             v = x[n, c, i * stride + r, j * stride + q]
-                            if v > best:  # strict: an equal later value does not take over
+                            # strict: an equal later value does not take over; a NaN wins (and stays),
+                            # so a diverged run keeps its NaN all the way to the loss
+                            if v > best or (v != v and best == best):
                                 best, br, bc = v, r, q
                     y[n, c, i, j] = best
                     arg_r[n, c, i, j] = i * stride + br
@@ -141,12 +144,13 @@ def linear_backward(dy, cache):
 
 
 def relu_forward(x):
-    """y = max(x, 0) elementwise. cache: x. The gradient at exactly 0 is 0 (PyTorch's choice)."""
+    """y = max(x, 0) elementwise, NaN passing through. cache: x. The gradient at exactly 0 is 0 (PyTorch's
+    choice)."""
     _checks.check_float("relu", "x", x)
     y = np.empty_like(x)
     flat_x, flat_y = x.reshape(-1), y.reshape(-1)
     for i in range(flat_x.size):
-        flat_y[i] = flat_x[i] if flat_x[i] > 0 else 0
+        flat_y[i] = 0 if flat_x[i] <= 0 else flat_x[i]  # NaN <= 0 is False: NaN propagates
     return y, x
 
 

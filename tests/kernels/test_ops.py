@@ -94,6 +94,17 @@ def test_maxpool2d_ties_send_the_gradient_to_the_first_maximum(ops, stride):
     np.testing.assert_array_equal(dx, [[[[0, 1], [0, 0]]]])
 
 
+def test_nan_propagates_through_relu_and_maxpool(ops):
+    """A diverged run must keep its NaN up to the loss, where training stops naming the step."""
+    x = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
+    x[0, 0, 0, 1] = np.nan
+    for mod in (ref, ops):
+        y = mod.to_numpy(mod.maxpool2d_forward(mod.asarray(x), 2, 2)[0])
+        assert np.isnan(y[0, 0, 0, 0]) and not np.isnan(y[0, 0, 1, 1])
+        r = mod.to_numpy(mod.relu_forward(mod.asarray(np.array([np.nan, -1.0, 2.0], np.float32)))[0])
+        assert np.isnan(r[0]) and r[1] == 0 and r[2] == 2
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(1, 1, 1), (1, 7, 3), (5, 16, 9), (4, 9, 1)], ids=str)
 @pytest.mark.parametrize("bias", [True, False])
