@@ -1,0 +1,131 @@
+"""What a measurement ran on: CPU, cores, BLAS and its threads, numba and torch threads, GPU, versions.
+
+Every output of the bench carries this, because a timing without its machine cannot be compared with
+anything. ``set_threads`` is the one place that sets every thread pool a step may use, so that ``--threads``
+means the same for each engine (BLAS via threadpoolctl, numba's parallel loops, torch's intra-op pool).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import os
+import platform
+import sys
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (the affinity mask, which containers and taskset narrow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _total_memory_bytes() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _numba():
+    """numba if it imports, else None. Imported here only to read and set its thread count."""
+    try:
+        return importlib.import_module("numba")
+    except ImportError:
+        return None
+
+
+def set_threads(n: int, torch_too: bool) -> None:
+    """Limit BLAS, numba and (when ``torch_too``) torch to ``n`` threads each, for the rest of the process."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=n)
+    numba = _numba()
+    if numba is not None:
+        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    if torch_too:
+        from minigrad import torch_peer
+
+        torch_peer.set_threads(n)
+
+
+def _gpu() -> str | None:
+    """The CUDA device's name when the cupy backend has been loaded (looked up, never imported, here)."""
+    cupy = sys.modules.get("cupy")
+    if cupy is None:
+        return None
+    try:
+        if cupy.cuda.runtime.getDeviceCount() == 0:
+            return None
+        props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+        name = props["name"]
+        return name.decode() if isinstance(name, bytes) else str(name)
+    except Exception as exc:  # a broken driver is worth recording, not worth failing the study over
+        return f"unknown ({exc})"
+
+
+def machine_info() -> dict:
+    """CPU model, cores, memory, BLAS libraries with their threads, numba/torch threads, GPU."""
+    from threadpoolctl import threadpool_info
+
+    blas = [{"library": p.get("internal_api"), "version": p.get("version"), "threads": p.get("num_threads"),
+             "threading_layer": p.get("threading_layer"), "architecture": p.get("architecture")}
+            for p in threadpool_info() if p.get("user_api") == "blas"]
+    numba = _numba()
+    torch = sys.modules.get("torch")
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "usable_cores": usable_cores(),
+        "memory_bytes": _total_memory_bytes(),
+        "platform": platform.platform(),
+        "blas": blas,
+        "numba_threads": numba.get_num_threads() if numba is not None else None,
+        "torch_threads": torch.get_num_threads() if torch is not None else None,
+        "gpu": _gpu(),
+    }
+
+
+def versions() -> dict:
+    """Versions of Python and of every library whose speed the numbers depend on (None: not installed)."""
+    from minigrad import __version__
+
+    out = {"python": platform.python_version(), "minigrad": __version__}
+    for dist in ("numpy", "numba", "torch", "cupy", "threadpoolctl", "matplotlib"):
+        try:
+            out[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            out[dist] = None
+    if out["cupy"] is None:  # cupy ships as cupy-cuda12x etc.
+        cupy = sys.modules.get("cupy")
+        out["cupy"] = getattr(cupy, "__version__", None)
+    return out
+
+
+def describe(machine: dict) -> str:
+    """One line: ``Intel Xeon, 2 cores, OpenBLAS 0.3.31 x2 threads, numba x2, no GPU``."""
+    blas = ", ".join(f"{b['library']} {b['version']} x{b['threads']}" for b in machine["blas"]) or "no BLAS found"
+    parts = [machine["cpu"], f"{machine['usable_cores']} cores", blas]
+    if machine["numba_threads"] is not None:
+        parts.append(f"numba x{machine['numba_threads']}")
+    if machine["torch_threads"] is not None:
+        parts.append(f"torch x{machine['torch_threads']}")
+    parts.append(f"GPU {machine['gpu']}" if machine["gpu"] else "no GPU")
+    return ", ".join(parts)

@@ -1,0 +1,345 @@
+"""Everything derived from ``results.jsonl``: the terminal table, summary.json, results.csv, report.md.
+
+Derived files are rewritten whole (atomically) from the records after each entry, so they always agree
+with the jsonl and a resumed run rebuilds them without special cases.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+
+from .autobatch import knee
+from .settings import (EVAL_BATCH_SIZE, KNEE_TOLERANCE, MEMORY_STEPS, STEADY_SKIP_MAX, WARMUP_STEPS, Settings,
+                       format_bytes)
+from .store import SCHEMA_VERSION, RunDir, clean_json, dumps
+
+#: The columns of a result row, in results.csv order (README: "Output schema").
+RESULT_COLUMNS = (
+    "backend", "mode", "batch_size", "status", "error", "chosen_by",
+    "dtype", "optimizer", "lr", "momentum", "accumulate", "virtual_batch_size", "warmup_updates",
+    "samples", "steps", "updates", "epochs_run",
+    "train_seconds", "samples_per_s", "steady_samples_per_s",
+    "step_median_s", "step_q1_s", "step_q3_s", "step_iqr_s", "step_min_s", "step_max_s", "step_count", "step_skipped",
+    "latency_median_s", "latency_q1_s", "latency_q3_s", "latency_iqr_s", "latency_min_s", "latency_max_s",
+    "latency_count", "latency_skipped",
+    "data_median_s", "data_fraction", "epoch_seconds", "epoch_measured",
+    "warmup_seconds", "warmup_steps", "first_step_s",
+    "peak_memory_bytes", "memory_measure", "tracemalloc_peak_bytes", "rss_peak_delta_bytes", "gpu_pool_bytes",
+    "model_state_bytes",
+    "final_train_loss", "final_train_accuracy", "test_loss", "test_accuracy",
+    "eval_every_samples", "target_accuracy", "target_reached", "time_to_target_s", "samples_to_target",
+    "updates_to_target",
+    "entry_seconds", "session", "finished_at",
+)
+#: Test accuracy below this counts as "did not learn" in the findings (chance is 10% on 10 balanced classes).
+CHANCE_LEVEL = 0.15
+#: A step-time IQR above this share of the median flags an entry as noisy in the findings.
+NOISY_IQR = 0.5
+#: Run-level columns repeated on every csv row, so that a csv alone still says what produced it.
+CONTEXT_COLUMNS = ("model", "dataset", "data_kind", "cpu", "cores", "blas", "blas_threads", "numba_threads",
+                   "torch_threads", "gpu", "python", "numpy", "numba", "torch", "minigrad", "command")
+
+
+class Results:
+    """The records of one run directory, read back and organised for reporting."""
+
+    def __init__(self, records: list[dict]):
+        self.sessions = [r for r in records if r.get("record") == "run"]
+        self.settings = Settings.from_dict(self.sessions[0]["settings"])
+        self.data = self.sessions[0]["data"]
+        self.autobatch = [r for r in records if r.get("record") == "autobatch"]
+        order = {name: i for i, name in enumerate(self.settings.backends)}
+        self.rows = sorted((r for r in records if r.get("record") == "result"),
+                           key=lambda r: (order.get(r["backend"], len(order)), r["batch_size"]))
+
+    @property
+    def backends(self) -> list[str]:
+        return [b for b in self.settings.backends if any(r["backend"] == b for r in self.rows)]
+
+    def ok_rows(self, backend: str) -> list[dict]:
+        return [r for r in self.rows if r["backend"] == backend and r["status"] == "ok"]
+
+    def session(self, number: int) -> dict:
+        return next(s for s in self.sessions if s["session"] == number)
+
+
+# ------------------------------------------------------------------------------------------------- tables
+
+
+def _num(key: str, fmt: str, scale: float = 1.0):
+    """A cell getter: ``row[key] * scale`` formatted with ``fmt``, "-" when missing."""
+    return lambda r: "-" if r.get(key) is None else format(r[key] * scale if scale != 1 else r[key], fmt)
+
+
+def _epoch(r: dict) -> str:
+    return f"{r['epoch_seconds']:,.1f}{'' if r['epoch_measured'] else '*'}"
+
+
+def _accuracy(r: dict) -> str:
+    return "-" if r.get("test_accuracy") is None else f"{100 * r['test_accuracy']:.2f}%"
+
+
+def _to_target(r: dict) -> str:
+    return "not reached" if r.get("time_to_target_s") is None else f"{r['time_to_target_s']:,.1f}"
+
+
+def _columns(study: Results) -> list[tuple[str, object]]:
+    """(header, cell getter) for the table of this study's mode."""
+    s = study.settings
+    cols = [("backend", lambda r: r["backend"]), ("batch", lambda r: str(r["batch_size"]))]
+    memory = ("memory", lambda r: format_bytes(r.get("peak_memory_bytes")))
+    if s.mode == "train":
+        cols += [("epoch s", _epoch), ("samples/s", _num("samples_per_s", ",.0f")),
+                 ("step ms", _num("step_median_s", ".2f", 1e3)), ("IQR ms", _num("step_iqr_s", ".2f", 1e3)),
+                 ("warm-up s", _num("warmup_seconds", ".2f")), memory, ("updates", _num("updates", ",d")),
+                 ("lr", _num("lr", ".4g")), ("loss", _num("final_train_loss", ".3f")), ("test acc", _accuracy)]
+        if s.target_accuracy is not None:
+            cols.append((f"to {100 * s.target_accuracy:g}% s", _to_target))
+    else:
+        cols += [("latency ms", _num("latency_median_s", ".3f", 1e3)), ("IQR ms", _num("latency_iqr_s", ".3f", 1e3)),
+                 ("us/sample", lambda r: f"{1e6 * r['latency_median_s'] / r['batch_size']:.1f}"),
+                 ("samples/s", _num("samples_per_s", ",.0f")), ("test set s", _epoch),
+                 ("warm-up s", _num("warmup_seconds", ".3f")), memory]
+    return cols
+
+
+def _cells(study: Results, row: dict) -> list[str]:
+    columns = _columns(study)
+    if row["status"] != "ok":  # the status in the first measurement column, the rest left blank
+        return [row["backend"], str(row["batch_size"]), row["status"].replace("_", " ")] + [""] * (len(columns) - 3)
+    return [get(row) for _, get in columns]
+
+
+def _notes(study: Results) -> list[str]:
+    s = study.settings
+    notes = []
+    if any(r["status"] == "ok" and not r["epoch_measured"] for r in study.rows):
+        unit = "training samples" if s.mode == "train" else "test samples"
+        notes.append(f"* extrapolated to one epoch from {s.samples:,} {unit} per batch size at the measured "
+                     f"samples/s (--epochs N measures whole epochs)")
+    if s.mode == "train":
+        notes.append(f"step ms: median time of a training step (data + forward + backward + update), IQR its "
+                     f"spread; the first <= {STEADY_SKIP_MAX} timed steps are left out, and {WARMUP_STEPS} warm-up "
+                     f"steps ran before on a throwaway copy (warm-up s)")
+    else:
+        notes.append(f"latency: median time of one forward pass in eval mode without autograd (data loading "
+                     f"excluded); {WARMUP_STEPS} warm-up batches ran before (warm-up s)")
+    measures = sorted({r["memory_measure"] for r in study.rows if r.get("memory_measure")})
+    if measures:
+        what = "a training step, above the model and optimizer state" if s.mode == "train" else \
+            "a forward pass, above the model"
+        notes.append(f"memory: peak bytes allocated during {what} ({', '.join(measures)}; measured over "
+                     f"{MEMORY_STEPS} separate untimed steps)")
+    if s.mode == "train" and s.accumulate > 1:
+        notes.append(f"--accumulate {s.accumulate}: one optimizer update every {s.accumulate} batches "
+                     f"(virtual batch = {s.accumulate} x batch)")
+    every = sorted({r["eval_every_samples"] for r in study.rows if r.get("eval_every_samples")})
+    if every:
+        notes.append(f"test set evaluated every {', '.join(f'{e:,}' for e in every)} training samples (and at the "
+                     f"end); time to target counts training step time only, evaluations excluded")
+    failed = [r for r in study.rows if r["status"] != "ok"]
+    for r in failed:
+        notes.append(f"{r['backend']} B={r['batch_size']} {r['status'].replace('_', ' ')}: {r['error']}")
+    return notes
+
+
+def text_table(study: Results) -> str:
+    """The table printed in the terminal at the end of a run, with its footnotes."""
+    heads = [c[0] for c in _columns(study)]
+    body = [_cells(study, r) for r in study.rows]
+    widths = [max(len(h), *(len(row[i]) for row in body)) if body else len(h) for i, h in enumerate(heads)]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(heads, widths, strict=True)), "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in body]
+    return "\n".join(lines + [""] + _notes(study))
+
+
+def markdown_table(study: Results) -> str:
+    heads = [c[0] for c in _columns(study)]
+    lines = ["| " + " | ".join(heads) + " |", "|" + "|".join("---:" for _ in heads) + "|"]
+    lines += ["| " + " | ".join(_cells(study, r)).replace("*", "\\*") + " |" for r in study.rows]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------- findings
+
+
+def findings(study: Results) -> dict:
+    """Per backend: the batch sizes that answer the study's questions (fastest, knee, most accurate, ...)."""
+    out = {}
+    for name in study.backends:
+        ok = study.ok_rows(name)
+        f = {"failed": {str(r["batch_size"]): r["status"] for r in study.rows
+                        if r["backend"] == name and r["status"] != "ok"}}
+        if ok:
+            knee_b, best_b, best = knee([(r["batch_size"], r["samples_per_s"]) for r in ok])
+            f.update(best_throughput_batch=best_b, best_samples_per_s=best, knee_batch=knee_b)
+            if study.settings.mode == "train":
+                fastest = min(ok, key=lambda r: r["epoch_seconds"])
+                accurate = max(ok, key=lambda r: r["test_accuracy"])
+                f.update(fastest_epoch_batch=fastest["batch_size"], fastest_epoch_seconds=fastest["epoch_seconds"],
+                         best_accuracy_batch=accurate["batch_size"], best_test_accuracy=accurate["test_accuracy"])
+                reached = [r for r in ok if r.get("target_reached")]
+                if reached:
+                    first = min(reached, key=lambda r: r["time_to_target_s"])
+                    f.update(fastest_to_target_batch=first["batch_size"], fastest_to_target_s=first["time_to_target_s"])
+            else:
+                quick = min(ok, key=lambda r: r["latency_median_s"])
+                f.update(lowest_latency_batch=quick["batch_size"], lowest_latency_s=quick["latency_median_s"])
+        out[name] = f
+    return out
+
+
+def findings_text(study: Results) -> list[str]:
+    """Findings in sentences (report.md and the end of the terminal output)."""
+    lines = []
+    found = findings(study)
+    for name in study.backends:
+        f, ok = found[name], study.ok_rows(name)
+        if not ok:
+            lines.append(f"{name}: no batch size finished ({', '.join(f'B={b} {s}' for b, s in f['failed'].items())}).")
+            continue
+        by_b = {r["batch_size"]: r for r in ok}
+        first, last = ok[0], ok[-1]
+        if study.settings.mode == "train":
+            lines.append(
+                f"{name}: epoch time goes from {first['epoch_seconds']:,.1f} s at B={first['batch_size']} to "
+                f"{last['epoch_seconds']:,.1f} s at B={last['batch_size']} (fastest {f['fastest_epoch_seconds']:,.1f}"
+                f" s at B={f['fastest_epoch_batch']}); the throughput knee, the smallest batch within "
+                f"{KNEE_TOLERANCE:.0%} of the best ({f['best_samples_per_s']:,.0f} samples/s at "
+                f"B={f['best_throughput_batch']}), is B={f['knee_batch']}.")
+            lines.append(
+                f"{name}: best test accuracy {100 * f['best_test_accuracy']:.2f}% at B={f['best_accuracy_batch']} "
+                f"({by_b[f['best_accuracy_batch']]['updates']:,} updates); with the same samples, "
+                f"B={last['batch_size']} made {last['updates']:,} updates and reached "
+                f"{100 * last['test_accuracy']:.2f}%.")
+            chance = [f"B={r['batch_size']} ({100 * r['test_accuracy']:.1f}%)" for r in ok
+                      if r["test_accuracy"] < CHANCE_LEVEL]
+            if chance:
+                lines.append(f"{name}: {', '.join(chance)} stayed near chance level (10 classes): no learning with "
+                             f"these settings at that batch size (try --lr, --lr-scaling or --warmup).")
+            if study.settings.target_accuracy is not None:
+                target = f"{100 * study.settings.target_accuracy:g}%"
+                if "fastest_to_target_batch" in f:
+                    lines.append(f"{name}: reached {target} test accuracy fastest at B={f['fastest_to_target_batch']}"
+                                 f", after {f['fastest_to_target_s']:,.1f} s of training.")
+                else:
+                    lines.append(f"{name}: no batch size reached {target} test accuracy within the budget.")
+        else:
+            lines.append(
+                f"{name}: lowest latency {1e3 * f['lowest_latency_s']:.3f} ms per batch at B="
+                f"{f['lowest_latency_batch']}; best throughput {f['best_samples_per_s']:,.0f} samples/s at "
+                f"B={f['best_throughput_batch']}; the knee (smallest batch within {KNEE_TOLERANCE:.0%} of it) is "
+                f"B={f['knee_batch']}.")
+        noisy = [f"B={r['batch_size']}" for r in ok if r["step_iqr_s"] > NOISY_IQR * r["step_median_s"]]
+        if noisy:
+            lines.append(f"{name}: {', '.join(noisy)}: step times varied widely (IQR above {NOISY_IQR:.0%} of the "
+                         f"median), the mark of a busy machine; rerun them, or use fewer --threads than cores.")
+        if f["failed"]:
+            lines.append(f"{name}: " + ", ".join(f"B={b} {s.replace('_', ' ')}" for b, s in f["failed"].items()) + ".")
+    for record in study.autobatch:
+        lines.append(f"{record['backend']} auto (memory): {record['memory_explanation']}.")
+        lines.append(f"{record['backend']} auto (knee): {record['knee_explanation']}.")
+    return lines
+
+
+# ---------------------------------------------------------------------------------------- files on disk
+
+
+def data_kind(data: dict) -> str:
+    return "synthetic" if data["synthetic"] else "real"
+
+
+def summary(study: Results, complete: bool, plots: list[str]) -> dict:
+    first, last = study.sessions[0], study.sessions[-1]
+    return clean_json({
+        "schema_version": SCHEMA_VERSION,
+        "complete": complete,
+        "settings": study.settings.to_dict(),
+        "data": study.data,
+        "command": first["command"],
+        "machine": last["machine"],
+        "versions": last["versions"],
+        "sessions": [{k: s[k] for k in ("session", "started_at", "command", "machine", "versions")}
+                     for s in study.sessions],
+        "method": {
+            "warmup_steps": WARMUP_STEPS, "memory_steps": MEMORY_STEPS, "steady_skip_max": STEADY_SKIP_MAX,
+            "eval_batch_size": EVAL_BATCH_SIZE, "knee_tolerance": KNEE_TOLERANCE,
+            "epoch_time": "measured (--epochs)" if study.settings.epochs else
+                          "extrapolated: samples per epoch / measured samples/s",
+            "final_train_loss": "sample-weighted mean over the last 10% of steps",
+            "inputs": "pixels / 255, normalised with MNIST's mean and standard deviation (every dataset)",
+        },
+        "autobatch": study.autobatch,
+        "results": [{k: v for k, v in r.items() if k != "record"} for r in study.rows],
+        "findings": findings(study),
+        "plots": plots,
+    })
+
+
+def csv_text(study: Results) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(RESULT_COLUMNS) + list(CONTEXT_COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    for r in study.rows:
+        session = study.session(r["session"])
+        machine, versions = session["machine"], session["versions"]
+        row = {k: r.get(k) for k in RESULT_COLUMNS}
+        row["chosen_by"] = "; ".join(r.get("chosen_by") or [])
+        row.update(model=study.settings.model, dataset=study.data["dataset"], data_kind=data_kind(study.data),
+                   cpu=machine["cpu"], cores=machine["usable_cores"],
+                   blas="; ".join(f"{b['library']} {b['version']}" for b in machine["blas"]),
+                   blas_threads="; ".join(str(b["threads"]) for b in machine["blas"]),
+                   numba_threads=machine["numba_threads"], torch_threads=machine["torch_threads"],
+                   gpu=machine["gpu"] or "none", command=session["command"],
+                   **{k: versions.get(k) for k in ("python", "numpy", "numba", "torch", "minigrad")})
+        writer.writerow({k: "" if v is None else v for k, v in clean_json(row).items()})
+    return buf.getvalue()
+
+
+def markdown(study: Results, complete: bool, plots: list[str]) -> str:
+    from .machine import describe
+
+    s, d = study.settings, study.data
+    first, last = study.sessions[0], study.sessions[-1]
+    kind = "synthetic MNIST-shaped data (timing only; accuracy is not MNIST's)" if d["synthetic"] else \
+        f"real {d['dataset']}"
+    budget = f"{s.epochs} epoch(s)" if s.epochs else f"{s.samples:,} samples"
+    what = (f"`{s.model}` on {kind} ({d['train_samples']:,} train / {d['test_samples']:,} test), "
+            f"mode **{s.mode}**, {budget} per batch size, {s.dtype}")
+    if s.mode == "train":
+        opt = f"SGD lr {s.lr:g} momentum {s.momentum:g}" if s.optimizer == "sgd" else f"Adam lr {s.lr:g}"
+        what += (f", {opt} (lr scaling {s.lr_scaling} from B={s.base_batch_size}, warm-up {s.warmup} updates, "
+                 f"accumulate {s.accumulate}), seed {s.seed}")
+    lines = [f"# minigrad batch-size study: {s.model}, {', '.join(s.backends)}", ""]
+    if not complete:
+        lines += ["**Incomplete**: the sweep was interrupted; continue it with "
+                  "`python -m minigrad.bench --resume <this directory>`.", ""]
+    lines += [f"- What: {what}", f"- Command: `{first['command']}`",
+              f"- Machine: {describe(last['machine'])}; {s.threads} thread(s) per engine",
+              "- Versions: " + ", ".join(f"{k} {v}" for k, v in last["versions"].items() if v),
+              f"- Started {first['started_at']}" + (f", resumed {len(study.sessions) - 1} time(s)"
+                                                    if len(study.sessions) > 1 else ""), ""]
+    notes = [f"- {n}".replace("- * ", "- \\* ", 1) for n in _notes(study)]  # a bare "* " would start a list
+    lines += ["## Results", "", markdown_table(study), ""] + notes + [""]
+    lines += ["## Findings", ""] + [f"- {t}" for t in findings_text(study)] + [""]
+    if plots:
+        lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
+    lines += ["Every number comes from `results.jsonl` in this directory (schema: README, \"The batch-size study\")."]
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(run_dir: RunDir, complete: bool, with_plots: bool) -> Results:
+    """(Re)write summary.json, results.csv, report.md and, when asked, the plots, from results.jsonl."""
+    study = Results(run_dir.read())
+    plots: list[str] = []
+    if with_plots and any(r["status"] == "ok" for r in study.rows):
+        from .plots import write_plots
+
+        plots = write_plots(run_dir.path, study)
+    elif (run_dir.path / "plots").is_dir():
+        plots = sorted(f"plots/{p.name}" for p in (run_dir.path / "plots").glob("*.png"))
+    run_dir.write_text("summary.json", dumps(summary(study, complete, plots), indent=2) + "\n")
+    run_dir.write_text("results.csv", csv_text(study))
+    run_dir.write_text("report.md", markdown(study, complete, plots))
+    return study

@@ -1,0 +1,163 @@
+"""The settings of one study: what the command line resolves to, and what ``--resume`` reads back.
+
+Everything that changes a measurement lives in ``Settings`` so that a resumed run repeats the same
+conditions exactly; it is written into the run directory's first record and never re-derived from defaults.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass, fields
+
+#: The default sweep: powers of two from 1 to 256, as in the classic report (1200 s at batch 1 ... 850 s at 256).
+DEFAULT_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+#: Sized so that the default study takes about 3 minutes on 2 cores with lenet5 on the numpy backend
+#: (~1k samples/s at batch 1, ~3k at 64): half an epoch per batch size, plus fixed costs per batch size.
+DEFAULT_SAMPLES = 30000
+QUICK_BATCH_SIZES = (1, 4, 16, 64, 256)
+QUICK_SAMPLES = 6000
+DEFAULT_LR = {"sgd": 0.01, "adam": 0.001}
+DEFAULT_MEMORY_BUDGET = "2GiB"
+
+#: Untimed steps run before measuring each batch size: they pay for numba compilation, BLAS thread start-up
+#: and the allocator's first growth, and their wall time is reported apart as warm-up.
+WARMUP_STEPS = 3
+#: Untimed steps run (twice: once for peak RSS, once under tracemalloc) to measure memory.
+MEMORY_STEPS = 2
+#: Batch size of test-set evaluations (large: evaluation is not what is being measured).
+EVAL_BATCH_SIZE = 1000
+#: Share of the first timed steps left out of the step-time statistics (at most STEADY_SKIP_MAX steps).
+STEADY_SKIP_MAX = 2
+#: The knee of a throughput curve: the smallest batch within this fraction of the best samples/s.
+KNEE_TOLERANCE = 0.10
+
+
+class UsageError(ValueError):
+    """A bad argument: reported as one ``error: ...`` line and exit code 2."""
+
+
+@dataclass
+class Settings:
+    """One study's conditions. ``samples`` is None when ``epochs`` is given (and the other way round)."""
+
+    model: str = "lenet5"
+    backends: tuple = ()
+    batch_sizes: object = DEFAULT_BATCH_SIZES  # tuple of ints, or "auto"
+    epochs: int | None = None
+    samples: int | None = DEFAULT_SAMPLES
+    dataset: str = "mnist"
+    data_dir: str | None = None
+    dtype: str = "float32"
+    optimizer: str = "sgd"
+    lr: float = DEFAULT_LR["sgd"]
+    momentum: float = 0.9
+    lr_scaling: str = "none"
+    base_batch_size: int = 64
+    warmup: int = 0
+    accumulate: int = 1
+    mode: str = "train"
+    target_accuracy: float | None = None
+    eval_every: int | None = None
+    memory_budget: int | None = None
+    threads: int = 1
+    seed: int = 0
+    quick: bool = False
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["backends"] = list(self.backends)
+        if self.batch_sizes != "auto":
+            out["batch_sizes"] = list(self.batch_sizes)
+        return out
+
+    @classmethod
+    def from_dict(cls, record: dict) -> Settings:
+        names = {f.name for f in fields(cls)}
+        unknown = set(record) - names
+        if unknown:
+            raise UsageError(f"settings record has unknown keys {sorted(unknown)}")
+        values = dict(record)
+        values["backends"] = tuple(values.get("backends", ()))
+        if values.get("batch_sizes") != "auto":
+            values["batch_sizes"] = tuple(values.get("batch_sizes", DEFAULT_BATCH_SIZES))
+        return cls(**values)
+
+    def budget_samples(self, n_train: int) -> int:
+        """Samples trained (or inferred) per batch size: the budget, or whole epochs of ``n_train``."""
+        return self.samples if self.samples is not None else self.epochs * n_train
+
+    def lr_for(self, batch_size: int) -> float:
+        """The learning rate at ``batch_size``: scaled with the *virtual* batch (accumulate x batch)."""
+        from minigrad.optim import scale_lr
+
+        return scale_lr(self.lr, batch_size * self.accumulate, self.base_batch_size, self.lr_scaling)
+
+
+# ------------------------------------------------------------------------------------------------ parsing
+
+
+def parse_int(text: str, what: str, minimum: int = 1) -> int:
+    """``text`` as an integer >= ``minimum``, or a UsageError naming ``what``."""
+    expected = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        raise UsageError(f"{what} must be {expected}; got {text!r}") from None
+    if value < minimum:
+        raise UsageError(f"{what} must be {expected}; got {value}")
+    return value
+
+
+def parse_batch_sizes(text: str) -> tuple[int, ...] | str:
+    """``"auto"`` or a comma list of positive integers (any, not only powers of two), duplicates dropped."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    sizes = []
+    for part in text.split(","):
+        value = parse_int(part, "--batch-sizes: each batch size")
+        if value not in sizes:
+            sizes.append(value)
+    return tuple(sizes)
+
+
+_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
+          "t": 1000**4, "tb": 1000**4, "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
+
+
+def parse_bytes(text: str) -> int:
+    """``"2GiB"``, ``"512MB"``, ``"1.5 GiB"`` or a plain number of bytes, as an integer number of bytes."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", str(text))
+    unit = match.group(2).lower() if match else None
+    if match is None or unit not in _UNITS:
+        raise UsageError(f"--memory-budget must be a size such as 2GiB, 512MiB or 1GB; got {text!r}")
+    value = int(float(match.group(1)) * _UNITS[unit])
+    if value < 1:
+        raise UsageError(f"--memory-budget must be positive; got {text!r}")
+    return value
+
+
+def parse_real(text: str, what: str, low: float, high: float, low_open: bool = True) -> float:
+    """A finite number in (low, high] (or [low, high] when ``low_open`` is False)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    inside = (value > low if low_open else value >= low) and value <= high
+    if not (math.isfinite(value) and inside):
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}]"
+        raise UsageError(f"{what} must be a number in {interval}; got {text!r}")
+    return value
+
+
+def format_bytes(n: float | None) -> str:
+    """Bytes for people: ``1.5 GiB``, ``12.0 MiB``."""
+    if n is None:
+        return "-"
+    if abs(n) < 1024:
+        return f"{n:.0f} B"
+    for unit in ("KiB", "MiB"):
+        n /= 1024
+        if abs(n) < 1024:
+            return f"{n:.1f} {unit}"
+    return f"{n / 1024:.2f} GiB"

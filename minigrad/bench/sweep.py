@@ -1,0 +1,137 @@
+"""The sweep: every (batch size, backend) entry measured in turn, each result made durable at once.
+
+Entries run batch-size-major (B=1 on every backend, then B=2, ...), so an interrupted sweep still compares
+the backends on the sizes it finished, and slow drifts of a shared machine hit every backend alike.
+A batch size that runs out of memory or diverges is recorded as such and the sweep goes on.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import numpy as np
+
+from minigrad import models, rng
+from minigrad.train import NonFiniteLoss
+
+from .engines import make_engine
+from .measure import measure_inference, measure_train, progress_enabled
+from .settings import Settings
+from .store import RunDir
+
+
+@dataclass
+class Study:
+    """What every entry of one session shares: the settings, the data, the initial weights."""
+
+    settings: Settings
+    train_set: object
+    test_set: object
+    session: int
+    progress: bool | None = None
+    init_state: dict = field(default_factory=dict)
+    engines: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        # One set of initial weights for every batch size and engine: drawn once from the seed, on the host.
+        rng.manual_seed(self.settings.seed)
+        self.init_state = models.get_model(self.settings.model, dtype=self.settings.dtype).state_dict()
+        self.engines = {name: make_engine(name) for name in self.settings.backends}
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def plan(settings: Settings, autobatch: dict[str, dict]) -> list[tuple[int, str, list[str]]]:
+    """(batch size, backend, chosen_by) in the order they run; ``chosen_by`` names auto's reasons."""
+    if settings.batch_sizes != "auto":
+        return [(b, name, []) for b in settings.batch_sizes for name in settings.backends]
+    entries = []
+    for name in settings.backends:
+        record = autobatch[name]
+        picks: dict[int, list[str]] = {}
+        picks.setdefault(record["knee_pick"], []).append("throughput knee")
+        picks.setdefault(record["memory_pick"], []).append("memory budget")
+        entries += [(b, name, reasons) for b, reasons in picks.items()]
+    order = {name: i for i, name in enumerate(settings.backends)}
+    return sorted(entries, key=lambda e: (e[0], order[e[1]]))
+
+
+def measure_entry(study: Study, name: str, batch_size: int, chosen_by: list[str]) -> dict:
+    """One entry's result row; divergence and running out of memory become its status, not an exception."""
+    settings, engine = study.settings, study.engines[name]
+    started = time.perf_counter()
+    try:
+        # A diverging run overflows long before its loss turns NaN: fit() reports that as NonFiniteLoss
+        # naming the step, so numpy's overflow warnings would only repeat it, noisily.
+        with np.errstate(all="ignore"):
+            row = _measure(study, engine, batch_size)
+    except NonFiniteLoss as exc:
+        row = _failed(name, settings, batch_size, "diverged", str(exc))
+    except Exception as exc:
+        if not engine.is_out_of_memory(exc):
+            raise
+        row = _failed(name, settings, batch_size, "out_of_memory", f"{type(exc).__name__}: {exc}".strip(": "))
+        gc.collect()
+        pool = engine.gpu_pool()
+        if pool is not None:
+            pool.free_all_blocks()
+    row.update(chosen_by=chosen_by, entry_seconds=time.perf_counter() - started, session=study.session,
+               finished_at=now())
+    return {"record": "result", **row}
+
+
+def _measure(study: Study, engine, batch_size: int) -> dict:
+    s = study.settings
+    if s.mode == "train":
+        return measure_train(engine, s, batch_size, study.train_set, study.test_set, study.init_state, study.progress)
+    return measure_inference(engine, s, batch_size, study.test_set, study.init_state, study.progress)
+
+
+def _failed(name: str, settings: Settings, batch_size: int, status: str, message: str) -> dict:
+    return {"backend": name, "mode": settings.mode, "batch_size": batch_size, "status": status, "error": message,
+            "dtype": settings.dtype, "lr": settings.lr_for(batch_size) if settings.mode == "train" else None,
+            "accumulate": settings.accumulate, "virtual_batch_size": settings.accumulate * batch_size}
+
+
+def one_line(row: dict) -> str:
+    """What the terminal shows as each entry finishes."""
+    head = f"{row['backend']:>6} B={row['batch_size']:<5}"
+    if row["status"] != "ok":
+        return f"{head} {row['status']}: {row['error']}"
+    text = f"{head} {row['samples_per_s']:>9,.0f} samples/s"
+    if row["mode"] == "train":
+        mark = "" if row["epoch_measured"] else "*"
+        text += (f"  epoch {row['epoch_seconds']:,.1f} s{mark}  step {1e3 * row['step_median_s']:.2f} ms  "
+                 f"loss {row['final_train_loss']:.3f}  test acc {100 * row['test_accuracy']:.2f}%")
+    else:
+        text += f"  latency {1e3 * row['latency_median_s']:.3f} ms"
+    return text + f"  ({row['entry_seconds']:.1f} s)"
+
+
+def run(study: Study, run_dir: RunDir, entries: list[tuple[int, str, list[str]]], done: set, on_result) -> None:
+    """Measure every entry not in ``done`` ({(backend, batch size)}), appending each result as it finishes.
+
+    ``on_result(record)`` runs after each append (the CLI refreshes the derived files there).
+    """
+    from tqdm.auto import tqdm
+
+    todo = [e for e in entries if (e[1], e[0]) not in done]
+    if len(todo) < len(entries):
+        tqdm.write(f"resuming: {len(entries) - len(todo)} of {len(entries)} entries already finished, "
+                   f"{len(todo)} to go")
+    bar = tqdm(total=len(todo), desc="sweep", unit="entry", disable=not progress_enabled(study.progress))
+    try:
+        for batch_size, name, chosen_by in todo:
+            bar.set_postfix_str(f"{name} B={batch_size}")
+            record = measure_entry(study, name, batch_size, chosen_by)
+            run_dir.append(record)
+            tqdm.write(one_line(record))
+            on_result(record)
+            bar.update(1)
+    finally:
+        bar.close()

@@ -1,0 +1,60 @@
+"""Parsing of the bench's arguments, and settings that survive the round trip through results.jsonl."""
+
+import math
+
+import pytest
+
+from minigrad.bench.settings import (Settings, UsageError, format_bytes, parse_batch_sizes, parse_bytes, parse_int,
+                                     parse_real)
+
+
+def test_batch_sizes_any_positive_integers_in_order_without_duplicates():
+    assert parse_batch_sizes("1, 17,17,4") == (1, 17, 4)
+    assert parse_batch_sizes("AUTO") == "auto"
+    for bad in ("0", "-3", "2.5", "x", "", "4,,8"):
+        with pytest.raises(UsageError, match="--batch-sizes"):
+            parse_batch_sizes(bad)
+
+
+def test_sizes_in_bytes():
+    assert parse_bytes("2GiB") == 2 * 1024**3
+    assert parse_bytes("512 MB") == 512 * 1000**2
+    assert parse_bytes("1.5gib") == int(1.5 * 1024**3)
+    assert parse_bytes("4096") == 4096
+    for bad in ("lots", "2 GiBs", "-1GiB", "0"):
+        with pytest.raises(UsageError, match="--memory-budget"):
+            parse_bytes(bad)
+    assert format_bytes(512) == "512 B" and format_bytes(3 * 1024**2) == "3.0 MiB"
+    assert format_bytes(5 * 1024**3) == "5.00 GiB" and format_bytes(None) == "-"
+
+
+def test_numbers():
+    assert parse_int(" 7 ", "--x") == 7 and parse_int("0", "--seed", minimum=0) == 0
+    with pytest.raises(UsageError, match="--x must be a positive integer; got 0"):
+        parse_int("0", "--x")
+    assert parse_real("0.5", "--lr", 0, math.inf) == 0.5
+    for bad in ("0", "inf", "nan", "-1", "x"):
+        with pytest.raises(UsageError, match="--lr must be a number in"):
+            parse_real(bad, "--lr", 0, math.inf)
+
+
+def test_settings_round_trip():
+    s = Settings(backends=("numpy", "torch"), batch_sizes=(1, 17), memory_budget=None, target_accuracy=0.9)
+    assert Settings.from_dict(s.to_dict()) == s
+    auto = Settings(backends=("numpy",), batch_sizes="auto", memory_budget=2**30)
+    assert Settings.from_dict(auto.to_dict()) == auto
+    with pytest.raises(UsageError, match="unknown keys"):
+        Settings.from_dict({**s.to_dict(), "colour": "red"})
+
+
+@pytest.mark.parametrize("rule,accumulate,batch,expected", [
+    ("none", 1, 256, 0.01), ("linear", 1, 256, 0.04), ("linear", 4, 16, 0.01), ("sqrt", 1, 16, 0.005),
+    ("sqrt", 2, 128, 0.02)])
+def test_lr_is_scaled_with_the_virtual_batch(rule, accumulate, batch, expected):
+    s = Settings(lr=0.01, lr_scaling=rule, accumulate=accumulate, base_batch_size=64)
+    assert s.lr_for(batch) == pytest.approx(expected)
+
+
+def test_budget_in_samples():
+    assert Settings(samples=500).budget_samples(60000) == 500
+    assert Settings(samples=None, epochs=2).budget_samples(60000) == 120000
