@@ -10,11 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
+
+from minigrad.machine import cpu_model, usable_cores
 
 
 def _best_seconds(fn, repeats: int) -> float:
@@ -69,16 +70,6 @@ def cache_sizes() -> dict:
     return out
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def blas_threads() -> int | None:
     from threadpoolctl import threadpool_info
 
@@ -92,7 +83,7 @@ def measure(gemm_n: int = 2048, stream_mb: int = 256, repeats: int = 3) -> dict:
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
-        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "usable_cores": usable_cores(),
         "blas_threads": blas_threads(),
         "gemm_n": gemm_n,
         "gemm_gflops": {"float32": gemm_gflops(gemm_n, "float32", repeats),

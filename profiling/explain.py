@@ -10,13 +10,13 @@ result is a plain dict that ``report.write`` turns into explain.json, explain.md
 from __future__ import annotations
 
 import math
-import platform
 import sys
 import time
 
 import numpy as np
 
 from minigrad import backend, data, models, optim, rng
+from minigrad.machine import machine_info, versions
 
 from . import _harness, ceilings, cprofile_harness, ladder, line_harness, noise_scale, plateau
 from .tracer import Tracer
@@ -160,8 +160,7 @@ def explain(model_name: str = "lenet5", batch_sizes=DEFAULT_BATCH_SIZES, dataset
     return {
         "model": model_name, "backend": backend.get_backend(), "dataset": train_set.name,
         "synthetic": train_set.synthetic, "n_epoch": n_epoch, "quick": quick,
-        "machine": machine, "python": sys.version.split()[0], "numpy": np.__version__,
-        "platform": platform.platform(), "argv": sys.argv,
+        "machine": machine, "machine_info": machine_info(), "versions": versions(), "argv": sys.argv,
         "sweep": rows, "plateau": fit.to_dict(), "holdout": holdout, "traced": traced, "causes": causes,
         "lines": lines, "footprints": feet, "noise": noise.to_dict(), "ladder": lad, "recommendation": rec,
         "seconds": time.perf_counter() - t_start,

@@ -19,7 +19,7 @@ from minigrad import backend, data, models
 
 from . import autobatch, sweep
 from .engines import TORCH, check_engine
-from .machine import describe, machine_info, set_threads, usable_cores, versions
+from ..machine import describe, machine_info, set_threads, usable_cores, versions
 from .report import findings_text, text_table, write_outputs
 from .settings import (DEFAULT_BATCH_SIZES, DEFAULT_LR, DEFAULT_MEMORY_BUDGET, DEFAULT_SAMPLES, QUICK_BATCH_SIZES,
                        QUICK_SAMPLES, Settings, UsageError, parse_batch_sizes, parse_bytes, parse_int,

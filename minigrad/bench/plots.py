@@ -90,7 +90,7 @@ def _sizes(study) -> list[int]:
 
 def _metadata(study) -> dict:
     """PNG text chunks: the command, machine, versions and data kind travel with the image itself."""
-    from .machine import describe
+    from ..machine import describe
 
     session = study.sessions[-1]
     versions = ", ".join(f"{k} {v}" for k, v in session["versions"].items() if v)

@@ -298,7 +298,7 @@ def csv_text(study: Results) -> str:
 
 
 def markdown(study: Results, complete: bool, plots: list[str]) -> str:
-    from .machine import describe
+    from ..machine import describe
 
     s, d = study.settings, study.data
     first, last = study.sessions[0], study.sessions[-1]
