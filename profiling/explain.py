@@ -109,8 +109,14 @@ def recommend(sweep_fit: plateau.PlateauModel, rows: list[dict], b_simple: float
 
 
 def explain(model_name: str = "lenet5", batch_sizes=DEFAULT_BATCH_SIZES, dataset: str = "mnist", data_dir=None,
-            out_dir=None, quick: bool = False, noise_steps: int | None = None, progress=None) -> dict:
-    """Run every measurement for ``model_name`` on the live backend; return the explain dict."""
+            out_dir=None, quick: bool = False, noise_steps: int | None = None, progress=None,
+            step_rows: list[dict] | None = None) -> dict:
+    """Run every measurement for ``model_name`` on the live backend; return the explain dict.
+
+    step_rows: median step times already measured (e.g. by the bench sweep), as dicts with ``batch_size``,
+        ``step_seconds``, ``step_iqr`` and ``samples_per_s``; the plateau is then fitted to them instead of
+        to a sweep of its own.
+    """
     from tqdm.auto import tqdm
 
     t_start = time.perf_counter()
@@ -129,7 +135,7 @@ def explain(model_name: str = "lenet5", batch_sizes=DEFAULT_BATCH_SIZES, dataset
 
     machine = ceilings.load(**({"gemm_n": 1024, "stream_mb": 64} if quick else {}))
     stage("ceilings")
-    rows = step_sweep(model_name, batch_sizes, train_set, budget, 10 if quick else 30)
+    rows = step_rows or step_sweep(model_name, batch_sizes, train_set, budget, 10 if quick else 30)
     fit = plateau.fit([r["batch_size"] for r in rows], [r["step_seconds"] for r in rows], n_epoch)
     for r in rows:
         r["epoch_seconds"] = n_epoch / r["batch_size"] * r["step_seconds"]

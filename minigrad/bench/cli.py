@@ -83,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--out", metavar="DIR", help="run directory to create (default runs/<time>-<model>-<backend>/)")
     add("--resume", metavar="DIR",
         help="continue the interrupted run in DIR with its own settings, skipping finished entries")
+    add("--explain", action="store_true",
+        help="after the sweep, explain the plateau (profilers, roofline, noise scale, ladder) in <run dir>/explain/")
     add("--quick", action="store_true",
         help=f"a ~30 s study: batch sizes {_sizes(QUICK_BATCH_SIZES)}, {QUICK_SAMPLES} samples each")
     return p
@@ -119,6 +121,10 @@ def resolve(given: dict) -> Settings:
         s.samples = parse_int(given["samples"], "--samples") if "samples" in given else \
             (QUICK_SAMPLES if s.quick else DEFAULT_SAMPLES)
 
+    s.explain = bool(given.get("explain", False))
+    if s.explain and (s.mode != "train" or s.batch_sizes == "auto"):
+        raise UsageError("--explain explains a training sweep over given batch sizes: it needs --mode train "
+                         "and a list of batch sizes")
     s.dataset = given.get("dataset", s.dataset)
     # Absolute, so that --resume from another directory finds the same data.
     s.data_dir = str(Path(given["data_dir"]).expanduser().resolve()) if "data_dir" in given else None
@@ -199,6 +205,27 @@ def _banner(settings: Settings, data_record: dict, machine: dict, run_dir: RunDi
     return f"{line}\nmachine: {describe(machine)}\nrun directory: {run_dir.path}"
 
 
+def _explain(settings: Settings, report, run_dir) -> None:
+    """profiling.explain over the sweep's own step times, for the first minigrad backend of the study."""
+    from minigrad.profiling import explain, report as explain_report
+
+    name = next((b for b in settings.backends if b != TORCH), None)
+    if name is None:
+        print("--explain: no minigrad backend in this study (torch alone is not explained)", file=sys.stderr)
+        return
+    rows = [{"batch_size": r["batch_size"], "step_seconds": r["step_median_s"], "step_iqr": r["step_iqr_s"],
+             "samples_per_s": r["steady_samples_per_s"]}
+            for r in report.rows if r["backend"] == name and r["status"] == "ok"]
+    if len(rows) < 2:
+        print("--explain: needs two or more finished batch sizes", file=sys.stderr)
+        return
+    with backend.use_backend(name):
+        result = explain.explain(settings.model, [r["batch_size"] for r in rows], settings.dataset, settings.data_dir,
+                                 run_dir.path / "explain", quick=settings.quick, step_rows=rows)
+    paths = explain_report.write(result, run_dir.path / "explain")
+    print("\n" + explain_report.headline(result) + f"\n\nexplanation: {paths['md']}")
+
+
 def _on_sigterm(signum, frame):
     raise KeyboardInterrupt  # a polite kill ends like Ctrl-C: finished entries stay, derived files are rewritten
 
@@ -268,6 +295,8 @@ def _run(args: list[str]) -> int:
     print("\n" + text_table(report) + "\n")
     print("\n".join(findings_text(report)))
     print(f"\nresults: {run_dir.path}/ (results.jsonl, summary.json, results.csv, report.md, plots/)")
+    if complete and settings.explain:
+        _explain(settings, report, run_dir)
     if not complete:
         print(f"error: interrupted after {len(report.rows)} finished entries (kept in {run_dir.results}); "
               f"continue with: python -m minigrad.bench --resume {run_dir.path}", file=sys.stderr)

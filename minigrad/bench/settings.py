@@ -63,6 +63,7 @@ class Settings:
     threads: int = 1
     seed: int = 0
     quick: bool = False
+    explain: bool = False
 
     def to_dict(self) -> dict:
         out = asdict(self)

@@ -144,6 +144,22 @@ def test_inference_mode(tmp_path, isolated, capsys):
     assert "latency ms" in capsys.readouterr().out
 
 
+def test_explain_after_the_sweep_fits_the_sweeps_own_step_times(tmp_path, isolated, capsys):
+    out = tmp_path / "explain"
+    assert cli.main([*TINY, "--quick", "--batch-sizes", "1,2,4,8", "--backend", "numpy", "--explain",
+                     "--out", str(out)]) == 0
+    explained = json.loads((out / "explain" / "explain.json").read_text())
+    measured = {r["batch_size"]: r["step_median_s"] for r in results(out)}
+    assert {s["batch_size"]: s["step_seconds"] for s in explained["sweep"]} == measured
+    assert (out / "explain" / "explain.md").is_file() and (out / "explain" / "plateau.png").is_file()
+    assert "epoch time stops falling" in capsys.readouterr().out
+
+
+def test_explain_needs_a_training_sweep(tmp_path, isolated, capsys):
+    assert cli.main([*TINY, "--mode", "inference", "--explain", "--out", str(tmp_path / "x")]) == 2
+    assert "--explain explains a training sweep" in capsys.readouterr().err
+
+
 def test_auto_picks_by_memory_and_by_knee_and_explains_both(tmp_path, isolated, capsys):
     out = tmp_path / "auto"
     assert cli.main([*TINY, "--batch-sizes", "auto", "--memory-budget", "12MiB", "--backend", "numpy",
