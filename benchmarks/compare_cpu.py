@@ -1,0 +1,322 @@
+"""Training throughput on the CPU, side by side: minigrad-numpy, minigrad-numba and PyTorch (if it imports).
+
+Each reference model (mlp, lenet5, convnet) is trained with SGD (lr 0.01, momentum 0.9) on synthetic
+MNIST-shaped float32 data at every batch size, on the same number of threads for every engine. Per engine
+and batch size: untimed warm-up steps first (Numba's compile time is measured apart, by
+numba_ops.warmup), then the median of a few timed repeats. Printed: samples/s per batch size, the ratios
+numba/torch and numba/numpy, the machine's float32 SGEMM peak (a large NumPy matmul, measured in the same
+run) and convnet's conv GEMM work at batch >= 32 as a fraction of that peak.
+
+    .venv/bin/python -m benchmarks.compare_cpu                    # full table, a few minutes
+    .venv/bin/python -m benchmarks.compare_cpu --models lenet5 --batch-sizes 1,64 --samples 128
+
+PyTorch runs in a child process started with this process's original environment: minigrad's Numba
+backend asks OpenMP for a passive wait policy, and torch must neither inherit that nor share libgomp.
+
+The run checks itself and exits non-zero if a check fails: minigrad-numba's first training step equals
+minigrad-numpy's within float32 tolerance, and for every engine and point the loss on a fixed set of 256
+training samples is finite after the timed steps and, once at least 1024 samples were trained on, below
+what it was before the warm-up (the synthetic labels can be learnt: see synthetic_mnist). The performance target (numba >= torch at every batch size for lenet5 and convnet) is reported,
+met or missed, not asserted.
+"""
+
+from __future__ import annotations
+
+import os
+
+ORIGINAL_ENV = dict(os.environ)  # before minigrad's Numba backend sets OMP_WAIT_POLICY (see the docstring)
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+MODELS = ("mlp", "lenet5", "convnet")
+BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+TARGET_MODELS = ("lenet5", "convnet")
+WARMUP_STEPS = 3
+EVAL_SAMPLES = 256
+LR, MOMENTUM = 0.01, 0.9
+
+
+def synthetic_mnist(n, seed=0):
+    """n images (n, 1, 28, 28) float32: uniform noise in [0, 0.25) plus a bright horizontal stripe whose
+    position (rows 4+2k, 5+2k) is the label k. Labelled synthetic data that every model learns within a
+    few hundred samples, so that the loss check below means something at every batch size."""
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, 1, 28, 28), dtype=np.float32) * 0.25
+    y = rng.integers(0, 10, n)
+    for k in range(10):
+        x[y == k, 0, 4 + 2 * k:6 + 2 * k, :] += 1.0
+    return x, y
+
+
+def batches(x, y, batch_size):
+    """Endless cycle of batches over the synthetic set."""
+    n = len(x)
+    start = 0
+    while True:
+        idx = np.arange(start, start + batch_size) % n
+        start = (start + batch_size) % n
+        yield x[idx], y[idx]
+
+
+def conv_gemm_flops_per_sample(model):
+    """Forward + backward (dW and dX) multiply-add work of the model's conv layers, in FLOP per sample."""
+    layers = {"lenet5": [(1, 6, 5, 24), (6, 16, 5, 8)], "convnet": [(1, 32, 3, 26), (32, 64, 3, 24)], "mlp": []}
+    return sum(3 * 2 * F * C * K * K * OH * OH for C, F, K, OH in layers[model])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# engines: each returns (step(x, y) -> None, loss(x, y) -> float without building a graph) for one model
+
+
+def minigrad_engine(backend_name, model_name):
+    import minigrad as mg
+    import minigrad.functional as F
+    from minigrad.models import get_model
+
+    mg.set_backend(backend_name)
+    mg.manual_seed(0)
+    model = get_model(model_name)
+    opt = mg.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
+
+    def step(x, y):
+        loss = F.cross_entropy(model(mg.Tensor(x)), y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+
+    @mg.no_grad()
+    def evaluate(x, y):
+        return float(F.cross_entropy(model(mg.Tensor(x)), y).item())
+    return step, evaluate
+
+
+def torch_model(name):
+    import torch.nn as nn
+
+    if name == "mlp":
+        return nn.Sequential(nn.Flatten(), nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10))
+    if name == "lenet5":
+        return nn.Sequential(nn.Conv2d(1, 6, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 16, 5), nn.ReLU(),
+                             nn.MaxPool2d(2), nn.Flatten(), nn.Linear(256, 120), nn.ReLU(), nn.Linear(120, 84),
+                             nn.ReLU(), nn.Linear(84, 10))
+    return nn.Sequential(nn.Conv2d(1, 32, 3), nn.ReLU(), nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Flatten(), nn.Linear(9216, 128), nn.ReLU(), nn.Linear(128, 10))
+
+
+def torch_engine(model_name):
+    import torch
+
+    torch.manual_seed(0)
+    model = torch_model(model_name)
+    opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
+
+    def step(x, y):
+        loss = torch.nn.functional.cross_entropy(model(torch.from_numpy(x)), torch.from_numpy(y))
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+
+    @torch.no_grad()
+    def evaluate(x, y):
+        return float(torch.nn.functional.cross_entropy(model(torch.from_numpy(x)), torch.from_numpy(y)).item())
+    return step, evaluate
+
+
+def measure(make_step, model_name, batch_size, samples, repeats, data):
+    """{"rate": samples/s (median of repeats), "loss_start"/"loss_end": loss on a fixed set of EVAL_SAMPLES
+    of the training data before the warm-up and after the timed steps, "repeats": [seconds...]}."""
+    step, evaluate = make_step(model_name)
+    held = data[0][:EVAL_SAMPLES], data[1][:EVAL_SAMPLES]
+    loss_start = evaluate(*held)
+    stream = batches(*data, batch_size)
+    steps = max(3, samples // batch_size)
+    for _ in range(WARMUP_STEPS):
+        step(*next(stream))
+    times = []
+    for _ in range(repeats):
+        todo = [next(stream) for _ in range(steps)]
+        t0 = time.perf_counter()
+        for x, y in todo:
+            step(x, y)
+        times.append(time.perf_counter() - t0)
+    return {"rate": batch_size * steps / statistics.median(times), "loss_start": loss_start,
+            "loss_end": evaluate(*held), "repeats": times,
+            "trained": batch_size * (WARMUP_STEPS + repeats * steps)}
+
+
+def run_engine(engine, args, data):
+    results = {}
+    for model_name in args.models:
+        results[model_name] = {}
+        for batch_size in args.batch_sizes:
+            if engine == "torch":
+                make = torch_engine
+            else:
+                make = (lambda backend: lambda m: minigrad_engine(backend, m))(engine.split("-")[1])
+            results[model_name][batch_size] = measure(make, model_name, batch_size, args.samples, args.repeats,
+                                                      data)
+            print(f"  {engine:15s} {model_name:8s} B={batch_size:<4d} "
+                  f"{results[model_name][batch_size]['rate']:9.0f} samples/s", file=sys.stderr, flush=True)
+    return results
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the run
+
+
+def sgemm_gflops(n=2048, repeats=5):
+    a = np.random.default_rng(0).random((n, n), dtype=np.float32)
+    b = a.T.copy()
+    a @ b
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t0)
+    return 2 * n**3 / statistics.median(times) / 1e9
+
+
+def first_step_parity(models):
+    """Check that minigrad-numba's first training step equals minigrad-numpy's: the loss and every updated
+    parameter, within float32 tolerance (1e-5 relative to each array's magnitude). Returns the worst
+    relative difference seen."""
+    import minigrad as mg
+    import minigrad.functional as F
+    from minigrad.models import get_model
+
+    x, y = synthetic_mnist(8, seed=1)
+    worst = 0.0
+    for model_name in models:
+        state = {}
+        for backend_name in ("numpy", "numba"):
+            with mg.use_backend(backend_name):
+                mg.manual_seed(0)
+                model = get_model(model_name)
+                opt = mg.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
+                loss = F.cross_entropy(model(mg.Tensor(x)), y)
+                loss.backward()
+                opt.step()
+                state[backend_name] = [np.asarray(loss.item())] + [p.numpy().copy() for p in model.parameters()]
+        for a, b in zip(state["numpy"], state["numba"]):
+            scale = max(1e-3, float(np.abs(a).max()))
+            diff = float(np.abs(a - b).max()) / scale
+            worst = max(worst, diff)
+            if diff > 1e-5:
+                raise AssertionError(f"{model_name}: numba's first step differs from numpy's by {diff:.2e} "
+                                     "(relative), beyond float32 tolerance")
+    return worst
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", type=lambda s: s.split(","), default=list(MODELS))
+    parser.add_argument("--batch-sizes", type=lambda s: [int(b) for b in s.split(",")], default=list(BATCH_SIZES))
+    parser.add_argument("--samples", type=int, default=256,
+                        help="samples per timed repeat (at least 3 steps each; default 256)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats per point; the median is reported")
+    parser.add_argument("--threads", type=int, default=2, help="threads for every engine (default 2)")
+    parser.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    for m in args.models:
+        if m not in MODELS:
+            parser.error(f"--models: unknown model {m!r}; expected some of {list(MODELS)}")
+    data = synthetic_mnist(max(1024, max(args.batch_sizes)))
+
+    if args.torch_worker:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        print(json.dumps({"version": torch.__version__, "results": run_engine("torch", args, data)}))
+        return 0
+
+    from minigrad.kernels import numba_ops
+
+    threads = numba_ops.set_threads(args.threads)
+    t0 = time.perf_counter()
+    compile_times = numba_ops.warmup(("float32",))
+    compile_total = time.perf_counter() - t0
+    peak = sgemm_gflops()
+    worst = first_step_parity(args.models)
+
+    results = {}
+    for engine in ("minigrad-numpy", "minigrad-numba"):
+        numba_ops.set_threads(args.threads)  # same BLAS and Numba budget for both minigrad engines
+        results[engine] = run_engine(engine, args, data)
+    torch_note = "not installed"
+    child = subprocess.run([sys.executable, "-m", "benchmarks.compare_cpu", "--torch-worker",
+                            "--models", ",".join(args.models), "--batch-sizes",
+                            ",".join(map(str, args.batch_sizes)), "--samples", str(args.samples),
+                            "--repeats", str(args.repeats), "--threads", str(args.threads)],
+                           env=ORIGINAL_ENV, capture_output=True, text=True,
+                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    if child.returncode == 0:
+        out = json.loads(child.stdout)
+        results["torch"] = {m: {int(b): r for b, r in v.items()} for m, v in out["results"].items()}
+        torch_note = f"torch {out['version']}, {args.threads} threads, own process"
+    elif "No module named 'torch'" not in child.stderr:
+        print(child.stderr, file=sys.stderr)
+        raise RuntimeError("the PyTorch worker failed (its stderr is above)")
+
+    failures = []
+    for engine, per_model in results.items():
+        for model_name, per_batch in per_model.items():
+            for batch_size, r in per_batch.items():
+                # LeNet at lr 0.01 sits on its initial plateau for the first ~800 samples at batch 1-2
+                judged = r["trained"] >= 4 * EVAL_SAMPLES
+                if not np.isfinite(r["loss_end"]) or (judged and r["loss_end"] >= r["loss_start"]):
+                    failures.append(f"{engine} {model_name} B={batch_size}: loss {r['loss_start']:.4f} -> "
+                                    f"{r['loss_end']:.4f} (must be finite and lower)")
+
+    print(f"# compare_cpu: {args.samples} samples per repeat, median of {args.repeats} repeats, "
+          f"{WARMUP_STEPS} warm-up steps; threads {threads}; {torch_note}")
+    print(f"# float32 SGEMM peak (2048^3 NumPy matmul, {args.threads} BLAS threads): {peak:.1f} GFLOP/s")
+    print(f"# Numba warmup (compile, or load from cache) {compile_total:.2f} s, not counted below; per kernel: "
+          + ", ".join(f"{k} {v:.2f}" for k, v in sorted(compile_times.items(), key=lambda kv: -kv[1])[:6])
+          + ", ...")
+    print(f"# first training step numba vs numpy: max relative difference {worst:.1e} (float32 tolerance 1e-5)")
+    has_torch = "torch" in results
+    for model_name in args.models:
+        print(f"\n## {model_name} (samples/s)")
+        header = f"{'batch':>6s}{'numpy':>10s}{'numba':>10s}"
+        header += f"{'torch':>10s}{'numba/torch':>13s}" if has_torch else ""
+        print(header + f"{'numba/numpy':>13s}")
+        for batch_size in args.batch_sizes:
+            npy = results["minigrad-numpy"][model_name][batch_size]["rate"]
+            nba = results["minigrad-numba"][model_name][batch_size]["rate"]
+            row = f"{batch_size:6d}{npy:10.0f}{nba:10.0f}"
+            if has_torch:
+                trc = results["torch"][model_name][batch_size]["rate"]
+                row += f"{trc:10.0f}{nba / trc:12.2f}x"
+            print(row + f"{nba / npy:12.2f}x")
+    if "convnet" in args.models:
+        flops = conv_gemm_flops_per_sample("convnet")
+        print(f"\n## convnet conv GEMM work ({flops / 1e6:.1f} MFLOP per sample, fwd+bwd) as a fraction of "
+              f"the {peak:.0f} GFLOP/s SGEMM peak")
+        print(f"{'batch':>6s}" + "".join(f"{e:>16s}" for e in results))
+        for batch_size in [b for b in args.batch_sizes if b >= 32]:
+            print(f"{batch_size:6d}" + "".join(
+                f"{results[e]['convnet'][batch_size]['rate'] * flops / 1e9 / peak:15.0%} " for e in results))
+    if has_torch:
+        print("\n## target: minigrad-numba >= 1.0x torch at every batch size (lenet5, convnet)")
+        for model_name in [m for m in TARGET_MODELS if m in args.models]:
+            ratios = {b: results["minigrad-numba"][model_name][b]["rate"] / results["torch"][model_name][b]["rate"]
+                      for b in args.batch_sizes}
+            missed = {b: r for b, r in ratios.items() if r < 1.0}
+            verdict = "met" if not missed else "missed at " + ", ".join(f"B={b} ({r:.2f}x)" for b, r in missed.items())
+            print(f"{model_name}: {verdict}; worst {min(ratios.values()):.2f}x, best {max(ratios.values()):.2f}x")
+    if failures:
+        print("\nCHECK FAILED:\n  " + "\n  ".join(failures), file=sys.stderr)
+        return 1
+    print("\n# checks passed: first-step parity, every engine's loss finite and decreasing")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

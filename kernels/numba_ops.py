@@ -1,0 +1,997 @@
+"""Numba CPU backend: ``@njit(cache=True)`` kernels behind wrappers that validate and pick launch parameters.
+
+Same names, shapes and cache meanings as ``reference.py`` (tests/kernels/test_ops.py holds every backend to
+it). Each public wrapper validates through ``_checks``, makes its inputs C-contiguous (so each kernel is
+compiled for one memory layout only) and then chooses how to run: which conv2d algorithm, how large an
+im2col chunk, and whether the work is split over threads. Every choice is backed by
+``benchmarks/race_numba_kernels.py``; the tunables sit together in ``TUNING``.
+
+Threads (``set_threads(n)``; the machine this was tuned on has 2 cores). GEMMs go to NumPy's BLAS (``@``
+outside njit: ``np.dot`` inside njit would need SciPy). Three pools could compete for the cores, so:
+* conv2d and linear split their work into one block per thread themselves (``_run_split``) and call BLAS
+  single-threaded from each block. OpenBLAS's own workers busy-wait for ~0.1 s after every threaded call,
+  i.e. forever in a training step, and would steal a core from everything else.
+* memory-bound loops (relu, pooling, optimizers, ...) use Numba's ``prange`` above a size threshold.
+  Numba's OpenMP layer by default also spins after each loop; against OpenBLAS's spinning workers that
+  made a 1000-element loop after a 256x256 SGEMM take 7.6 ms instead of 4 us. This module therefore asks
+  OpenMP for a passive wait policy (``OMP_WAIT_POLICY=PASSIVE``) unless the environment already sets one.
+  libgomp reads it once, when Numba first starts its pool, so it holds unless another library loaded
+  libgomp first (PyTorch bundles one: import minigrad before torch, or time torch in another process).
+Waking a sleeping thread costs 15-100 us on this VM, which is what the thresholds in TUNING pay for.
+
+Compile time. Kernels compile on first use and ``cache=True`` keeps the machine code on disk for later
+processes; ``warmup()`` compiles everything up front and reports the seconds per kernel, so that compile
+time is never counted as run time.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor, wait
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before numba can start OpenMP (see the docstring)
+
+import numba  # noqa: E402
+import numpy as np  # noqa: E402
+import threadpoolctl  # noqa: E402
+from numba import njit, prange  # noqa: E402
+
+from . import _checks, numpy_ops  # noqa: E402
+from ._host import asarray, synchronize, to_numpy, zeros  # noqa: E402,F401  (array plumbing of the contract)
+
+#: Launch parameters, chosen by benchmarks/race_numba_kernels.py on this project's 2-core AVX-512 machine.
+TUNING = {
+    # conv2d's forward runs the direct kernel for stride-1 layers with at most this many filters (LeNet's
+    # first, 6): a GEMM that few rows tall runs poorly in BLAS. From 16 filters on, im2col + GEMM won.
+    "conv_direct_max_filters": 8,
+    # The im2col path builds columns for this many bytes of input patches at a time and runs the GEMMs on
+    # them while they are still in cache, instead of materialising the whole batch (256 KiB won or tied
+    # 1 and 4 MiB at every layer and batch size).
+    "conv_chunk_bytes": 1 << 18,
+    # conv2d and linear split their work over the threads from this many multiply-adds on: handing a block
+    # to a sleeping worker thread costs 50-150 us here, ~4M multiply-adds of single-threaded SGEMM.
+    "split_min_work": 1 << 22,
+    # Elementwise loops (relu, dropout, batchnorm, the optimizers) run on Numba's threads from this many
+    # elements on. They are bound by memory bandwidth, which a second core raises only ~1.5x, and waking
+    # a sleeping thread costs 15-100 us on this VM: serial won up to 262k elements, parallel from 1M.
+    "parallel_min_elements": 1 << 20,
+    # Max-pooling does more per element: parallel won from ~200k input elements (LeNet pool1 at batch 64).
+    "pool_parallel_min_elements": 1 << 17,
+    # linear's weight gradient for batches up to this size is a Numba sum of outer products instead of a
+    # GEMM with that inner dimension (convnet's 128x9216 at batch 1: see the race).
+    "linear_outer_max_batch": 1,
+}
+
+# Reductions may be reordered (vectorised partial sums) and multiply-adds fused: both stay far inside the
+# parity tolerances (1e-10 relative in float64, 1e-5 in float32). NaN/Inf semantics are kept (no 'fast').
+_REDUCE_MATH = {"reassoc", "contract", "nsz"}
+
+
+def _parallel(size: int) -> bool:
+    return size >= TUNING["parallel_min_elements"]
+
+
+def _c(a):
+    """C-contiguous view or copy: kernels are compiled for C layout only (one specialisation per dtype)."""
+    return a if a.flags.c_contiguous else np.ascontiguousarray(a)
+
+
+_BLAS = threadpoolctl.ThreadpoolController().select(user_api="blas")
+_workers = {"pool": None, "size": 0}
+
+
+def _pool(size):
+    """The worker threads that run all but the first block of a split (created on first use, resized when
+    set_threads changes the count)."""
+    if _workers["size"] != size:
+        if _workers["pool"] is not None:
+            _workers["pool"].shutdown()
+        _workers["pool"] = ThreadPoolExecutor(max_workers=size, thread_name_prefix="minigrad-numba")
+        _workers["size"] = size
+    return _workers["pool"]
+
+
+class _OneBlasThread:
+    """BLAS on one thread (the caller's) for the duration; the previous counts are restored on exit.
+
+    The GEMMs of this module always run single-threaded: parallelism comes from _run_split's blocks.
+    OpenBLAS's own workers busy-wait (sched_yield) for ~0.1 s after every multi-threaded call, so in a
+    training step, where a GEMM comes every few ms, they would never sleep and would take a core from
+    the block threads and Numba's loops (measured: convnet at batch 64 trained 517 samples/s with BLAS
+    threads left on, 798 with them held to one). Setting the count through the library's own call
+    costs ~1 us, against ~7 us for threadpoolctl's context manager.
+    """
+
+    def __enter__(self):
+        self.saved = [c.num_threads for c in _BLAS.lib_controllers]
+        for c in _BLAS.lib_controllers:
+            c.set_num_threads(1)
+
+    def __exit__(self, *exc):
+        for c, n in zip(_BLAS.lib_controllers, self.saved):
+            c.set_num_threads(n)
+
+
+def _run_split(block, N, work):
+    """Run ``block(s, e)`` over [0, N) split into one contiguous block per thread; return their results.
+
+    A job smaller than TUNING["split_min_work"] (multiply-adds) runs as one block on this thread: handing
+    a block to a sleeping worker thread costs 50-150 us on this VM. Split jobs run the first block on this
+    thread and the others on the worker threads. BLAS stays on one thread throughout (_OneBlasThread).
+    """
+    T = min(N, numba.get_num_threads()) if work >= TUNING["split_min_work"] else 1
+    with _OneBlasThread():
+        if T <= 1:
+            return [block(0, N)]
+        bounds = [(t * N // T, (t + 1) * N // T) for t in range(T)]
+        futures = [_pool(T - 1).submit(block, s, e) for s, e in bounds[1:]]
+        try:
+            first = block(*bounds[0])
+        finally:
+            wait(futures)
+    return [first] + [f.result() for f in futures]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# threads and compilation
+
+
+def set_threads(n: int) -> dict:
+    """Run this backend on ``n`` threads: Numba's parallel loops and the conv2d/linear block split use
+    ``n`` (``numba.set_num_threads``: per calling thread, at most ``NUMBA_NUM_THREADS``, the pool size fixed
+    at start-up), and BLAS is limited to ``n`` as well (threadpoolctl, process-wide, until changed), so
+    that the other backends in the process see the same budget. This backend's own GEMMs run BLAS on one
+    thread per block (see the module docstring), so nothing ever runs more than ``n`` threads.
+    Returns ``get_threads()``.
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"set_threads: n must be an integer >= 1; got {n!r}")
+    n = int(n)
+    if n > numba.config.NUMBA_NUM_THREADS:
+        raise ValueError(f"set_threads: n must be at most NUMBA_NUM_THREADS={numba.config.NUMBA_NUM_THREADS} "
+                         f"(Numba's pool size, fixed at start-up); got {n}")
+    numba.set_num_threads(n)
+    threadpoolctl.threadpool_limits(limits=n, user_api="blas")
+    return get_threads()
+
+
+def get_threads() -> dict:
+    """{"numba": threads of Numba's parallel loops, "blas": threads of the BLAS NumPy uses (None if unknown)}."""
+    blas = [p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"]
+    return {"numba": numba.get_num_threads(), "blas": max(blas) if blas else None}
+
+
+def warmup(dtypes=("float32",)) -> dict:
+    """Compile every kernel for ``dtypes`` on tiny inputs; return {kernel name: first-call seconds}.
+
+    Every compiled specialisation a wrapper can pick is called once per dtype (the direct conv2d kernel
+    for 3x3 and 5x5 kernels, the models' sizes; another size compiles on first use). With ``cache=True`` a
+    later process loads the machine code from kernels/__pycache__ instead, and the seconds reported drop
+    to the loading time.
+    """
+    times: dict[str, float] = {}
+
+    def timed(name, fn, *args):
+        t0 = time.perf_counter()
+        out = fn(*args)
+        times[name] = times.get(name, 0.0) + time.perf_counter() - t0
+        return out
+
+    for dtype in (np.dtype(d) for d in dtypes):
+        if dtype not in _checks.FLOAT_DTYPES:
+            raise ValueError(f"warmup: dtypes must be float32 or float64; got {dtype}")
+        rng = np.random.default_rng(0)
+
+        def r(*shape):
+            return rng.standard_normal(shape).astype(dtype)
+
+        # A parallel/serial choice is a runtime flag of one compiled kernel, so one call compiles both.
+        # Separate specialisations: the direct conv kernel per kernel size (3x3 and 5x5, the models') and
+        # the im2col path; the pooling kernels per (kernel, stride).
+        for x, w in ((r(2, 1, 8, 8), r(2, 1, 3, 3)), (r(2, 1, 8, 8), r(2, 1, 5, 5)), (r(2, 3, 6, 6), r(16, 3, 3, 3))):
+            y, cache = timed("conv2d_forward", conv2d_forward, x, w, r(w.shape[0]), 1, 0)
+            timed("conv2d_backward", conv2d_backward, y, cache)
+        for k, st in ((2, 2), (3, 2)):  # the models' pooling, and overlapping windows
+            y, cache = timed("maxpool2d_forward", maxpool2d_forward, r(1, 2, 7, 7), k, st)
+            timed("maxpool2d_backward", maxpool2d_backward, y, cache)
+        y, cache = timed("linear_forward", linear_forward, r(2, 3), r(4, 3), r(4))
+        timed("linear_backward", linear_backward, y, cache)
+        y, cache = timed("relu_forward", relu_forward, r(2, 3))
+        timed("relu_backward", relu_backward, y, cache)
+        y, cache = timed("log_softmax_forward", log_softmax_forward, r(2, 3))
+        timed("log_softmax_backward", log_softmax_backward, y, cache)
+        loss, cache = timed("softmax_xent_forward", softmax_xent_forward, r(2, 3), np.array([0, 2]))
+        timed("softmax_xent_backward", softmax_xent_backward, loss, cache)
+        y, cache = timed("dropout_forward", dropout_forward, r(2, 3), 0.5, 1)
+        timed("dropout_backward", dropout_backward, y, cache)
+        y, cache = timed("batchnorm2d_forward", batchnorm2d_forward, r(2, 3, 2, 2), r(3), r(3), r(3),
+                         np.ones(3, dtype), True, 0.1, 1e-5)
+        timed("batchnorm2d_backward", batchnorm2d_backward, y, cache)
+        timed("sgd_update", sgd_update, r(3, 2), r(3, 2), r(3, 2), 0.1, 0.9, False, 0.0)
+        timed("adam_update", adam_update, r(3, 2), r(3, 2), r(3, 2), r(3, 2) ** 2, 1, 1e-3, 0.9, 0.999, 1e-8,
+              0.0)
+    return times
+
+
+# ----------------------------------------------------------------------------------------------------------
+# conv2d: direct kernels for small stride-1 layers, im2col chunks + one BLAS GEMM per chunk for the others.
+# The kernels are serial and release the GIL; the wrappers split the batch into one contiguous block of
+# samples per thread (_run_split).
+#
+# Two things decide whether LLVM vectorises these loops (both measured in the race):
+# * an index like ``x[off + p]`` with a run-time ``off`` may be negative as far as LLVM knows, so Numba's
+#   negative-index wraparound turns the loads into gathers (4x slower); slicing first (``x[off:]``) and
+#   indexing the slice with the loop counter keeps them contiguous;
+# * the inner loop must be long: an output row of 24 pixels is shorter than one unrolled vector iteration
+#   (8 lanes x 4), so the direct kernels run over a whole output plane at once (see _direct_forward).
+
+
+def _pad(x, padding):
+    """Zero-pad H and W once on the host, so that no kernel has a bounds test in its inner loop."""
+    return _pad_hw(x, padding, padding) if padding else x
+
+
+def _pad_hw(x, ph, pw):
+    return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+
+
+@functools.lru_cache(maxsize=None)
+def _direct_forward(KH, KW):
+    """The direct stride-1 convolution kernel compiled for one kernel size: y = conv(x, w) + b.
+
+    The plane trick: an output plane (OH, OW) is computed at the input's width W, as one flat run of
+    L = (OH-1)*W + OW pixels, so that tap (kh, kw) reads the flat input at offset kh*W + kw + p: one long
+    contiguous loop per kernel row instead of OH short ones; the W-OW extra pixels per row are discarded
+    (14% wasted work at 28x28 with 5x5). KH and KW are closure constants, so LLVM unrolls the taps of a
+    kernel row and keeps each output vector's partial sum in a register across them (47 GFLOP/s on one
+    core for LeNet's first layer). ``cache=True`` keys the cached code on the closure's values.
+    """
+
+    @njit(cache=True, nogil=True, fastmath=_REDUCE_MATH)
+    def forward(x, w, b, y):
+        N, C, H, W = x.shape
+        F, OH, OW = w.shape[0], y.shape[2], y.shape[3]
+        L = (OH - 1) * W + OW
+        acc = np.empty(L, dtype=y.dtype)
+        for n in range(N):
+            xf = x[n].reshape(C, H * W)
+            for f in range(F):
+                acc[:] = b[f]
+                for c in range(C):
+                    for kh in range(KH):
+                        xk = xf[c, kh * W:]
+                        wr = w[f, c, kh]
+                        for p in range(L):
+                            s = acc[p]
+                            for kw in range(KW):
+                                s += wr[kw] * xk[p + kw]
+                            acc[p] = s
+                for i in range(OH):
+                    y[n, f, i, :] = acc[i * W:i * W + OW]
+
+    return forward
+
+
+@njit(cache=True, nogil=True)
+def _im2col(xp, KH, KW, stride, OH, OW, cols):
+    """cols[(c, kh, kw), (n, i, j)] = xp[n, c, i*stride + kh, j*stride + kw] for a chunk of samples.
+
+    Patches are columns and the chunk's samples sit side by side, so W (F, C*KH*KW) @ cols is ONE GEMM for
+    the whole chunk, whose long side (n, i, j) keeps BLAS efficient even for LeNet's 16-filter layer, where
+    per-sample GEMMs (16 x 150 x 64) are too small.
+    """
+    nb, C = xp.shape[0], xp.shape[1]
+    P = OH * OW
+    for c in range(C):
+        for kh in range(KH):
+            for kw in range(KW):
+                k = (c * KH + kh) * KW + kw
+                for n in range(nb):
+                    for i in range(OH):
+                        src, dst = i * stride + kh, n * P + i * OW
+                        if stride == 1:
+                            for j in range(OW):
+                                cols[k, dst + j] = xp[n, c, src, j + kw]
+                        else:
+                            for j in range(OW):
+                                cols[k, dst + j] = xp[n, c, src, j * stride + kw]
+
+
+@njit(cache=True, nogil=True)
+def _col2im(dcols, KH, KW, stride, OH, OW, dxp):
+    """Adjoint of _im2col: dxp (zeroed) += every column entry at its pixel."""
+    nb, C = dxp.shape[0], dxp.shape[1]
+    P = OH * OW
+    for n in range(nb):
+        for c in range(C):
+            for kh in range(KH):
+                for kw in range(KW):
+                    k = (c * KH + kh) * KW + kw
+                    for i in range(OH):
+                        dst, src = i * stride + kh, n * P + i * OW
+                        if stride == 1:
+                            for j in range(OW):
+                                dxp[n, c, dst, j + kw] += dcols[k, src + j]
+                        else:
+                            for j in range(OW):
+                                dxp[n, c, dst, j * stride + kw] += dcols[k, src + j]
+
+
+@njit(cache=True, nogil=True)
+def _gemm_out_to_nchw(yw, b, y):
+    """y[n, f, p] = yw[f, n*P + p] + b[f]: the chunk GEMM's (F, nb*P) result into NCHW, bias added on the way."""
+    nb, F, P = y.shape
+    for n in range(nb):
+        for f in range(F):
+            for p in range(P):
+                y[n, f, p] = yw[f, n * P + p] + b[f]
+
+
+@njit(cache=True, nogil=True, fastmath=_REDUCE_MATH)
+def _nchw_to_gemm_in(dy, dyw, db):
+    """dyw[f, n*P + p] = dy[n, f, p] (the layout the backward GEMMs need); db[f] += its sum on the way."""
+    nb, F, P = dy.shape
+    for f in range(F):
+        s = dy.dtype.type(0)
+        for n in range(nb):
+            for p in range(P):
+                v = dy[n, f, p]
+                dyw[f, n * P + p] = v
+                s += v
+        db[f] += s
+
+
+def _chunks(s, e, K, P, itemsize):
+    """Sample ranges covering [s, e) whose im2col columns (K x samples*P) fit TUNING["conv_chunk_bytes"]."""
+    nb = max(1, TUNING["conv_chunk_bytes"] // (K * P * itemsize))
+    return [(a, min(e, a + nb)) for a in range(s, e, nb)]
+
+
+def conv2d_forward(x, w, b, stride, padding):
+    """x: (N, C, H, W), w: (F, C, KH, KW), b: (F,) or None -> y: (N, F, OH, OW).
+
+    Stride-1 layers with at most TUNING["conv_direct_max_filters"] filters (LeNet's first) run the
+    direct kernel: their GEMM would be a few rows tall, which BLAS handles poorly. The others build im2col
+    columns for a chunk of samples at a time (sized to stay in cache) and run one GEMM per chunk. Either
+    way the batch is split into one block of samples per thread when the work pays for the hand-off.
+    cache: (padded x, w, has_bias, stride, padding). The columns are not kept: the backward rebuilds them
+    chunk by chunk, one cheap copy that keeps the working set in cache instead of holding KH*KW times the
+    input for the whole batch.
+    """
+    N, C, H, W, F, KH, KW, OH, OW = _checks.check_conv2d(x, w, b, stride, padding)
+    xp = _pad(_c(x), padding)
+    w = _c(w)
+    bias = _c(b) if b is not None else np.zeros(F, dtype=x.dtype)
+    K, P = C * KH * KW, OH * OW
+    y = np.empty((N, F, OH, OW), dtype=x.dtype)
+    if stride == 1 and F <= TUNING["conv_direct_max_filters"]:
+        forward = _direct_forward(KH, KW)
+
+        def block(s, e):
+            forward(xp[s:e], w, bias, y[s:e])
+    else:
+        wm, y3 = w.reshape(F, K), y.reshape(N, F, P)
+
+        def block(s, e):
+            for a, z in _chunks(s, e, K, P, x.itemsize):
+                cols = np.empty((K, (z - a) * P), dtype=x.dtype)
+                _im2col(xp[a:z], KH, KW, stride, OH, OW, cols)
+                _gemm_out_to_nchw(wm @ cols, bias, y3[a:z])
+    _run_split(block, N, N * F * K * P)
+    return y, (xp, w, b is not None, stride, padding)
+
+
+def conv2d_backward(dy, cache):
+    """dy: (N, F, OH, OW) -> dx (N, C, H, W), dw (F, C, KH, KW), db (F,) or None.
+
+    Per chunk: rebuild the columns, dw += dY @ cols^T, dcols = W^T @ dY, col2im into dx (dY copied into
+    the chunk GEMM's layout, db summed on the way). Each thread's block of samples reduces into its own
+    dw and db; they are summed at the end. (A direct backward, dw as dot products and dx as the forward
+    kernel on padded dy, lost to this at every layer and batch size in the race.)
+    """
+    xp, w, has_bias, stride, padding = cache
+    N, C, Hp, Wp = xp.shape
+    F, _, KH, KW = w.shape
+    OH, OW = (Hp - KH) // stride + 1, (Wp - KW) // stride + 1
+    _checks.check_grad("conv2d_backward", dy, (N, F, OH, OW))
+    dy = _c(dy)
+    K, P = C * KH * KW, OH * OW
+    dxp = np.zeros_like(xp)
+    wm, dy3 = w.reshape(F, K), dy.reshape(N, F, P)
+
+    def block(s, e):
+        dw, db = np.zeros((F, K), dtype=w.dtype), np.zeros(F, dtype=w.dtype)
+        for a, z in _chunks(s, e, K, P, xp.itemsize):
+            cols = np.empty((K, (z - a) * P), dtype=xp.dtype)
+            _im2col(xp[a:z], KH, KW, stride, OH, OW, cols)
+            dyw = np.empty((F, (z - a) * P), dtype=xp.dtype)
+            _nchw_to_gemm_in(dy3[a:z], dyw, db)
+            dw += dyw @ cols.T
+            _col2im(wm.T @ dyw, KH, KW, stride, OH, OW, dxp[a:z])
+        return dw, db
+    parts = _run_split(block, N, 2 * N * F * K * P)
+    dw, db = parts[0]
+    for dw_t, db_t in parts[1:]:
+        dw += dw_t
+        db += db_t
+    if padding:
+        dx = np.ascontiguousarray(dxp[:, :, padding:Hp - padding, padding:Wp - padding])
+    else:
+        dx = dxp
+    return dx, dw.reshape(w.shape), (db if has_bias else None)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# maxpool2d
+
+
+@njit(inline="always")
+def _pool_plane_fwd(x, y, arg, n, c, K, S):
+    OW = y.shape[3]
+    for i in range(y.shape[2]):
+        yr, ar = y[n, c, i], arg[n, c, i]
+        x0 = x[n, c, i * S]
+        for j in range(OW):
+            yr[j] = x0[j * S]
+            ar[j] = 0
+        for r in range(K):
+            xr = x[n, c, i * S + r]
+            for q in range(K):
+                if r == 0 and q == 0:
+                    continue
+                for j in range(OW):
+                    v, best = xr[j * S + q], yr[j]
+                    if v > best or (v != v and best == best):
+                        yr[j] = v
+                        ar[j] = r * K + q
+
+
+@njit(inline="always")
+def _pool_plane_bwd(dy, arg, dx, n, c, K, S):
+    OW = dy.shape[3]
+    for i in range(dy.shape[2]):
+        dr, ar = dy[n, c, i], arg[n, c, i]
+        for r in range(K):
+            xr = dx[n, c, i * S + r]
+            for q in range(K):
+                a = r * K + q
+                if S == K:
+                    for j in range(OW):
+                        xr[j * S + q] = dr[j] if ar[j] == a else 0
+                else:
+                    for j in range(OW):
+                        if ar[j] == a:
+                            xr[j * S + q] += dr[j]
+
+
+@functools.lru_cache(maxsize=None)
+def _maxpool_kernels(K, S):
+    """(forward, backward) max-pool kernels compiled for one (kernel K, stride S); one (n, c) plane per
+    iteration, on Numba's threads when ``parallel``.
+
+    K and S are closure constants that the inlined plane loops (_pool_plane_fwd/_bwd) see as constants,
+    so the window loops unroll and the loads along an output row have a constant stride (vectorisable)
+    instead of a run-time one (gathers): 1.6-3x faster than the same loops with run-time K and S (race).
+    Each output row keeps its running max and argmax in y / arg while the taps are scanned row-major.
+    """
+
+    @njit(cache=True, parallel=True)
+    def forward(x, y, arg, parallel):
+        """y = max over each window; arg = its index r*K + q within the window. A strict '>' scan in
+        row-major order keeps the FIRST maximum of a tie, and the first NaN wins and stays (as reference.py:
+        a diverged run keeps its NaN up to the loss)."""
+        C = x.shape[1]
+        if parallel:
+            for t in prange(x.shape[0] * C):
+                _pool_plane_fwd(x, y, arg, t // C, t % C, K, S)
+        else:
+            for t in range(x.shape[0] * C):
+                _pool_plane_fwd(x, y, arg, t // C, t % C, K, S)
+
+    @njit(cache=True, parallel=True)
+    def backward(dy, arg, dx, parallel):
+        """dx += dy at each window's recorded argmax. Non-overlapping windows (S == K) write every element
+        they cover (the gradient or 0), so dx need not be zeroed there; overlapping ones add into a
+        zeroed dx. One (n, c) plane per iteration, so the adds never race."""
+        C = dy.shape[1]
+        if parallel:
+            for t in prange(dy.shape[0] * C):
+                _pool_plane_bwd(dy, arg, dx, t // C, t % C, K, S)
+        else:
+            for t in range(dy.shape[0] * C):
+                _pool_plane_bwd(dy, arg, dx, t // C, t % C, K, S)
+
+    return forward, backward
+
+
+def maxpool2d_forward(x, kernel, stride):
+    """x: (N, C, H, W) -> y: (N, C, OH, OW), floor mode, no padding.
+
+    cache: (argmax within each window as uint8 (int32 for windows over 255 elements), x shape, kernel,
+    stride). One byte per output instead of two int64 coordinates keeps the cache 16x smaller.
+    Ties: the gradient goes to the first maximum in row-major window order; NaN counts as the maximum.
+    """
+    N, C, H, W, OH, OW = _checks.check_maxpool2d(x, kernel, stride)
+    x = _c(x)
+    y = np.empty((N, C, OH, OW), dtype=x.dtype)
+    arg = np.empty((N, C, OH, OW), dtype=np.uint8 if kernel * kernel <= 256 else np.int32)
+    _maxpool_kernels(kernel, stride)[0](x, y, arg, x.size >= TUNING["pool_parallel_min_elements"])
+    return y, (arg, x.shape, kernel, stride)
+
+
+def maxpool2d_backward(dy, cache):
+    """dx: (N, C, H, W), each output's gradient on its window's (first) maximum, zero elsewhere."""
+    arg, (N, C, H, W), kernel, stride = cache
+    _checks.check_grad("maxpool2d_backward", dy, arg.shape)
+    OH, OW = arg.shape[2:]
+    covers_all = stride == kernel and H == OH * kernel and W == OW * kernel
+    dx = (np.empty if covers_all else np.zeros)((N, C, H, W), dtype=dy.dtype)
+    _maxpool_kernels(kernel, stride)[1](_c(dy), arg, dx, dx.size >= TUNING["pool_parallel_min_elements"])
+    return dx
+
+
+# ----------------------------------------------------------------------------------------------------------
+# linear: BLAS GEMMs, split over the threads by output rows (see _run_split)
+
+
+def linear_forward(x, w, b):
+    """x: (N, IN), w: (OUT, IN), b: (OUT,) or None -> y = x w^T + b: (N, OUT). cache: (x, w, has_bias).
+
+    Computed as y^T = w x^T split over blocks of output features, so that even a batch of 1 (a GEMV
+    reading the whole of w) is shared between the threads; y^T is then transposed, N*OUT elements.
+    """
+    N, IN, OUT = _checks.check_linear(x, w, b)
+    x, w = _c(x), _c(w)
+    yt = np.empty((OUT, N), dtype=x.dtype)
+
+    def block(s, e):
+        np.matmul(w[s:e], x.T, out=yt[s:e])
+    _run_split(block, OUT, N * IN * OUT)
+    y = np.ascontiguousarray(yt.T)
+    if b is not None:
+        y += b
+    return y, (x, w, b is not None)
+
+
+@njit(cache=True, nogil=True)
+def _outer_sum(dy, x, dw):
+    """dw[o] = sum_n dy[n, o] * x[n] for a handful of samples: a streaming write of dw, which BLAS's
+    packed GEMM (inner dimension N) does several times slower."""
+    for o in range(dw.shape[0]):
+        row = dw[o]
+        g = dy[0, o]
+        xr = x[0]
+        for i in range(row.size):
+            row[i] = g * xr[i]
+        for n in range(1, x.shape[0]):
+            g = dy[n, o]
+            xr = x[n]
+            for i in range(row.size):
+                row[i] += g * xr[i]
+
+
+def linear_backward(dy, cache):
+    """dx = dy w: (N, IN), dw = dy^T x: (OUT, IN), db = sum of dy over the batch: (OUT,) or None.
+
+    dw is split over blocks of its rows (output features): for batches up to
+    TUNING["linear_outer_max_batch"] each block is a sum of outer products (_outer_sum), else a GEMM. dx is
+    split over blocks of samples, or of input features (through dx^T, then transposed) when the batch is
+    smaller than the thread count.
+    """
+    x, w, has_bias = cache
+    N, IN = x.shape
+    OUT = w.shape[0]
+    _checks.check_grad("linear_backward", dy, (N, OUT))
+    dy = _c(dy)
+    dw = np.empty_like(w)
+    outer = N <= TUNING["linear_outer_max_batch"]
+
+    def dw_block(s, e):
+        if outer:
+            _outer_sum(dy[:, s:e], x, dw[s:e])
+        else:
+            np.matmul(dy[:, s:e].T, x, out=dw[s:e])
+    _run_split(dw_block, OUT, N * IN * OUT)
+    if N >= numba.get_num_threads():
+        dx = np.empty_like(x)
+
+        def dx_block(s, e):
+            np.matmul(dy[s:e], w, out=dx[s:e])
+        _run_split(dx_block, N, N * IN * OUT)
+    else:
+        dxt = np.empty((IN, N), dtype=x.dtype)
+
+        def dx_block(s, e):
+            np.matmul(w[:, s:e].T, dy.T, out=dxt[s:e])
+        _run_split(dx_block, IN, N * IN * OUT)
+        dx = np.ascontiguousarray(dxt.T)
+    return dx, dw, (dy.sum(axis=0) if has_bias else None)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# relu
+
+
+@njit(cache=True, parallel=True)
+def _relu_fwd(x, y, parallel):
+    if parallel:
+        for i in prange(x.size):
+            y[i] = 0 if x[i] <= 0 else x[i]  # NaN <= 0 is False: NaN passes through
+    else:
+        for i in range(x.size):
+            y[i] = 0 if x[i] <= 0 else x[i]
+
+
+@njit(cache=True, parallel=True)
+def _relu_bwd(dy, y, dx, parallel):
+    if parallel:
+        for i in prange(dy.size):
+            dx[i] = dy[i] if y[i] > 0 else 0
+    else:
+        for i in range(dy.size):
+            dx[i] = dy[i] if y[i] > 0 else 0
+
+
+def relu_forward(x):
+    """y = max(x, 0), any shape, NaN passing through. cache: y (y > 0 exactly where x > 0, so x need not be
+    kept). The gradient at exactly 0 (and at NaN) is 0, as in reference.py."""
+    _checks.check_float("relu", "x", x)
+    x = _c(x)
+    y = np.empty_like(x)
+    _relu_fwd(x.reshape(-1), y.reshape(-1), _parallel(x.size))
+    return y, y
+
+
+def relu_backward(dy, cache):
+    """dx = dy where the forward output was positive, else 0."""
+    _checks.check_grad("relu_backward", dy, cache.shape)
+    dy = _c(dy)
+    dx = np.empty_like(dy)
+    _relu_bwd(dy.reshape(-1), cache.reshape(-1), dx.reshape(-1), _parallel(dy.size))
+    return dx
+
+
+# ----------------------------------------------------------------------------------------------------------
+# log_softmax (rows of at most a few thousand classes: serial, one pass to read, one to write)
+
+
+@njit(cache=True, fastmath=_REDUCE_MATH)
+def _log_softmax_fwd(x, y):
+    for n in range(x.shape[0]):
+        m = x[n, 0]
+        for c in range(1, x.shape[1]):
+            m = max(m, x[n, c])
+        s = 0.0
+        for c in range(x.shape[1]):
+            s += math.exp(x[n, c] - m)
+        lse = m + math.log(s)
+        for c in range(x.shape[1]):
+            y[n, c] = x[n, c] - lse
+
+
+@njit(cache=True, fastmath=_REDUCE_MATH)
+def _log_softmax_bwd(dy, y, dx):
+    for n in range(dy.shape[0]):
+        total = 0.0
+        for c in range(dy.shape[1]):
+            total += dy[n, c]
+        for c in range(dy.shape[1]):
+            dx[n, c] = dy[n, c] - math.exp(y[n, c]) * total
+
+
+def log_softmax_forward(x):
+    """x: (N, C) -> y = x - logsumexp(x) per row, max-subtracted, sums in float64. cache: y."""
+    _checks.check_logits("log_softmax", x)
+    x = _c(x)
+    y = np.empty_like(x)
+    _log_softmax_fwd(x, y)
+    return y, y
+
+
+def log_softmax_backward(dy, cache):
+    """dx[n, c] = dy[n, c] - softmax[n, c] * sum_k dy[n, k] (softmax = exp(y))."""
+    _checks.check_grad("log_softmax_backward", dy, cache.shape)
+    dx = np.empty_like(cache)
+    _log_softmax_bwd(_c(dy), cache, dx)
+    return dx
+
+
+# ----------------------------------------------------------------------------------------------------------
+# softmax + cross-entropy
+
+
+@njit(cache=True, fastmath=_REDUCE_MATH)
+def _softmax_xent_fwd(z, targets, probs):
+    """probs = softmax(z) per row; returns the mean of logsumexp(z[n]) - z[n, t[n]] (float64 sums)."""
+    N, C = z.shape
+    total = 0.0
+    for n in range(N):
+        m = z[n, 0]
+        for c in range(1, C):
+            m = max(m, z[n, c])
+        s = 0.0
+        for c in range(C):
+            e = math.exp(z[n, c] - m)
+            probs[n, c] = e
+            s += e
+        inv = 1.0 / s
+        for c in range(C):
+            probs[n, c] *= inv
+        total += math.log(s) - (z[n, targets[n]] - m)
+    return total / N
+
+
+@njit(cache=True)
+def _softmax_xent_bwd(probs, targets, scale, d):
+    for n in range(probs.shape[0]):
+        for c in range(probs.shape[1]):
+            d[n, c] = probs[n, c] * scale
+        d[n, targets[n]] -= scale
+
+
+def softmax_xent_forward(logits, targets):
+    """logits: (N, C), targets: (N,) ints in [0, C) -> mean cross-entropy as a 0-d array of logits' dtype.
+
+    cache: (softmax probabilities (N, C), targets as int64). Targets are cast once here so that one compiled
+    kernel serves uint8 labels and int64 alike.
+    """
+    _checks.check_xent(logits, targets)
+    logits = _c(logits)
+    t = np.ascontiguousarray(targets, dtype=np.int64)
+    probs = np.empty_like(logits)
+    loss = _softmax_xent_fwd(logits, t, probs)
+    return np.asarray(loss, dtype=logits.dtype), (probs, t)
+
+
+def softmax_xent_backward(dloss, cache):
+    """dlogits[n, c] = dloss * (probs[n, c] - [c == t[n]]) / N: (N, C)."""
+    probs, t = cache
+    d = np.empty_like(probs)
+    _softmax_xent_bwd(probs, t, probs.dtype.type(float(dloss) / probs.shape[0]), d)
+    return d
+
+
+# ----------------------------------------------------------------------------------------------------------
+# dropout: the counter-based splitmix64 stream of reference.uniform_from_seed, so masks match bit for bit
+
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+
+
+@njit(cache=True, parallel=True)
+def _dropout_fwd(x, seed, p, scale, y, mask, parallel):
+    """mask[i] = scale if uniform(seed, i) >= p else 0; y = x * mask. All integer math is uint64 (wraps)."""
+    if parallel:
+        for i in prange(x.size):
+            _dropout_one(x, seed, p, scale, y, mask, i)
+    else:
+        for i in range(x.size):
+            _dropout_one(x, seed, p, scale, y, mask, i)
+
+
+@njit(inline="always")
+def _dropout_one(x, seed, p, scale, y, mask, i):
+    z = seed + np.uint64(i + 1) * _GOLDEN
+    z = (z ^ (z >> np.uint64(30))) * _MIX1
+    z = (z ^ (z >> np.uint64(27))) * _MIX2
+    z ^= z >> np.uint64(31)
+    u = float(z >> np.uint64(40)) * 2.0 ** -24
+    m = scale if u >= p else mask.dtype.type(0)
+    mask[i] = m
+    y[i] = x[i] * m
+
+
+def dropout_forward(x, p, seed):
+    """y = x * mask, mask = (u >= p) / (1 - p), u the flat C-order stream of ``seed``. cache: mask."""
+    _checks.check_dropout(x, p)
+    x = _c(x)
+    scale = x.dtype.type(0.0 if p >= 1.0 else 1.0 / (1.0 - p))
+    y, mask = np.empty_like(x), np.empty_like(x)
+    _dropout_fwd(x.reshape(-1), np.uint64(int(seed) & 0xFFFFFFFFFFFFFFFF), float(p), scale, y.reshape(-1),
+                 mask.reshape(-1), _parallel(x.size))
+    return y, mask
+
+
+#: dx = dy * mask: one NumPy multiply is already a single pass over the data.
+dropout_backward = numpy_ops.dropout_backward
+
+
+# ----------------------------------------------------------------------------------------------------------
+# batchnorm2d: one task per channel; statistics and gradient sums accumulate in float64
+
+
+@njit(cache=True, parallel=True, fastmath=_REDUCE_MATH)
+def _batchnorm2d_fwd(x, gamma, beta, mean, var, eps, training, xhat, y, inv_std, parallel):
+    """Training: mean[c], var[c] (float64, biased) are computed here; inference: they hold the running stats.
+    Then inv_std[c] = 1/sqrt(var + eps), xhat = (x - mean) * inv_std, y = gamma * xhat + beta."""
+    if parallel:
+        for c in prange(x.shape[1]):
+            _batchnorm2d_fwd_channel(x, gamma, beta, mean, var, eps, training, xhat, y, inv_std, c)
+    else:
+        for c in range(x.shape[1]):
+            _batchnorm2d_fwd_channel(x, gamma, beta, mean, var, eps, training, xhat, y, inv_std, c)
+
+
+@njit(inline="always", fastmath=_REDUCE_MATH)
+def _batchnorm2d_fwd_channel(x, gamma, beta, mean, var, eps, training, xhat, y, inv_std, c):
+    N, _, H, W = x.shape
+    if training:
+        s = 0.0
+        for n in range(N):
+            for i in range(H):
+                for j in range(W):
+                    s += x[n, c, i, j]
+        mu = s / (N * H * W)
+        q = 0.0
+        for n in range(N):
+            for i in range(H):
+                for j in range(W):
+                    d = x[n, c, i, j] - mu
+                    q += d * d
+        mean[c], var[c] = mu, q / (N * H * W)
+    inv = x.dtype.type(1.0 / math.sqrt(var[c] + eps))
+    inv_std[c] = inv
+    mu = x.dtype.type(mean[c])
+    for n in range(N):
+        for i in range(H):
+            for j in range(W):
+                h = (x[n, c, i, j] - mu) * inv
+                xhat[n, c, i, j] = h
+                y[n, c, i, j] = gamma[c] * h + beta[c]
+
+
+@njit(cache=True, parallel=True, fastmath=_REDUCE_MATH)
+def _batchnorm2d_bwd(dy, xhat, gamma, inv_std, training, dx, dgamma, dbeta, parallel):
+    if parallel:
+        for c in prange(dy.shape[1]):
+            _batchnorm2d_bwd_channel(dy, xhat, gamma, inv_std, training, dx, dgamma, dbeta, c)
+    else:
+        for c in range(dy.shape[1]):
+            _batchnorm2d_bwd_channel(dy, xhat, gamma, inv_std, training, dx, dgamma, dbeta, c)
+
+
+@njit(inline="always", fastmath=_REDUCE_MATH)
+def _batchnorm2d_bwd_channel(dy, xhat, gamma, inv_std, training, dx, dgamma, dbeta, c):
+    N, _, H, W = dy.shape
+    sb, sg = 0.0, 0.0
+    for n in range(N):
+        for i in range(H):
+            for j in range(W):
+                sb += dy[n, c, i, j]
+                sg += dy[n, c, i, j] * xhat[n, c, i, j]
+    dbeta[c], dgamma[c] = sb, sg
+    k = gamma[c] * inv_std[c]
+    if training:
+        m = N * H * W
+        a, b = k / m, dy.dtype.type(sb)
+        g = dy.dtype.type(sg)
+        for n in range(N):
+            for i in range(H):
+                for j in range(W):
+                    dx[n, c, i, j] = a * (m * dy[n, c, i, j] - b - xhat[n, c, i, j] * g)
+    else:
+        for n in range(N):
+            for i in range(H):
+                for j in range(W):
+                    dx[n, c, i, j] = dy[n, c, i, j] * k
+
+
+def batchnorm2d_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps):
+    """x: (N, C, H, W), gamma/beta/running_*: (C,) -> y: (N, C, H, W).
+
+    Training normalises with the batch statistics and moves the running stats (in place) towards the batch
+    mean and the unbiased variance; inference normalises with the running stats.
+    cache: (xhat, gamma, inv_std, training): the backward needs only these.
+    """
+    C = _checks.check_batchnorm2d(x, gamma, beta, running_mean, running_var)
+    x = _c(x)
+    N, _, H, W = x.shape
+    if training:
+        mean, var = np.empty(C), np.empty(C)
+    else:
+        mean, var = running_mean.astype(np.float64), running_var.astype(np.float64)
+    xhat, y = np.empty_like(x), np.empty_like(x)
+    inv_std = np.empty(C, dtype=x.dtype)
+    _batchnorm2d_fwd(x, _c(gamma), _c(beta), mean, var, float(eps), bool(training), xhat, y, inv_std,
+                     _parallel(x.size))
+    if training:
+        m = N * H * W
+        running_mean *= 1 - momentum
+        running_mean += momentum * mean
+        running_var *= 1 - momentum
+        running_var += momentum * var * (m / (m - 1) if m > 1 else 1.0)
+    return y, (xhat, _c(gamma), inv_std, bool(training))
+
+
+def batchnorm2d_backward(dy, cache):
+    """-> (dx (N, C, H, W), dgamma (C,), dbeta (C,)); see reference.batchnorm2d_backward for the formulas."""
+    xhat, gamma, inv_std, training = cache
+    _checks.check_grad("batchnorm2d_backward", dy, xhat.shape)
+    dx = np.empty_like(xhat)
+    C = xhat.shape[1]
+    dgamma, dbeta = np.empty(C, dtype=xhat.dtype), np.empty(C, dtype=xhat.dtype)
+    _batchnorm2d_bwd(_c(dy), xhat, gamma, inv_std, training, dx, dgamma, dbeta, _parallel(dx.size))
+    return dx, dgamma, dbeta
+
+
+# ----------------------------------------------------------------------------------------------------------
+# optimizers: one pass over each parameter, in place, arithmetic in the parameter's dtype
+
+
+@njit(cache=True, parallel=True)
+def _sgd(p, g, buf, lr, momentum, nesterov, weight_decay, parallel):
+    if parallel:
+        for i in prange(p.size):
+            _sgd_one(p, g, buf, lr, momentum, nesterov, weight_decay, i)
+    else:
+        for i in range(p.size):
+            _sgd_one(p, g, buf, lr, momentum, nesterov, weight_decay, i)
+
+
+@njit(inline="always")
+def _sgd_one(p, g, buf, lr, momentum, nesterov, weight_decay, i):
+    d = g[i] + weight_decay * p[i]
+    if momentum != 0:
+        b = momentum * buf[i] + d
+        buf[i] = b
+        d = d + momentum * b if nesterov else b
+    p[i] -= lr * d
+
+
+@njit(cache=True, parallel=True)
+def _adam(p, g, m, v, lr_bc1, inv_bc2, beta1, beta2, eps, weight_decay, parallel):
+    if parallel:
+        for i in prange(p.size):
+            _adam_one(p, g, m, v, lr_bc1, inv_bc2, beta1, beta2, eps, weight_decay, i)
+    else:
+        for i in range(p.size):
+            _adam_one(p, g, m, v, lr_bc1, inv_bc2, beta1, beta2, eps, weight_decay, i)
+
+
+@njit(inline="always")
+def _adam_one(p, g, m, v, lr_bc1, inv_bc2, beta1, beta2, eps, weight_decay, i):
+    d = g[i] + weight_decay * p[i]
+    mi = beta1 * m[i] + (1 - beta1) * d
+    vi = beta2 * v[i] + (1 - beta2) * d * d
+    m[i], v[i] = mi, vi
+    p[i] -= lr_bc1 * mi / (np.sqrt(vi * inv_bc2) + eps)
+
+
+def _flat_state(*arrays):
+    """Flat C-order views of in-place state arrays; a non-contiguous one gets a contiguous copy, returned
+    alongside it so that the wrapper can write the result back."""
+    flats, back = [], []
+    for a in arrays:
+        c = _c(a)
+        flats.append(c.reshape(-1))
+        if c is not a:
+            back.append((a, c))
+    return flats, back
+
+
+def sgd_update(p, g, buf, lr, momentum, nesterov, weight_decay):
+    """PyTorch's SGD (see reference.sgd_update): p and buf updated in place in one pass, g left as it was.
+    ``buf`` may be None when momentum == 0."""
+    _checks.check_update("sgd_update", p, g, buf=buf)
+    t = p.dtype.type
+    (fb,), back = _flat_state(buf if buf is not None else np.empty(0, p.dtype))
+    _sgd(p.reshape(-1), _c(g).reshape(-1), fb, t(lr), t(momentum), bool(nesterov), t(weight_decay),
+         _parallel(p.size))
+    for a, c in back:
+        a[...] = c
+
+
+def adam_update(p, g, m, v, step, lr, beta1, beta2, eps, weight_decay):
+    """PyTorch's Adam with bias correction (see reference.adam_update): p, m, v updated in place, one pass."""
+    _checks.check_update("adam_update", p, g, m=m, v=v)
+    t = p.dtype.type
+    (fm, fv), back = _flat_state(m, v)
+    _adam(p.reshape(-1), _c(g).reshape(-1), fm, fv, t(lr / (1 - beta1**step)), t(1 / (1 - beta2**step)),
+          t(beta1), t(beta2), t(eps), t(weight_decay), _parallel(p.size))
+    for a, c in back:
+        a[...] = c

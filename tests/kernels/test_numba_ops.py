@@ -1,0 +1,239 @@
+"""Numba backend specifics: thread control, warmup, every code path the wrappers can pick (direct and
+im2col conv, serial and parallel loops, thread-split blocks), non-contiguous inputs, and float64 parity on
+the reference models' layer shapes at 1e-10 relative. The shared parity suite (test_ops.py) runs on numba
+too. Thresholds in numba_ops.TUNING are forced to 0 or "never" here so that small inputs take every path.
+"""
+
+import contextlib
+
+import numpy as np
+import pytest
+
+from minigrad import backend as B
+from minigrad.kernels import numpy_ops as npo
+from minigrad.kernels import reference as ref
+
+nb = pytest.importorskip("minigrad.kernels.numba_ops")
+
+NEVER = 1 << 62
+ALL_SERIAL = {"split_min_work": NEVER, "parallel_min_elements": NEVER, "pool_parallel_min_elements": NEVER}
+ALL_PARALLEL = {"split_min_work": 0, "parallel_min_elements": 0, "pool_parallel_min_elements": 0}
+PATHS = {
+    "direct-serial": {**ALL_SERIAL, "conv_direct_max_filters": NEVER},
+    "direct-parallel": {**ALL_PARALLEL, "conv_direct_max_filters": NEVER},
+    "im2col-serial": {**ALL_SERIAL, "conv_direct_max_filters": 0},
+    "im2col-parallel-tiny-chunks": {**ALL_PARALLEL, "conv_direct_max_filters": 0, "conv_chunk_bytes": 1},
+}
+
+
+@contextlib.contextmanager
+def tuning(**settings):
+    saved = dict(nb.TUNING)
+    nb.TUNING.update(settings)
+    try:
+        yield
+    finally:
+        nb.TUNING.clear()
+        nb.TUNING.update(saved)
+
+
+def close(got, want, tol):
+    for g, w in zip(got if isinstance(got, tuple) else (got,), want if isinstance(want, tuple) else (want,)):
+        if w is None:
+            assert g is None
+            continue
+        assert g.dtype == w.dtype and g.shape == w.shape
+        scale = max(1.0, float(np.abs(w).max(initial=0.0)))
+        np.testing.assert_allclose(g, w, rtol=tol, atol=tol * scale)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(7)
+
+
+def test_set_threads_round_trip():
+    before = nb.get_threads()
+    try:
+        assert nb.set_threads(1) == {"numba": 1, "blas": 1}
+        assert nb.get_threads() == {"numba": 1, "blas": 1}
+        n = min(2, nb.numba.config.NUMBA_NUM_THREADS)
+        assert nb.set_threads(n) == {"numba": n, "blas": n}
+    finally:
+        nb.set_threads(before["numba"])
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, 10**6])
+def test_set_threads_rejects_bad_counts(bad):
+    with pytest.raises(ValueError, match="set_threads: n must be"):
+        nb.set_threads(bad)
+
+
+def test_own_gemms_leave_the_blas_thread_count_as_it_was(rng):
+    before = nb.get_threads()["blas"]
+    x, w = rng.standard_normal((4, 8)).astype(np.float32), rng.standard_normal((3, 8)).astype(np.float32)
+    with tuning(split_min_work=0):
+        nb.linear_forward(x, w, None)
+    assert nb.get_threads()["blas"] == before
+
+
+def test_warmup_compiles_every_kernel_and_reports_seconds():
+    times = nb.warmup(("float32", "float64"))
+    assert set(times) == set(B.KERNELS)
+    assert all(isinstance(t, float) and t >= 0 for t in times.values())
+
+
+def test_warmup_rejects_other_dtypes():
+    with pytest.raises(ValueError, match="float32 or float64"):
+        nb.warmup(("int32",))
+
+
+# (N, C, H, W, F, K, stride, padding): the reference models' layers plus padding and stride
+CONV_SHAPES = [(3, 1, 28, 28, 6, 5, 1, 0), (3, 6, 12, 12, 16, 5, 1, 0), (2, 1, 28, 28, 32, 3, 1, 0),
+               (2, 32, 10, 10, 64, 3, 1, 0), (3, 3, 9, 8, 4, 3, 1, 2), (3, 2, 11, 9, 5, 3, 2, 1)]
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("shape", CONV_SHAPES, ids=lambda c: "N{}C{}H{}W{}F{}K{}s{}p{}".format(*c))
+def test_conv2d_every_path_matches_reference_in_float64(rng, shape, path):
+    N, C, H, W, F, K, s, p = shape
+    x = rng.standard_normal((N, C, H, W))
+    w = rng.standard_normal((F, C, K, K))
+    b = rng.standard_normal(F)
+    want_y, want_cache = npo.conv2d_forward(x, w, b, s, p)  # numpy_ops == reference per test_ops
+    dy = rng.standard_normal(want_y.shape)
+    with tuning(**PATHS[path]):
+        y, cache = nb.conv2d_forward(x, w, b, s, p)
+        close(y, want_y, 1e-10)
+        close(nb.conv2d_backward(dy, cache), npo.conv2d_backward(dy, want_cache), 1e-10)
+
+
+def test_conv2d_small_case_matches_the_oracle_itself(rng):
+    x, w = rng.standard_normal((2, 2, 7, 7)), rng.standard_normal((3, 2, 3, 3))
+    dy = rng.standard_normal((2, 3, 5, 5))
+    for path in PATHS.values():
+        with tuning(**path):
+            y, cache = nb.conv2d_forward(x, w, None, 1, 0)
+            y_ref, c_ref = ref.conv2d_forward(x, w, None, 1, 0)
+            close(y, y_ref, 1e-10)
+            close(nb.conv2d_backward(dy, cache), ref.conv2d_backward(dy, c_ref), 1e-10)
+
+
+@pytest.mark.parametrize("path", ["serial", "parallel"])
+@pytest.mark.parametrize("k,s", [(2, 2), (3, 2), (2, 1), (3, 3)])
+def test_maxpool2d_both_loops_match_reference(rng, path, k, s):
+    x = rng.standard_normal((3, 4, 13, 11))
+    x[0, 0, :4, :4] = 1.0  # ties
+    with tuning(**(ALL_SERIAL if path == "serial" else ALL_PARALLEL)):
+        y, cache = nb.maxpool2d_forward(x, k, s)
+        y_ref, c_ref = ref.maxpool2d_forward(x, k, s)
+        close(y, y_ref, 0)
+        dy = rng.standard_normal(y.shape)
+        close(nb.maxpool2d_backward(dy, cache), ref.maxpool2d_backward(dy, c_ref), 1e-12)  # overlaps: add order
+
+
+def test_maxpool2d_windows_over_255_elements_use_a_wider_index(rng):
+    x = rng.standard_normal((1, 1, 17, 17))
+    y, cache = nb.maxpool2d_forward(x, 17, 1)
+    assert cache[0].dtype == np.int32
+    assert y[0, 0, 0, 0] == x.max()
+
+
+@pytest.mark.parametrize("path", ["serial", "parallel"])
+def test_elementwise_and_optimizer_loops_match_reference_on_the_pool(rng, path):
+    with tuning(**(ALL_SERIAL if path == "serial" else ALL_PARALLEL)):
+        x = rng.standard_normal((4, 3, 5, 5))
+        y, cache = nb.relu_forward(x)
+        y_ref, c_ref = ref.relu_forward(x)
+        close(y, y_ref, 0)
+        close(nb.relu_backward(x, cache), ref.relu_backward(x, c_ref), 0)
+        close(nb.dropout_forward(x, 0.3, 5)[0], ref.dropout_forward(x, 0.3, 5)[0], 0)
+        g = rng.standard_normal(x.shape)
+        p, buf = x.copy(), np.zeros_like(x)
+        p_ref, buf_ref = x.copy(), np.zeros_like(x)
+        nb.sgd_update(p, g, buf, 0.1, 0.9, True, 1e-3)
+        ref.sgd_update(p_ref, g, buf_ref, 0.1, 0.9, True, 1e-3)
+        close((p, buf), (p_ref, buf_ref), 1e-12)
+        m, v, m_ref, v_ref = (np.zeros_like(x) for _ in range(4))
+        nb.adam_update(p, g, m, v, 2, 1e-3, 0.9, 0.999, 1e-8, 0.0)
+        ref.adam_update(p_ref, g, m_ref, v_ref, 2, 1e-3, 0.9, 0.999, 1e-8, 0.0)
+        close((p, m, v), (p_ref, m_ref, v_ref), 1e-12)
+
+
+@pytest.mark.parametrize("shape", [(1, 9216, 128), (64, 256, 120), (3, 84, 10)], ids=str)
+@pytest.mark.parametrize("split", [False, True])
+def test_linear_split_over_threads_matches_reference_in_float64(rng, shape, split):
+    N, IN, OUT = shape
+    x, w, b = rng.standard_normal((N, IN)), rng.standard_normal((OUT, IN)), rng.standard_normal(OUT)
+    dy = rng.standard_normal((N, OUT))
+    with tuning(split_min_work=0 if split else NEVER):
+        y, cache = nb.linear_forward(x, w, b)
+        y_ref, c_ref = npo.linear_forward(x, w, b)
+        close(y, y_ref, 1e-10)
+        close(nb.linear_backward(dy, cache), npo.linear_backward(dy, c_ref), 1e-10)
+
+
+def test_dropout_mask_is_the_reference_stream_for_large_and_negative_seeds(rng):
+    x = np.ones(1000, dtype=np.float32)
+    for seed in (0, 2**63 - 1, 2**64 - 1, -3):
+        np.testing.assert_array_equal(nb.dropout_forward(x, 0.5, seed)[1][:50],
+                                      ref.dropout_forward(x[:50], 0.5, seed)[1])
+
+
+def test_non_contiguous_inputs_are_handled(rng):
+    x = rng.standard_normal((2, 3, 12, 10)).astype(np.float32)[:, :, ::2, :].transpose(0, 1, 3, 2)
+    w = rng.standard_normal((3, 4, 3, 3)).astype(np.float32).transpose(1, 0, 2, 3)
+    assert not x.flags.c_contiguous and not w.flags.c_contiguous
+    y, cache = nb.conv2d_forward(x, w, None, 1, 1)
+    y_ref, c_ref = ref.conv2d_forward(np.ascontiguousarray(x), np.ascontiguousarray(w), None, 1, 1)
+    close(y, y_ref, 1e-5)
+    dy = np.asfortranarray(rng.standard_normal(y.shape).astype(np.float32))
+    close(nb.conv2d_backward(dy, cache), ref.conv2d_backward(np.ascontiguousarray(dy), c_ref), 1e-5)
+    close(nb.maxpool2d_forward(x, 2, 2)[0], ref.maxpool2d_forward(np.ascontiguousarray(x), 2, 2)[0], 0)
+    close(nb.relu_forward(x)[0], ref.relu_forward(np.ascontiguousarray(x))[0], 0)
+    logits = rng.standard_normal((10, 4)).astype(np.float32).T
+    t = np.arange(4, dtype=np.uint8)
+    close(nb.softmax_xent_forward(logits, t)[0], ref.softmax_xent_forward(np.ascontiguousarray(logits), t)[0],
+          1e-5)
+
+
+def test_optimizer_state_that_is_not_contiguous_is_still_updated_in_place(rng):
+    p = rng.standard_normal((4, 6))
+    g = rng.standard_normal((6, 4)).T  # a view: the gradient may be strided
+    buf = np.zeros((6, 4)).T
+    p_ref, buf_ref = p.copy(), np.zeros((4, 6))
+    for _ in range(2):
+        nb.sgd_update(p, g, buf, 0.1, 0.9, False, 0.0)
+        ref.sgd_update(p_ref, np.ascontiguousarray(g), buf_ref, 0.1, 0.9, False, 0.0)
+    close((p, np.ascontiguousarray(buf)), (p_ref, buf_ref), 1e-12)
+
+
+def test_softmax_xent_accepts_any_integer_target_dtype(rng):
+    logits = rng.standard_normal((5, 10))
+    for dtype in (np.uint8, np.int32, np.int64):
+        t = np.array([0, 3, 9, 2, 2], dtype=dtype)
+        close(nb.softmax_xent_forward(logits, t)[0], ref.softmax_xent_forward(logits, t)[0], 1e-10)
+
+
+def test_training_step_on_numba_equals_numpy():
+    """Two lenet5 training steps, float64, identical on both backends (to 1e-10 relative)."""
+    import minigrad as mg
+    import minigrad.functional as F
+    from minigrad.models import get_model
+
+    rng = np.random.default_rng(0)
+    x, y = rng.random((8, 1, 28, 28)), rng.integers(0, 10, 8)
+    params = {}
+    for name in ("numpy", "numba"):
+        with mg.use_backend(name):
+            mg.manual_seed(3)
+            model = get_model("lenet5", dtype="float64")
+            opt = mg.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+            for _ in range(2):
+                loss = F.cross_entropy(model(mg.Tensor(x)), y)
+                loss.backward()
+                opt.step()
+                opt.zero_grad()
+            params[name] = [p.numpy() for p in model.parameters()]
+    for a, b in zip(params["numpy"], params["numba"]):
+        close(b, a, 1e-10)
