@@ -77,13 +77,7 @@ def pytest_configure(config):
 _repeat_key = pytest.StashKey[int]()
 
 
-@functools.lru_cache(maxsize=None)
-def _unavailable(name: str) -> str | None:
-    try:
-        B.load_module(name)
-    except B.BackendUnavailable as exc:
-        return str(exc)
-    return None
+_unavailable = functools.lru_cache(maxsize=None)(B.unavailable_reason)
 
 
 @pytest.fixture(params=BACKENDS)

@@ -56,14 +56,18 @@ def register_backend(name: str, module_path: str) -> None:
 
 def available_backends() -> list[str]:
     """Names of the registered backends whose module imports and whose device (if any) is present."""
-    out = []
-    for name in _REGISTRY:
-        try:
-            load_module(name)
-        except BackendUnavailable:
-            continue
-        out.append(name)
-    return out
+    return [name for name in _REGISTRY if unavailable_reason(name) is None]
+
+
+def unavailable_reason(name: str) -> str | None:
+    """Why backend ``name`` cannot run here (not registered, missing package, no device), or None if it can."""
+    if name not in _REGISTRY:
+        return f"backend {name!r} is not registered"
+    try:
+        load_module(name)
+    except BackendUnavailable as exc:
+        return str(exc)
+    return None
 
 
 def registered_backends() -> list[str]:

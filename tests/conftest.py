@@ -9,20 +9,10 @@ from minigrad import backend as B
 FAST_BACKENDS = ("numpy", "numba", "cupy")
 
 
-def _skip_reason(name):
-    if name not in B.registered_backends():
-        return f"backend {name!r} is not registered"
-    try:
-        B.load_module(name)
-    except B.BackendUnavailable as exc:
-        return str(exc)
-    return None
-
-
 @pytest.fixture(params=FAST_BACKENDS)
 def backend(request):
     """Name of a fast backend, made live for the test (skipped where it cannot run on this machine)."""
-    reason = _skip_reason(request.param)
+    reason = B.unavailable_reason(request.param)
     if reason:
         pytest.skip(reason)
     with mg.use_backend(request.param):
