@@ -14,7 +14,6 @@ Run it on a quiet machine: another busy process on the same cores makes every nu
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import statistics
 import sys
@@ -99,21 +98,9 @@ def check(name, got, want):
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4 * scale, err_msg=name)
 
 
-@contextlib.contextmanager
-def tuned(**settings):
-    """Run with numba_ops.TUNING temporarily changed (a variant that is just another setting)."""
-    saved = dict(nb.TUNING)
-    nb.TUNING.update(settings)
-    try:
-        yield
-    finally:
-        nb.TUNING.clear()
-        nb.TUNING.update(saved)
-
-
 def with_tuning(fn, **settings):
     def run(*args):
-        with tuned(**settings):
+        with nb.tuned(**settings):
             return fn(*args)
     return run
 
@@ -358,7 +345,7 @@ def race_relu(sizes):
 
     def step(mod, **t):
         def run(x, dy):
-            with tuned(**t):
+            with nb.tuned(**t):
                 y, cache = mod.relu_forward(x)
                 return y, mod.relu_backward(dy, cache)
         return run

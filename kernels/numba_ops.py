@@ -26,6 +26,7 @@ time is never counted as run time.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
@@ -64,6 +65,21 @@ TUNING = {
     # GEMM with that inner dimension (convnet's 128x9216 at batch 1: see the race).
     "linear_outer_max_batch": 1,
 }
+
+@contextlib.contextmanager
+def tuned(**settings):
+    """Run with TUNING temporarily changed (how the race times a variant and the tests force each path)."""
+    unknown = set(settings) - set(TUNING)
+    if unknown:
+        raise KeyError(f"tuned: unknown TUNING keys {sorted(unknown)}")
+    saved = dict(TUNING)
+    TUNING.update(settings)
+    try:
+        yield
+    finally:
+        TUNING.clear()
+        TUNING.update(saved)
+
 
 # Reductions may be reordered (vectorised partial sums) and multiply-adds fused: both stay far inside the
 # parity tolerances (1e-10 relative in float64, 1e-5 in float32). NaN/Inf semantics are kept (no 'fast').

@@ -4,7 +4,6 @@ the reference models' layer shapes at 1e-10 relative. The shared parity suite (t
 too. Thresholds in numba_ops.TUNING are forced to 0 or "never" here so that small inputs take every path.
 """
 
-import contextlib
 
 import numpy as np
 import pytest
@@ -24,17 +23,6 @@ PATHS = {
     "im2col-serial": {**ALL_SERIAL, "conv_direct_max_filters": 0},
     "im2col-parallel-tiny-chunks": {**ALL_PARALLEL, "conv_direct_max_filters": 0, "conv_chunk_bytes": 1},
 }
-
-
-@contextlib.contextmanager
-def tuning(**settings):
-    saved = dict(nb.TUNING)
-    nb.TUNING.update(settings)
-    try:
-        yield
-    finally:
-        nb.TUNING.clear()
-        nb.TUNING.update(saved)
 
 
 def close(got, want, tol):
@@ -72,7 +60,7 @@ def test_set_threads_rejects_bad_counts(bad):
 def test_own_gemms_leave_the_blas_thread_count_as_it_was(rng):
     before = nb.get_threads()["blas"]
     x, w = rng.standard_normal((4, 8)).astype(np.float32), rng.standard_normal((3, 8)).astype(np.float32)
-    with tuning(split_min_work=0):
+    with nb.tuned(split_min_work=0):
         nb.linear_forward(x, w, None)
     assert nb.get_threads()["blas"] == before
 
@@ -102,7 +90,7 @@ def test_conv2d_every_path_matches_reference_in_float64(rng, shape, path):
     b = rng.standard_normal(F)
     want_y, want_cache = npo.conv2d_forward(x, w, b, s, p)  # numpy_ops == reference per test_ops
     dy = rng.standard_normal(want_y.shape)
-    with tuning(**PATHS[path]):
+    with nb.tuned(**PATHS[path]):
         y, cache = nb.conv2d_forward(x, w, b, s, p)
         close(y, want_y, 1e-10)
         close(nb.conv2d_backward(dy, cache), npo.conv2d_backward(dy, want_cache), 1e-10)
@@ -112,7 +100,7 @@ def test_conv2d_small_case_matches_the_oracle_itself(rng):
     x, w = rng.standard_normal((2, 2, 7, 7)), rng.standard_normal((3, 2, 3, 3))
     dy = rng.standard_normal((2, 3, 5, 5))
     for path in PATHS.values():
-        with tuning(**path):
+        with nb.tuned(**path):
             y, cache = nb.conv2d_forward(x, w, None, 1, 0)
             y_ref, c_ref = ref.conv2d_forward(x, w, None, 1, 0)
             close(y, y_ref, 1e-10)
@@ -124,7 +112,7 @@ def test_conv2d_small_case_matches_the_oracle_itself(rng):
 def test_maxpool2d_both_loops_match_reference(rng, path, k, s):
     x = rng.standard_normal((3, 4, 13, 11))
     x[0, 0, :4, :4] = 1.0  # ties
-    with tuning(**(ALL_SERIAL if path == "serial" else ALL_PARALLEL)):
+    with nb.tuned(**(ALL_SERIAL if path == "serial" else ALL_PARALLEL)):
         y, cache = nb.maxpool2d_forward(x, k, s)
         y_ref, c_ref = ref.maxpool2d_forward(x, k, s)
         close(y, y_ref, 0)
@@ -141,7 +129,7 @@ def test_maxpool2d_windows_over_255_elements_use_a_wider_index(rng):
 
 @pytest.mark.parametrize("path", ["serial", "parallel"])
 def test_elementwise_and_optimizer_loops_match_reference_on_the_pool(rng, path):
-    with tuning(**(ALL_SERIAL if path == "serial" else ALL_PARALLEL)):
+    with nb.tuned(**(ALL_SERIAL if path == "serial" else ALL_PARALLEL)):
         x = rng.standard_normal((4, 3, 5, 5))
         y, cache = nb.relu_forward(x)
         y_ref, c_ref = ref.relu_forward(x)
@@ -166,7 +154,7 @@ def test_linear_split_over_threads_matches_reference_in_float64(rng, shape, spli
     N, IN, OUT = shape
     x, w, b = rng.standard_normal((N, IN)), rng.standard_normal((OUT, IN)), rng.standard_normal(OUT)
     dy = rng.standard_normal((N, OUT))
-    with tuning(split_min_work=0 if split else NEVER):
+    with nb.tuned(split_min_work=0 if split else NEVER):
         y, cache = nb.linear_forward(x, w, b)
         y_ref, c_ref = npo.linear_forward(x, w, b)
         close(y, y_ref, 1e-10)
