@@ -30,7 +30,7 @@ def _batch_sizes(text: str) -> list[int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from minigrad import backend, models
+    from minigrad import backend, data, models
     from minigrad.profiling.explain import DEFAULT_BATCH_SIZES
 
     p = argparse.ArgumentParser(prog="python -m minigrad.profile", description=__doc__.split("\n\n")[0],
@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="kernel backend (default: the fastest available)")
     p.add_argument("--batch-sizes", type=_batch_sizes, default=list(DEFAULT_BATCH_SIZES),
                    help="comma-separated batch sizes")
-    p.add_argument("--dataset", choices=("mnist", "fashion-mnist", "synthetic"), default="mnist",
+    p.add_argument("--dataset", choices=data.DATASETS, default="mnist",
                    help="data to train on (synthetic: timing only)")
     p.add_argument("--data-dir", default=None, help="dataset cache / IDX directory")
     p.add_argument("--out", default=None, help="output directory (default runs/<time>-profile-<model>-<backend>)")
