@@ -60,7 +60,7 @@ def _own_cause(path: str) -> str | None:
     """The cause of a function's *self* time by the file it lives in (None: attribute it to its callers)."""
     if path.endswith("minigrad/optim.py"):
         return "optimizer"
-    if path.endswith("minigrad/data.py"):
+    if "minigrad/data/" in path:  # the minigrad.data package (the DataLoader is in loader.py)
         return "data loading"
     if any(path.endswith(f) for f in _LAYER_FILES):
         return "autograd/tape"
