@@ -23,6 +23,7 @@ import numpy as np
 from numba import njit, prange
 
 from minigrad.kernels import numba_ops as nb
+from minigrad.kernels import numba_runtime as rt
 from minigrad.kernels import numpy_ops as npo
 
 DT = np.float32
@@ -100,7 +101,7 @@ def check(name, got, want):
 
 def with_tuning(fn, **settings):
     def run(*args):
-        with nb.tuned(**settings):
+        with rt.tuned(**settings):
             return fn(*args)
     return run
 
@@ -243,7 +244,7 @@ def conv_direct_backward(dy, cache):
         weight_grad(xp[s:e], dy[s:e], dw, db)
         forward(np.pad(dy[s:e], ((0, 0), (0, 0), (KH - 1, KH - 1), (KW - 1, KW - 1))), w_adj, zero, dx[s:e])
         return dw, db
-    parts = nb._run_split(block, N, 2 * dy.size * w[0].size)
+    parts = rt.run_split(block, N, 2 * dy.size * w[0].size)
     return dx, sum(p[0] for p in parts), sum(p[1] for p in parts)
 
 
@@ -345,7 +346,7 @@ def race_relu(sizes):
 
     def step(mod, **t):
         def run(x, dy):
-            with nb.tuned(**t):
+            with rt.tuned(**t):
                 y, cache = mod.relu_forward(x)
                 return y, mod.relu_backward(dy, cache)
         return run
@@ -364,7 +365,7 @@ def race_parallel_threshold(sizes):
         x = rand(n)
         fns = {"serial": with_tuning(lambda: nb.relu_forward(x), **SERIAL),
                "parallel": with_tuning(lambda: nb.relu_forward(x), **PARALLEL)}
-        with nb._OneBlasThread():
+        with rt.OneBlasThread():
             times, quiet = timeit(fns, before=lambda: a @ a)
         print(f"{n:12d}{times['serial'] * 1e6:12.1f}{times['parallel'] * 1e6:12.1f}{'' if quiet else ' !'}",
               flush=True)
@@ -439,7 +440,7 @@ def main(argv=None):
                         help="which races to run (default: all)")
     args = parser.parse_args(argv)
     load = os.getloadavg()[0]
-    print(f"# race_numba_kernels: float32, threads {nb.get_threads()}, load average {load:.2f}")
+    print(f"# race_numba_kernels: float32, threads {rt.get_threads()}, load average {load:.2f}")
     if load > 1.5:
         print("# WARNING: the machine is busy; timings below are not trustworthy", file=sys.stderr)
     t0 = time.perf_counter()

@@ -4,20 +4,11 @@ Same names, shapes and cache meanings as ``reference.py`` (tests/kernels/test_op
 it). Each public wrapper validates through ``_checks``, makes its inputs C-contiguous (so each kernel is
 compiled for one memory layout only) and then chooses how to run: which conv2d algorithm, how large an
 im2col chunk, and whether the work is split over threads. Every choice is backed by
-``benchmarks/race_numba_kernels.py``; the tunables sit together in ``TUNING``.
+``benchmarks/race_numba_kernels.py``; the tunables sit together in ``numba_runtime.TUNING``.
 
-Threads (``set_threads(n)``; the machine this was tuned on has 2 cores). GEMMs go to NumPy's BLAS (``@``
-outside njit: ``np.dot`` inside njit would need SciPy). Three pools could compete for the cores, so:
-* conv2d and linear split their work into one block per thread themselves (``_run_split``) and call BLAS
-  single-threaded from each block. OpenBLAS's own workers busy-wait for ~0.1 s after every threaded call,
-  i.e. forever in a training step, and would steal a core from everything else.
-* memory-bound loops (relu, pooling, optimizers, ...) use Numba's ``prange`` above a size threshold.
-  Numba's OpenMP layer by default also spins after each loop; against OpenBLAS's spinning workers that
-  made a 1000-element loop after a 256x256 SGEMM take 7.6 ms instead of 4 us. This module therefore asks
-  OpenMP for a passive wait policy (``OMP_WAIT_POLICY=PASSIVE``) unless the environment already sets one.
-  libgomp reads it once, when Numba first starts its pool, so it holds unless another library loaded
-  libgomp first (PyTorch bundles one: import minigrad before torch, or time torch in another process).
-Waking a sleeping thread costs 15-100 us on this VM, which is what the thresholds in TUNING pay for.
+How the kernels run (threads, the block split with single-threaded BLAS, the OpenMP wait policy, the
+tunables) lives in ``numba_runtime.py``, whose docstring explains the thread design. ``activate()`` applies
+the thread policy; the backend dispatcher calls it when this backend is selected, and ``warmup()`` does too.
 
 Compile time. Kernels compile on first use and ``cache=True`` keeps the machine code on disk for later
 processes; ``warmup()`` compiles everything up front and reports the seconds per kernel, so that compile
@@ -26,68 +17,21 @@ time is never counted as run time.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
-import os
 import time
-from concurrent.futures import ThreadPoolExecutor, wait
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before numba can start OpenMP (see the docstring)
+import numpy as np
+from numba import njit, prange
 
-import numba  # noqa: E402
-import numpy as np  # noqa: E402
-import threadpoolctl  # noqa: E402
-from numba import njit, prange  # noqa: E402
-
-from . import _checks, numpy_ops  # noqa: E402
-from ._host import asarray, synchronize, to_numpy, zeros  # noqa: E402,F401  (array plumbing of the contract)
-
-#: Launch parameters, chosen by benchmarks/race_numba_kernels.py on this project's 2-core AVX-512 machine.
-TUNING = {
-    # conv2d's forward runs the direct kernel for stride-1 layers with at most this many filters (LeNet's
-    # first, 6): a GEMM that few rows tall runs poorly in BLAS. From 16 filters on, im2col + GEMM won.
-    "conv_direct_max_filters": 8,
-    # The im2col path builds columns for this many bytes of input patches at a time and runs the GEMMs on
-    # them while they are still in cache, instead of materialising the whole batch (256 KiB won or tied
-    # 1 and 4 MiB at every layer and batch size).
-    "conv_chunk_bytes": 1 << 18,
-    # conv2d and linear split their work over the threads from this many multiply-adds on: handing a block
-    # to a sleeping worker thread costs 50-150 us here, ~4M multiply-adds of single-threaded SGEMM.
-    "split_min_work": 1 << 22,
-    # Elementwise loops (relu, dropout, batchnorm, the optimizers) run on Numba's threads from this many
-    # elements on. They are bound by memory bandwidth, which a second core raises only ~1.5x, and waking
-    # a sleeping thread costs 15-100 us on this VM: serial won up to 262k elements, parallel from 1M.
-    "parallel_min_elements": 1 << 20,
-    # Max-pooling does more per element: parallel won from ~200k input elements (LeNet pool1 at batch 64).
-    "pool_parallel_min_elements": 1 << 17,
-    # linear's weight gradient for batches up to this size is a Numba sum of outer products instead of a
-    # GEMM with that inner dimension (convnet's 128x9216 at batch 1: see the race).
-    "linear_outer_max_batch": 1,
-}
-
-@contextlib.contextmanager
-def tuned(**settings):
-    """Run with TUNING temporarily changed (how the race times a variant and the tests force each path)."""
-    unknown = set(settings) - set(TUNING)
-    if unknown:
-        raise KeyError(f"tuned: unknown TUNING keys {sorted(unknown)}")
-    saved = dict(TUNING)
-    TUNING.update(settings)
-    try:
-        yield
-    finally:
-        TUNING.clear()
-        TUNING.update(saved)
-
+from . import _checks, numpy_ops
+from ._host import asarray, synchronize, to_numpy, zeros  # noqa: F401  (array plumbing of the contract)
+from .numba_runtime import TUNING, apply_thread_policy, num_threads, parallel, pool_parallel, run_split
+from .numba_runtime import set_threads  # noqa: F401  (re-exported for benchmarks/compare_cpu.py)
 
 # Reductions may be reordered (vectorised partial sums) and multiply-adds fused: both stay far inside the
 # parity tolerances (1e-10 relative in float64, 1e-5 in float32). NaN/Inf semantics are kept (no 'fast').
 _REDUCE_MATH = {"reassoc", "contract", "nsz"}
-
-
-def _parallel(size: int) -> bool:
-    return size >= TUNING["parallel_min_elements"]
 
 
 def _c(a):
@@ -95,89 +39,15 @@ def _c(a):
     return a if a.flags.c_contiguous else np.ascontiguousarray(a)
 
 
-_BLAS = threadpoolctl.ThreadpoolController().select(user_api="blas")
-_workers = {"pool": None, "size": 0}
-
-
-def _pool(size):
-    """The worker threads that run all but the first block of a split (created on first use, resized when
-    set_threads changes the count)."""
-    if _workers["size"] != size:
-        if _workers["pool"] is not None:
-            _workers["pool"].shutdown()
-        _workers["pool"] = ThreadPoolExecutor(max_workers=size, thread_name_prefix="minigrad-numba")
-        _workers["size"] = size
-    return _workers["pool"]
-
-
-class _OneBlasThread:
-    """BLAS on one thread (the caller's) for the duration; the previous counts are restored on exit.
-
-    The GEMMs of this module always run single-threaded: parallelism comes from _run_split's blocks.
-    OpenBLAS's own workers busy-wait (sched_yield) for ~0.1 s after every multi-threaded call, so in a
-    training step, where a GEMM comes every few ms, they would never sleep and would take a core from
-    the block threads and Numba's loops (measured: convnet at batch 64 trained 517 samples/s with BLAS
-    threads left on, 798 with them held to one). Setting the count through the library's own call
-    costs ~1 us, against ~7 us for threadpoolctl's context manager.
-    """
-
-    def __enter__(self):
-        self.saved = [c.num_threads for c in _BLAS.lib_controllers]
-        for c in _BLAS.lib_controllers:
-            c.set_num_threads(1)
-
-    def __exit__(self, *exc):
-        for c, n in zip(_BLAS.lib_controllers, self.saved):
-            c.set_num_threads(n)
-
-
-def _run_split(block, N, work):
-    """Run ``block(s, e)`` over [0, N) split into one contiguous block per thread; return their results.
-
-    A job smaller than TUNING["split_min_work"] (multiply-adds) runs as one block on this thread: handing
-    a block to a sleeping worker thread costs 50-150 us on this VM. Split jobs run the first block on this
-    thread and the others on the worker threads. BLAS stays on one thread throughout (_OneBlasThread).
-    """
-    T = min(N, numba.get_num_threads()) if work >= TUNING["split_min_work"] else 1
-    with _OneBlasThread():
-        if T <= 1:
-            return [block(0, N)]
-        bounds = [(t * N // T, (t + 1) * N // T) for t in range(T)]
-        futures = [_pool(T - 1).submit(block, s, e) for s, e in bounds[1:]]
-        try:
-            first = block(*bounds[0])
-        finally:
-            wait(futures)
-    return [first] + [f.result() for f in futures]
-
-
 # ----------------------------------------------------------------------------------------------------------
-# threads and compilation
+# activation and compilation
 
 
-def set_threads(n: int) -> dict:
-    """Run this backend on ``n`` threads: Numba's parallel loops and the conv2d/linear block split use
-    ``n`` (``numba.set_num_threads``: per calling thread, at most ``NUMBA_NUM_THREADS``, the pool size fixed
-    at start-up), and BLAS is limited to ``n`` as well (threadpoolctl, process-wide, until changed), so
-    that the other backends in the process see the same budget. This backend's own GEMMs run BLAS on one
-    thread per block (see the module docstring), so nothing ever runs more than ``n`` threads.
-    Returns ``get_threads()``.
-    """
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"set_threads: n must be an integer >= 1; got {n!r}")
-    n = int(n)
-    if n > numba.config.NUMBA_NUM_THREADS:
-        raise ValueError(f"set_threads: n must be at most NUMBA_NUM_THREADS={numba.config.NUMBA_NUM_THREADS} "
-                         f"(Numba's pool size, fixed at start-up); got {n}")
-    numba.set_num_threads(n)
-    threadpoolctl.threadpool_limits(limits=n, user_api="blas")
-    return get_threads()
-
-
-def get_threads() -> dict:
-    """{"numba": threads of Numba's parallel loops, "blas": threads of the BLAS NumPy uses (None if unknown)}."""
-    blas = [p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"]
-    return {"numba": numba.get_num_threads(), "blas": max(blas) if blas else None}
+def activate() -> dict:
+    """Prepare the process for this backend: apply the OpenMP thread policy (numba_runtime.apply_thread_policy)
+    before Numba starts its pool. Called by the backend dispatcher when this backend is selected; cheap and
+    idempotent. Returns the variables it set."""
+    return apply_thread_policy()
 
 
 def warmup(dtypes=("float32",)) -> dict:
@@ -186,8 +56,10 @@ def warmup(dtypes=("float32",)) -> dict:
     Every compiled specialisation a wrapper can pick is called once per dtype (the direct conv2d kernel
     for 3x3 and 5x5 kernels, the models' sizes; another size compiles on first use). With ``cache=True`` a
     later process loads the machine code from kernels/__pycache__ instead, and the seconds reported drop
-    to the loading time.
+    to the loading time. Applies the thread policy first (activate()), as the first compile starts
+    Numba's OpenMP pool.
     """
+    apply_thread_policy()
     times: dict[str, float] = {}
 
     def timed(name, fn, *args):
@@ -235,7 +107,7 @@ def warmup(dtypes=("float32",)) -> dict:
 # ----------------------------------------------------------------------------------------------------------
 # conv2d: direct kernels for small stride-1 layers, im2col chunks + one BLAS GEMM per chunk for the others.
 # The kernels are serial and release the GIL; the wrappers split the batch into one contiguous block of
-# samples per thread (_run_split).
+# samples per thread (run_split).
 #
 # Two things decide whether LLVM vectorises these loops (both measured in the race):
 # * an index like ``x[off + p]`` with a run-time ``off`` may be negative as far as LLVM knows, so Numba's
@@ -396,7 +268,7 @@ def conv2d_forward(x, w, b, stride, padding):
                 cols = np.empty((K, (z - a) * P), dtype=x.dtype)
                 _im2col(xp[a:z], KH, KW, stride, OH, OW, cols)
                 _gemm_out_to_nchw(wm @ cols, bias, y3[a:z])
-    _run_split(block, N, N * F * K * P)
+    run_split(block, N, N * F * K * P)
     return y, (xp, w, b is not None, stride, padding)
 
 
@@ -428,7 +300,7 @@ def conv2d_backward(dy, cache):
             dw += dyw @ cols.T
             _col2im(wm.T @ dyw, KH, KW, stride, OH, OW, dxp[a:z])
         return dw, db
-    parts = _run_split(block, N, 2 * N * F * K * P)
+    parts = run_split(block, N, 2 * N * F * K * P)
     dw, db = parts[0]
     for dw_t, db_t in parts[1:]:
         dw += dw_t
@@ -534,7 +406,7 @@ def maxpool2d_forward(x, kernel, stride):
     x = _c(x)
     y = np.empty((N, C, OH, OW), dtype=x.dtype)
     arg = np.empty((N, C, OH, OW), dtype=np.uint8 if kernel * kernel <= 256 else np.int32)
-    _maxpool_kernels(kernel, stride)[0](x, y, arg, x.size >= TUNING["pool_parallel_min_elements"])
+    _maxpool_kernels(kernel, stride)[0](x, y, arg, pool_parallel(x.size))
     return y, (arg, x.shape, kernel, stride)
 
 
@@ -545,12 +417,12 @@ def maxpool2d_backward(dy, cache):
     OH, OW = arg.shape[2:]
     covers_all = stride == kernel and H == OH * kernel and W == OW * kernel
     dx = (np.empty if covers_all else np.zeros)((N, C, H, W), dtype=dy.dtype)
-    _maxpool_kernels(kernel, stride)[1](_c(dy), arg, dx, dx.size >= TUNING["pool_parallel_min_elements"])
+    _maxpool_kernels(kernel, stride)[1](_c(dy), arg, dx, pool_parallel(dx.size))
     return dx
 
 
 # ----------------------------------------------------------------------------------------------------------
-# linear: BLAS GEMMs, split over the threads by output rows (see _run_split)
+# linear: BLAS GEMMs, split over the threads by output rows (see run_split)
 
 
 def linear_forward(x, w, b):
@@ -565,7 +437,7 @@ def linear_forward(x, w, b):
 
     def block(s, e):
         np.matmul(w[s:e], x.T, out=yt[s:e])
-    _run_split(block, OUT, N * IN * OUT)
+    run_split(block, OUT, N * IN * OUT)
     y = np.ascontiguousarray(yt.T)
     if b is not None:
         y += b
@@ -610,19 +482,19 @@ def linear_backward(dy, cache):
             _outer_sum(dy[:, s:e], x, dw[s:e])
         else:
             np.matmul(dy[:, s:e].T, x, out=dw[s:e])
-    _run_split(dw_block, OUT, N * IN * OUT)
-    if N >= numba.get_num_threads():
+    run_split(dw_block, OUT, N * IN * OUT)
+    if N >= num_threads():
         dx = np.empty_like(x)
 
         def dx_block(s, e):
             np.matmul(dy[s:e], w, out=dx[s:e])
-        _run_split(dx_block, N, N * IN * OUT)
+        run_split(dx_block, N, N * IN * OUT)
     else:
         dxt = np.empty((IN, N), dtype=x.dtype)
 
         def dx_block(s, e):
             np.matmul(w[:, s:e].T, dy.T, out=dxt[s:e])
-        _run_split(dx_block, IN, N * IN * OUT)
+        run_split(dx_block, IN, N * IN * OUT)
         dx = np.ascontiguousarray(dxt.T)
     return dx, dw, (dy.sum(axis=0) if has_bias else None)
 
@@ -657,7 +529,7 @@ def relu_forward(x):
     _checks.check_float("relu", "x", x)
     x = _c(x)
     y = np.empty_like(x)
-    _relu_fwd(x.reshape(-1), y.reshape(-1), _parallel(x.size))
+    _relu_fwd(x.reshape(-1), y.reshape(-1), parallel(x.size))
     return y, y
 
 
@@ -666,7 +538,7 @@ def relu_backward(dy, cache):
     _checks.check_grad("relu_backward", dy, cache.shape)
     dy = _c(dy)
     dx = np.empty_like(dy)
-    _relu_bwd(dy.reshape(-1), cache.reshape(-1), dx.reshape(-1), _parallel(dy.size))
+    _relu_bwd(dy.reshape(-1), cache.reshape(-1), dx.reshape(-1), parallel(dy.size))
     return dx
 
 
@@ -809,7 +681,7 @@ def dropout_forward(x, p, seed):
     scale = x.dtype.type(0.0 if p >= 1.0 else 1.0 / (1.0 - p))
     y, mask = np.empty_like(x), np.empty_like(x)
     _dropout_fwd(x.reshape(-1), np.uint64(int(seed) & 0xFFFFFFFFFFFFFFFF), float(p), scale, y.reshape(-1),
-                 mask.reshape(-1), _parallel(x.size))
+                 mask.reshape(-1), parallel(x.size))
     return y, mask
 
 
@@ -914,7 +786,7 @@ def batchnorm2d_forward(x, gamma, beta, running_mean, running_var, training, mom
     xhat, y = np.empty_like(x), np.empty_like(x)
     inv_std = np.empty(C, dtype=x.dtype)
     _batchnorm2d_fwd(x, _c(gamma), _c(beta), mean, var, float(eps), bool(training), xhat, y, inv_std,
-                     _parallel(x.size))
+                     parallel(x.size))
     if training:
         m = N * H * W
         running_mean *= 1 - momentum
@@ -931,7 +803,7 @@ def batchnorm2d_backward(dy, cache):
     dx = np.empty_like(xhat)
     C = xhat.shape[1]
     dgamma, dbeta = np.empty(C, dtype=xhat.dtype), np.empty(C, dtype=xhat.dtype)
-    _batchnorm2d_bwd(_c(dy), xhat, gamma, inv_std, training, dx, dgamma, dbeta, _parallel(dx.size))
+    _batchnorm2d_bwd(_c(dy), xhat, gamma, inv_std, training, dx, dgamma, dbeta, parallel(dx.size))
     return dx, dgamma, dbeta
 
 
@@ -997,7 +869,7 @@ def sgd_update(p, g, buf, lr, momentum, nesterov, weight_decay):
     t = p.dtype.type
     (fb,), back = _flat_state(buf if buf is not None else np.empty(0, p.dtype))
     _sgd(p.reshape(-1), _c(g).reshape(-1), fb, t(lr), t(momentum), bool(nesterov), t(weight_decay),
-         _parallel(p.size))
+         parallel(p.size))
     for a, c in back:
         a[...] = c
 
@@ -1008,6 +880,6 @@ def adam_update(p, g, m, v, step, lr, beta1, beta2, eps, weight_decay):
     t = p.dtype.type
     (fm, fv), back = _flat_state(m, v)
     _adam(p.reshape(-1), _c(g).reshape(-1), fm, fv, t(lr / (1 - beta1**step)), t(1 / (1 - beta2**step)),
-          t(beta1), t(beta2), t(eps), t(weight_decay), _parallel(p.size))
+          t(beta1), t(beta2), t(eps), t(weight_decay), parallel(p.size))
     for a, c in back:
         a[...] = c

@@ -1,7 +1,8 @@
-"""Numba backend specifics: thread control, warmup, every code path the wrappers can pick (direct and
-im2col conv, serial and parallel loops, thread-split blocks), non-contiguous inputs, and float64 parity on
-the reference models' layer shapes at 1e-10 relative. The shared parity suite (test_ops.py) runs on numba
-too. Thresholds in numba_ops.TUNING are forced to 0 or "never" here so that small inputs take every path.
+"""Numba backend specifics: activate, warmup, every code path the wrappers can pick (direct and im2col
+conv, serial and parallel loops, thread-split blocks), non-contiguous inputs, and float64 parity on the
+reference models' layer shapes at 1e-10 relative. The shared parity suite (test_ops.py) runs on numba too.
+Thresholds in numba_runtime.TUNING are forced to 0 or "never" here so that small inputs take every path;
+the runtime itself (threads, tuned, the thread policy) is tested in test_numba_runtime.py.
 """
 
 
@@ -13,6 +14,7 @@ from minigrad.kernels import numpy_ops as npo
 from minigrad.kernels import reference as ref
 
 nb = pytest.importorskip("minigrad.kernels.numba_ops")
+rt = pytest.importorskip("minigrad.kernels.numba_runtime")
 
 NEVER = 1 << 62
 ALL_SERIAL = {"split_min_work": NEVER, "parallel_min_elements": NEVER, "pool_parallel_min_elements": NEVER}
@@ -40,29 +42,16 @@ def rng():
     return np.random.default_rng(7)
 
 
-def test_set_threads_round_trip():
-    before = nb.get_threads()
-    try:
-        assert nb.set_threads(1) == {"numba": 1, "blas": 1}
-        assert nb.get_threads() == {"numba": 1, "blas": 1}
-        n = min(2, nb.numba.config.NUMBA_NUM_THREADS)
-        assert nb.set_threads(n) == {"numba": n, "blas": n}
-    finally:
-        nb.set_threads(before["numba"])
-
-
-@pytest.mark.parametrize("bad", [0, -1, 1.5, True, 10**6])
-def test_set_threads_rejects_bad_counts(bad):
-    with pytest.raises(ValueError, match="set_threads: n must be"):
-        nb.set_threads(bad)
+def test_activate_is_the_runtime_thread_policy():
+    assert nb.activate() == rt.apply_thread_policy() == rt.APPLIED
 
 
 def test_own_gemms_leave_the_blas_thread_count_as_it_was(rng):
-    before = nb.get_threads()["blas"]
+    before = rt.get_threads()["blas"]
     x, w = rng.standard_normal((4, 8)).astype(np.float32), rng.standard_normal((3, 8)).astype(np.float32)
-    with nb.tuned(split_min_work=0):
+    with rt.tuned(split_min_work=0):
         nb.linear_forward(x, w, None)
-    assert nb.get_threads()["blas"] == before
+    assert rt.get_threads()["blas"] == before
 
 
 def test_warmup_compiles_every_kernel_and_reports_seconds():
@@ -90,7 +79,7 @@ def test_conv2d_every_path_matches_reference_in_float64(rng, shape, path):
     b = rng.standard_normal(F)
     want_y, want_cache = npo.conv2d_forward(x, w, b, s, p)  # numpy_ops == reference per test_ops
     dy = rng.standard_normal(want_y.shape)
-    with nb.tuned(**PATHS[path]):
+    with rt.tuned(**PATHS[path]):
         y, cache = nb.conv2d_forward(x, w, b, s, p)
         close(y, want_y, 1e-10)
         close(nb.conv2d_backward(dy, cache), npo.conv2d_backward(dy, want_cache), 1e-10)
@@ -100,7 +89,7 @@ def test_conv2d_small_case_matches_the_oracle_itself(rng):
     x, w = rng.standard_normal((2, 2, 7, 7)), rng.standard_normal((3, 2, 3, 3))
     dy = rng.standard_normal((2, 3, 5, 5))
     for path in PATHS.values():
-        with nb.tuned(**path):
+        with rt.tuned(**path):
             y, cache = nb.conv2d_forward(x, w, None, 1, 0)
             y_ref, c_ref = ref.conv2d_forward(x, w, None, 1, 0)
             close(y, y_ref, 1e-10)
@@ -112,7 +101,7 @@ def test_conv2d_small_case_matches_the_oracle_itself(rng):
 def test_maxpool2d_both_loops_match_reference(rng, path, k, s):
     x = rng.standard_normal((3, 4, 13, 11))
     x[0, 0, :4, :4] = 1.0  # ties
-    with nb.tuned(**(ALL_SERIAL if path == "serial" else ALL_PARALLEL)):
+    with rt.tuned(**(ALL_SERIAL if path == "serial" else ALL_PARALLEL)):
         y, cache = nb.maxpool2d_forward(x, k, s)
         y_ref, c_ref = ref.maxpool2d_forward(x, k, s)
         close(y, y_ref, 0)
@@ -129,7 +118,7 @@ def test_maxpool2d_windows_over_255_elements_use_a_wider_index(rng):
 
 @pytest.mark.parametrize("path", ["serial", "parallel"])
 def test_elementwise_and_optimizer_loops_match_reference_on_the_pool(rng, path):
-    with nb.tuned(**(ALL_SERIAL if path == "serial" else ALL_PARALLEL)):
+    with rt.tuned(**(ALL_SERIAL if path == "serial" else ALL_PARALLEL)):
         x = rng.standard_normal((4, 3, 5, 5))
         y, cache = nb.relu_forward(x)
         y_ref, c_ref = ref.relu_forward(x)
@@ -154,7 +143,7 @@ def test_linear_split_over_threads_matches_reference_in_float64(rng, shape, spli
     N, IN, OUT = shape
     x, w, b = rng.standard_normal((N, IN)), rng.standard_normal((OUT, IN)), rng.standard_normal(OUT)
     dy = rng.standard_normal((N, OUT))
-    with nb.tuned(split_min_work=0 if split else NEVER):
+    with rt.tuned(split_min_work=0 if split else NEVER):
         y, cache = nb.linear_forward(x, w, b)
         y_ref, c_ref = npo.linear_forward(x, w, b)
         close(y, y_ref, 1e-10)

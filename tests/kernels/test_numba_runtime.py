@@ -1,0 +1,200 @@
+"""The Numba backend's runtime (kernels/numba_runtime.py): tuned() and TUNING, the threshold tests, the block
+split with BLAS held to one thread, set_threads/get_threads, and the OpenMP thread policy, which must reach
+the C environment (where libgomp reads it) without ever appearing in os.environ. The policy tests run in
+fresh interpreters: whether it was applied is decided once per process.
+"""
+
+import ctypes
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+
+import numpy as np
+import pytest
+
+rt = pytest.importorskip("minigrad.kernels.numba_runtime")
+
+NEVER = 1 << 62
+
+
+def c_getenv(name):
+    libc = ctypes.CDLL(None)
+    libc.getenv.restype = ctypes.c_char_p
+    libc.getenv.argtypes = [ctypes.c_char_p]
+    value = libc.getenv(name.encode())
+    return None if value is None else value.decode()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# TUNING and tuned()
+
+
+def test_tuned_changes_tuning_for_the_block_and_restores_it():
+    before = dict(rt.TUNING)
+    with rt.tuned(split_min_work=0, parallel_min_elements=NEVER):
+        assert rt.TUNING == {**before, "split_min_work": 0, "parallel_min_elements": NEVER}
+    assert rt.TUNING == before
+
+
+def test_tuned_restores_tuning_after_an_exception():
+    before = dict(rt.TUNING)
+    with pytest.raises(RuntimeError, match="inside"):
+        with rt.tuned(conv_chunk_bytes=1):
+            raise RuntimeError("inside")
+    assert rt.TUNING == before
+
+
+def test_tuned_rejects_unknown_keys_and_changes_nothing():
+    before = dict(rt.TUNING)
+    with pytest.raises(KeyError, match="unknown TUNING keys"):
+        with rt.tuned(split_min_work=0, no_such_setting=1):
+            pass
+    assert rt.TUNING == before
+
+
+def test_tuning_is_the_dict_the_kernels_read():
+    nb = pytest.importorskip("minigrad.kernels.numba_ops")
+    assert nb.TUNING is rt.TUNING  # tuned() mutates it in place, so the kernels see every change
+
+
+def test_threshold_helpers_follow_tuning():
+    with rt.tuned(parallel_min_elements=10, pool_parallel_min_elements=100):
+        assert not rt.parallel(9) and rt.parallel(10)
+        assert not rt.pool_parallel(99) and rt.pool_parallel(100)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# run_split and OneBlasThread
+
+
+def test_run_split_below_the_threshold_runs_one_block_on_this_thread():
+    seen = []
+
+    def block(s, e):
+        seen.append(threading.current_thread())
+        return s, e
+    with rt.tuned(split_min_work=NEVER):
+        assert rt.run_split(block, 10, 10) == [(0, 10)]
+    assert seen == [threading.current_thread()]
+
+
+def test_run_split_covers_the_range_in_contiguous_blocks_in_order():
+    with rt.tuned(split_min_work=0):
+        parts = rt.run_split(lambda s, e: (s, e), 10, 1)
+    assert len(parts) == min(10, rt.num_threads())
+    assert parts[0][0] == 0 and parts[-1][1] == 10
+    assert all(a[1] == b[0] for a, b in zip(parts, parts[1:]))
+
+
+def test_run_split_holds_blas_to_one_thread_and_restores_it():
+    before = rt.get_threads()["blas"]
+    if before is None:
+        pytest.skip("no BLAS library visible to threadpoolctl")
+    inside = []
+    with rt.tuned(split_min_work=0):
+        rt.run_split(lambda s, e: inside.append(rt.get_threads()["blas"]), 4, 1)
+    assert set(inside) == {1}
+    assert rt.get_threads()["blas"] == before
+
+
+# ----------------------------------------------------------------------------------------------------------
+# set_threads / get_threads
+
+
+def test_set_threads_round_trip():
+    before = rt.get_threads()
+    try:
+        assert rt.set_threads(1) == {"numba": 1, "blas": 1}
+        assert rt.get_threads() == {"numba": 1, "blas": 1}
+        n = min(2, rt.numba.config.NUMBA_NUM_THREADS)
+        assert rt.set_threads(n) == {"numba": n, "blas": n}
+    finally:
+        rt.set_threads(before["numba"])
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2", 10**6])
+def test_set_threads_rejects_bad_counts(bad):
+    with pytest.raises(ValueError, match="set_threads: n must be"):
+        rt.set_threads(bad)
+
+
+def test_set_threads_accepts_numpy_integers():
+    before = rt.get_threads()["numba"]
+    try:
+        assert rt.set_threads(np.int64(1))["numba"] == 1
+    finally:
+        rt.set_threads(before)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the OpenMP thread policy
+
+
+def test_apply_thread_policy_is_idempotent_and_leaves_os_environ_alone():
+    environ = dict(os.environ)
+    first = rt.apply_thread_policy()
+    assert rt.apply_thread_policy() == first == rt.APPLIED
+    assert dict(os.environ) == environ
+    for name, value in rt.THREAD_POLICY.items():  # minigrad's value, or the user's where they set one
+        assert c_getenv(name) == (os.environ[name] if name in os.environ else value)
+        assert first.get(name) == (None if name in os.environ else value)
+    first["OMP_WAIT_POLICY"] = "changed"  # a copy: the record cannot be edited through it
+    assert rt.APPLIED.get("OMP_WAIT_POLICY") != "changed"
+
+
+PROBE = textwrap.dedent("""
+    import ctypes, json, os, subprocess, sys
+    libc = ctypes.CDLL(None)
+    libc.getenv.restype = ctypes.c_char_p
+    libc.getenv.argtypes = [ctypes.c_char_p]
+
+    def c_env():
+        v = libc.getenv(b"OMP_WAIT_POLICY")
+        return None if v is None else v.decode()
+
+    environ = dict(os.environ)
+    from minigrad.kernels import numba_ops, numba_runtime
+    out = {"after_import": [c_env(), dict(numba_runtime.APPLIED)]}
+    out["activate"] = numba_ops.activate()
+    out["again"] = numba_runtime.apply_thread_policy()
+    out["c_env"] = c_env()
+    out["environ_unchanged"] = dict(os.environ) == environ
+    out["environ_value"] = os.environ.get("OMP_WAIT_POLICY")
+    child = [sys.executable, "-c", "import os; print(os.environ.get('OMP_WAIT_POLICY'))"]
+    out["child_user_env"] = subprocess.run(child, env=dict(os.environ), capture_output=True,
+                                           text=True).stdout.strip()
+    out["threads"] = numba_runtime.get_threads()["numba"]  # starts Numba's OpenMP pool
+    print(json.dumps(out))
+""")
+
+
+def run_probe(**env_changes):
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    env.update(env_changes, OMP_DISPLAY_ENV="VERBOSE")  # libgomp prints what it read when the pool starts
+    proc = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
+
+
+def test_thread_policy_reaches_the_c_environment_only_and_not_at_import():
+    out, stderr = run_probe()
+    assert out["after_import"] == [None, {}]  # importing the kernels sets nothing
+    assert out["activate"] == out["again"] == {"OMP_WAIT_POLICY": "PASSIVE"}
+    assert out["c_env"] == "PASSIVE"
+    assert out["environ_unchanged"] and out["environ_value"] is None
+    assert out["child_user_env"] == "None"  # a child given os.environ gets the user's environment
+    if "GOMP_SPINCOUNT" in stderr:  # GNU OpenMP: a passive policy means no spinning at all
+        assert "GOMP_SPINCOUNT = '0'" in stderr
+
+
+def test_a_users_own_wait_policy_wins():
+    out, stderr = run_probe(OMP_WAIT_POLICY="ACTIVE")
+    assert out["after_import"] == ["ACTIVE", {}]
+    assert out["activate"] == out["again"] == {}
+    assert out["c_env"] == out["environ_value"] == out["child_user_env"] == "ACTIVE"
+    assert out["environ_unchanged"]
+    if "OMP_WAIT_POLICY = " in stderr:
+        assert "OMP_WAIT_POLICY = 'ACTIVE'" in stderr
