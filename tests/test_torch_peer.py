@@ -42,7 +42,7 @@ def test_fit_matches_minigrad_step_for_step(opt_name, accumulate):
     t_opt = torch_peer.Optimizer(twin, opt_name, lr=0.05 if opt_name == "sgd" else 0.01, momentum=0.9)
     kw = dict(epochs=2, accumulate=accumulate, max_steps=9, progress=False)
     ours = train.fit(model, loader(), mg_opt, warmup=optim.LinearWarmup(mg_opt, 3), **kw)
-    theirs = torch_peer.fit(twin, loader(), t_opt, warmup=optim.LinearWarmup(t_opt, 3), **kw)
+    theirs = train.fit(twin, loader(), t_opt, warmup=optim.LinearWarmup(t_opt, 3), adapter=torch_peer.ADAPTER, **kw)
     np.testing.assert_allclose([s.loss for s in theirs.steps], [s.loss for s in ours.steps], rtol=1e-9)
     assert [s.update for s in theirs.steps] == [s.update for s in ours.steps]
     assert [(e.samples, e.updates) for e in theirs.epochs] == [(e.samples, e.updates) for e in ours.epochs]
@@ -55,7 +55,7 @@ def test_evaluate_matches_minigrad_and_restores_the_mode():
     model = models.get_model("mlp")
     twin = torch_peer.twin(model)
     ours = train.evaluate(model, data.DataLoader(test_set, 20))
-    theirs = torch_peer.evaluate(twin, data.DataLoader(test_set, 20))
+    theirs = train.evaluate(twin, data.DataLoader(test_set, 20), torch_peer.ADAPTER)
     assert theirs["accuracy"] == ours["accuracy"] and theirs["samples"] == 50
     assert theirs["loss"] == pytest.approx(ours["loss"], rel=1e-5)
     assert twin.training
@@ -70,7 +70,7 @@ def test_optimizer_lr_drives_every_param_group_and_non_finite_loss_stops():
         next(twin.parameters()).fill_(float("nan"))
     train_set, _ = data.synthetic_mnist(n_train=8, n_test=1)
     with pytest.raises(train.NonFiniteLoss, match="at step 1"):
-        torch_peer.fit(twin, data.DataLoader(train_set, 4), opt, progress=False)
+        train.fit(twin, data.DataLoader(train_set, 4), opt, progress=False, adapter=torch_peer.ADAPTER)
 
 
 def test_unknown_layer_is_refused():

@@ -1,0 +1,180 @@
+"""The one training step and the one timed loop: every number minigrad reports about step time comes from here.
+
+A training step is: ask the loader for a batch, then forward, loss (on the host, checked for NaN/Inf),
+backward and, when the step completes a group of ``accumulate`` micro-batches, the optimizer update. Its two
+timed parts are named the same everywhere (StepRecord, the bench's results, the profilers):
+
+- ``data_seconds``: waiting for the loader to hand over the batch;
+- ``compute_seconds``: forward + loss + backward + update, from having the batch to the device having
+  finished it (``synchronize``). This is **step time** in every minigrad report.
+
+Bookkeeping that is not training (counting correct predictions for the accuracy) runs after the clock stops.
+
+The loop is written once and driven through an *adapter* that knows one engine's tensors: ``MINIGRAD``
+(the live minigrad backend) here, ``minigrad.torch_peer.ADAPTER`` for the PyTorch peer. ``train.fit``,
+the bench, the profiling harnesses, the vectorization ladder and the CPU comparison all run ``TrainLoop``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+from time import perf_counter as _clock  # the loop's one clock (a test can replace it)
+from typing import Callable, ContextManager, Iterator
+
+import numpy as np
+
+from . import backend
+from . import functional as F
+from .tensor import Tensor, no_grad
+
+
+class NonFiniteLoss(FloatingPointError):
+    """The loss became NaN or Inf; the message names the step."""
+
+
+@dataclass
+class StepRecord:
+    epoch: int
+    step: int              # 1-based index of the micro-batch within the whole run
+    update: int            # number of optimizer updates applied after this micro-batch
+    samples: int
+    loss: float
+    correct: int
+    data_seconds: float    # waiting for the loader
+    compute_seconds: float  # forward + loss + backward (+ update), synchronised: the step time
+
+    @property
+    def seconds(self) -> float:
+        """Wall time of the whole micro-batch: data + compute."""
+        return self.data_seconds + self.compute_seconds
+
+
+class MinigradAdapter:
+    """The loop's view of minigrad: the live backend's arrays and kernels."""
+
+    name = "minigrad"
+
+    def forward(self, model, x):
+        return model(Tensor(x))
+
+    def loss(self, logits, y):
+        return F.cross_entropy(logits, y)
+
+    def item(self, loss) -> float:
+        return float(backend.k.to_numpy(loss.data))
+
+    def backward(self, loss, scale: float | None) -> None:
+        loss.backward(scale)
+
+    def scale_grads(self, model, factor: float) -> None:
+        # A new array, not ``*=``: a gradient array may be shared between leaves (e.g. both inputs of an add).
+        for p in model.parameters():
+            if p.grad is not None:
+                p.grad = p.grad * p.grad.dtype.type(factor)
+
+    def correct(self, logits, y) -> int:
+        pred = backend.k.to_numpy(logits.data).argmax(axis=1)
+        return int(np.count_nonzero(pred == backend.k.to_numpy(y)))
+
+    def no_grad(self) -> ContextManager:
+        return no_grad()
+
+    def synchronize(self) -> None:
+        backend.k.synchronize()
+
+
+MINIGRAD = MinigradAdapter()
+
+
+class TrainLoop:
+    """Trains ``model`` with ``optimizer`` step by step, keeping the step and update counts across epochs.
+
+    accumulate: apply the optimizer every ``accumulate`` micro-batches with the sample-weighted mean of their
+        gradients, which equals one step on the concatenated batch (a partial group at the end of an epoch is
+        averaged over the samples it has). The batch *sum* of the loss is backpropagated and the gradients are
+        divided by the group's sample count at update time; with ``accumulate=1`` the plain mean is used.
+    warmup: an object with ``step()`` called before every optimizer update (e.g. optim.LinearWarmup).
+    around: a context-manager factory entered around the compute part of every step (the tracer's
+        ``Tracer.step``), or None.
+    """
+
+    def __init__(self, model, optimizer, *, accumulate: int = 1, warmup=None, adapter=MINIGRAD,
+                 around: Callable[[], ContextManager] | None = None):
+        if isinstance(accumulate, bool) or not isinstance(accumulate, int) or accumulate < 1:
+            raise ValueError(f"TrainLoop: accumulate must be a positive integer; got {accumulate!r}")
+        self.model, self.optimizer, self.accumulate, self.warmup = model, optimizer, accumulate, warmup
+        self.adapter, self.around = adapter, around or contextlib.nullcontext
+        self.step = self.update = 0
+        self._pending = self._in_group = 0  # samples / micro-batches accumulated but not yet applied
+
+    def epoch(self, loader, epoch: int = 1, max_steps: int | None = None) -> Iterator[StepRecord]:
+        """One pass over ``loader`` (at most ``max_steps`` micro-batches counted over the whole run), one
+        StepRecord per micro-batch. The group open at the end of the pass is applied when the pass covered
+        the loader's ``n_samples``; ``flush()`` applies one that ``max_steps`` cut short."""
+        a, model = self.adapter, self.model
+        model.train()
+        seen = batch = 0
+        n_samples = getattr(loader, "n_samples", None)
+        batches = iter(loader)
+        while max_steps is None or self.step < max_steps:
+            t0 = _clock()
+            try:
+                x, y = next(batches)
+            except StopIteration:
+                return
+            t1 = _clock()
+            n = int(x.shape[0])
+            self.step += 1
+            batch += 1
+            with self.around():
+                logits = a.forward(model, x)
+                loss = a.loss(logits, y)
+                value = a.item(loss)
+                if not math.isfinite(value):
+                    raise NonFiniteLoss(f"fit: loss became {value} at step {self.step} (epoch {epoch}, batch "
+                                        f"{batch} of the epoch); lower the lr or check the data")
+                a.backward(loss, None if self.accumulate == 1 else float(n))
+                self._pending += n
+                self._in_group += 1
+                seen += n
+                if self._in_group == self.accumulate or (n_samples is not None and seen >= n_samples):
+                    self._apply()
+                a.synchronize()
+            t2 = _clock()
+            yield StepRecord(epoch, self.step, self.update, n, value, a.correct(logits, y), t1 - t0, t2 - t1)
+
+    def flush(self) -> bool:
+        """Apply a group that ``max_steps`` cut short; True when there was one."""
+        if not self._pending:
+            return False
+        self._apply()
+        return True
+
+    def _apply(self) -> None:
+        if self.accumulate > 1:
+            self.adapter.scale_grads(self.model, 1.0 / self._pending)
+        if self.warmup is not None:
+            self.warmup.step()
+        self.optimizer.step()
+        self.optimizer.zero_grad()
+        self.update += 1
+        self._pending = self._in_group = 0
+
+
+def evaluate(model, loader, adapter=MINIGRAD) -> dict:
+    """Mean loss and accuracy of ``model`` over ``loader`` in eval mode (no tape recorded); the model's mode
+    is restored afterwards."""
+    was_training = model.training
+    model.eval()
+    loss_sum, correct, seen = 0.0, 0, 0
+    with adapter.no_grad():
+        for x, y in loader:
+            logits = adapter.forward(model, x)
+            n = int(x.shape[0])
+            loss_sum += adapter.item(adapter.loss(logits, y)) * n
+            correct += adapter.correct(logits, y)
+            seen += n
+    model.train(was_training)
+    return {"loss": loss_sum / max(seen, 1), "accuracy": correct / max(seen, 1), "samples": seen}
