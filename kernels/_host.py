@@ -22,3 +22,7 @@ def zeros(shape, dtype="float32") -> np.ndarray:
 
 def synchronize() -> None:
     """Host kernels are synchronous: nothing to wait for."""
+
+
+class BackendUnavailable(RuntimeError):
+    """The requested backend cannot run on this machine (the message says what is missing)."""

@@ -25,9 +25,12 @@ from typing import Callable
 
 import numpy as np
 
-from minigrad.backend import BackendUnavailable
+from ._host import BackendUnavailable
 
 from . import _checks
+
+#: Where this backend's arrays live (minigrad.backend.device): CuPy arrays are on the GPU.
+DEVICE = "cuda"
 
 #: The kernel sources (installed as package data next to this module).
 CUDA_DIR = pathlib.Path(__file__).with_name("cuda")

@@ -27,7 +27,6 @@ from numba import njit, prange
 from . import _checks, numpy_ops
 from ._host import asarray, synchronize, to_numpy, zeros  # noqa: F401  (array plumbing of the contract)
 from .numba_runtime import TUNING, apply_thread_policy, num_threads, parallel, pool_parallel, run_split
-from .numba_runtime import set_threads  # noqa: F401  (re-exported for benchmarks/compare_cpu.py)
 
 # Reductions may be reordered (vectorised partial sums) and multiply-adds fused: both stay far inside the
 # parity tolerances (1e-10 relative in float64, 1e-5 in float32). NaN/Inf semantics are kept (no 'fast').

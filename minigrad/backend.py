@@ -4,7 +4,12 @@ Only this module knows which kernel module is live. Everything else reaches the 
 ``minigrad.backend.k`` (the kernel table), e.g. ``k.conv2d_forward(x, w, b, 1, 0)``. Switching backend
 swaps the table's entries; tracing wraps them here, so a model pays nothing for tracing that is off.
 
-A backend is a module that exports every name in ``CONTRACT`` (see DESIGN.md, "The kernel contract").
+A backend is a module that exports every name in ``CONTRACT`` (see DESIGN.md, "The kernel contract"), may
+define ``activate()`` (called each time it is selected: e.g. numba's thread policy) and names the memory
+its arrays live in with ``DEVICE`` ("host" unless it says otherwise).
+
+Nothing is imported or selected when ``minigrad`` is imported: the table fills itself on first use with
+``default_backend()``, so ``import minigrad`` stays light and leaves the environment alone.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import importlib
 import os
 import types
 from typing import Callable, Iterator
+
+from minigrad.kernels._host import BackendUnavailable  # noqa: F401  (defined beside the kernels that raise it)
 
 #: Every backend module exports exactly these names (tests/test_backend.py checks each one).
 KERNELS = (
@@ -39,14 +46,23 @@ _REGISTRY: dict[str, str] = {
     "reference": "minigrad.kernels.reference",
 }
 
-#: The kernel table. Its attributes are the live backend's functions (possibly wrapped by a hook).
-k = types.SimpleNamespace()
+
+
+class _KernelTable(types.SimpleNamespace):
+    """The live backend's functions as attributes (possibly wrapped by a hook). Until a backend is selected
+    the table is empty, and the first attribute asked for selects ``default_backend()``."""
+
+    def __getattr__(self, name):  # only called for attributes not (yet) in the table
+        if _state["module"] is None and name in CONTRACT:
+            set_backend(default_backend())
+            return getattr(self, name)
+        raise AttributeError(f"kernel table has no {name!r}; the contract is {CONTRACT}")
+
+
+#: The kernel table: ``backend.k.conv2d_forward(...)`` calls the live backend.
+k = _KernelTable()
 
 _state = {"name": None, "module": None, "hook": None}
-
-
-class BackendUnavailable(RuntimeError):
-    """The requested backend cannot run on this machine (the message says what is missing)."""
 
 
 def register_backend(name: str, module_path: str) -> None:
@@ -103,18 +119,35 @@ def _install() -> None:
 def set_backend(name: str) -> None:
     """Make ``name`` the live backend ("numpy", "numba", "cupy" or "reference")."""
     module = load_module(name)
+    activate = getattr(module, "activate", None)
+    if activate is not None:
+        activate()
     _state["name"], _state["module"] = name, module
     _install()
 
 
+def _selected() -> types.ModuleType:
+    if _state["module"] is None:
+        set_backend(default_backend())
+    return _state["module"]
+
+
 def get_backend() -> str:
-    """Name of the live backend."""
+    """Name of the live backend (selecting the default one if none was selected yet)."""
+    _selected()
     return _state["name"]
 
 
 def backend_module() -> types.ModuleType:
     """The live kernel module (for tools that need module-level facts such as its thread settings)."""
-    return _state["module"]
+    return _selected()
+
+
+def device(name: str | None = None) -> str:
+    """Where the arrays of backend ``name`` (default: the live one) live: "host" (NumPy arrays, shared by
+    reference, numpy and numba) or the module's own ``DEVICE`` (cupy: "cuda")."""
+    module = _selected() if name is None else load_module(name)
+    return getattr(module, "DEVICE", "host")
 
 
 @contextlib.contextmanager
@@ -134,7 +167,8 @@ def set_kernel_hook(hook: Callable[[str, Callable], Callable] | None) -> None:
     This is how the tracer sees every kernel call without any layer knowing about it.
     """
     _state["hook"] = hook
-    _install()
+    if _state["module"] is not None:
+        _install()
 
 
 def default_backend() -> str:
@@ -149,6 +183,3 @@ def default_backend() -> str:
             continue
         return name
     return "numpy"
-
-
-set_backend(default_backend())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import importlib.util
 import os
 import platform
 import sys
@@ -44,26 +45,32 @@ def _total_memory_bytes() -> int | None:
     return None
 
 
-def _numba():
-    """numba if it imports, else None. Imported here only to read and set its thread count."""
+def _numba_runtime():
+    """minigrad's numba runtime when numba is installed, else None. Numba's threads are read and set through it
+    only: its calls apply the backend's OpenMP wait policy before Numba's thread pool starts."""
+    if importlib.util.find_spec("numba") is None:
+        return None
     try:
-        return importlib.import_module("numba")
+        return importlib.import_module("minigrad.kernels.numba_runtime")
     except ImportError:
         return None
 
 
 def set_threads(n: int, torch_too: bool) -> None:
-    """Limit BLAS, numba and (when ``torch_too``) torch to ``n`` threads each, for the rest of the process."""
+    """Limit BLAS, numba and (when ``torch_too``: only in a process that runs the torch peer) torch to ``n``
+    threads each, for the rest of the process."""
     from threadpoolctl import threadpool_limits
 
-    threadpool_limits(limits=n)
-    numba = _numba()
-    if numba is not None:
-        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
-    if torch_too:
-        from minigrad import torch_peer
+    runtime = _numba_runtime()
+    if runtime is not None:
+        import numba
 
-        torch_peer.set_threads(n)
+        runtime.set_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    threadpool_limits(limits=n)
+    if torch_too:
+        import torch
+
+        torch.set_num_threads(n)  # the intra-op pool its GEMMs and convolutions use
 
 
 def _gpu() -> str | None:
@@ -88,7 +95,7 @@ def machine_info() -> dict:
     blas = [{"library": p.get("internal_api"), "version": p.get("version"), "threads": p.get("num_threads"),
              "threading_layer": p.get("threading_layer"), "architecture": p.get("architecture")}
             for p in threadpool_info() if p.get("user_api") == "blas"]
-    numba = _numba()
+    runtime = _numba_runtime()
     torch = sys.modules.get("torch")
     return {
         "cpu": cpu_model(),
@@ -97,7 +104,7 @@ def machine_info() -> dict:
         "memory_bytes": _total_memory_bytes(),
         "platform": platform.platform(),
         "blas": blas,
-        "numba_threads": numba.get_num_threads() if numba is not None else None,
+        "numba_threads": runtime.get_threads()["numba"] if runtime is not None else None,
         "torch_threads": torch.get_num_threads() if torch is not None else None,
         "gpu": _gpu(),
     }

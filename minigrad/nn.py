@@ -21,17 +21,36 @@ class Parameter(Tensor):
         super().__init__(data, requires_grad=True, dtype=dtype)
 
 
+class BackendMismatch(RuntimeError):
+    """A module was called under a backend whose arrays live elsewhere than the module's (host vs GPU)."""
+
+
 class Module:
-    """Base class: parameters and submodules are found by attribute, in definition order."""
+    """Base class: parameters and submodules are found by attribute, in definition order.
+
+    A module knows the backend its arrays were made under (``.backend``) and where they live (``.device``:
+    "host" for reference/numpy/numba, which share NumPy arrays, "cuda" for cupy). Moving between host
+    backends needs nothing; calling a module under a backend on another device raises BackendMismatch
+    naming both, instead of failing somewhere inside a kernel: ``to_backend()`` moves it.
+    """
 
     def __init__(self):
         self.training = True
+        self._adopt_live_backend()
 
     def forward(self, *args):  # pragma: no cover - interface
         raise NotImplementedError
 
     def __call__(self, *args):
+        if self.device != backend.device():
+            raise BackendMismatch(
+                f"{type(self).__name__}: its arrays are {self.device} arrays (made under backend "
+                f"{self.backend!r}) but the live backend is {backend.get_backend()!r} ({backend.device()} "
+                "arrays); call .to_backend() on the model after set_backend, or build it after switching")
         return self.forward(*args)
+
+    def _adopt_live_backend(self) -> None:
+        self.backend, self.device = backend.get_backend(), backend.device()
 
     def children(self) -> Iterator["Module"]:
         for v in vars(self).values():
@@ -90,6 +109,8 @@ class Module:
         for prefix, m in self._modules_with_prefix():
             for name, buf in list(m.buffers()):
                 setattr(m, name, backend.k.asarray(np.array(state[prefix + name], dtype=buf.dtype)))
+        for _, m in self._modules_with_prefix():
+            m._adopt_live_backend()
 
     def to_backend(self) -> "Module":
         """Move parameters and buffers to the live backend's arrays (needed after switching to/from cupy)."""
@@ -104,6 +125,7 @@ class Module:
         for _, m in self._modules_with_prefix():
             for name, buf in list(m.buffers()):
                 setattr(m, name, backend.k.asarray(backend.k.to_numpy(buf), dtype=dtype))
+            m._adopt_live_backend()
         return self
 
     def _modules_with_prefix(self, prefix: str = ""):

@@ -89,3 +89,46 @@ def test_wrong_input_channels_is_a_clear_error():
         m(mg.Tensor(np.zeros((28, 28), np.float32)))
     with pytest.raises(TypeError, match="x must be float32 or float64; got uint8"):
         m(mg.Tensor(np.zeros((1, 1, 28, 28), np.uint8)))
+
+
+@pytest.fixture
+def elsewhere_backend(monkeypatch):
+    """A registered backend whose arrays claim to live on another device (numpy's kernels underneath)."""
+    import sys
+    import types
+
+    from minigrad import backend
+    from minigrad.kernels import numpy_ops
+
+    module = types.ModuleType("elsewhere_ops")
+    for name in backend.CONTRACT:
+        setattr(module, name, getattr(numpy_ops, name))
+    module.DEVICE = "elsewhere"
+    monkeypatch.setitem(sys.modules, "elsewhere_ops", module)
+    monkeypatch.setitem(backend._REGISTRY, "elsewhere", "elsewhere_ops")
+    yield "elsewhere"
+
+
+def test_a_module_knows_its_backend_and_moves_freely_between_host_backends():
+    with mg.use_backend("reference"):
+        model = mg.models.mlp()
+    assert (model.backend, model.device) == ("reference", "host")
+    with mg.use_backend("numpy"):
+        y = model(mg.Tensor(np.zeros((2, 1, 28, 28), np.float32)))  # host arrays: no move needed
+    assert y.shape == (2, 10)
+
+
+def test_calling_a_module_under_a_backend_on_another_device_names_both(elsewhere_backend):
+    with mg.use_backend("numpy"):
+        model = mg.models.mlp()
+    x = np.zeros((2, 1, 28, 28), np.float32)
+    with mg.use_backend(elsewhere_backend):
+        with pytest.raises(nn.BackendMismatch, match=r"host arrays \(made under backend 'numpy'\) but the live "
+                                                     r"backend is 'elsewhere' \(elsewhere arrays\); call "
+                                                     r"\.to_backend\(\)"):
+            model(mg.Tensor(x))
+        model.to_backend()
+        assert all(m.device == "elsewhere" for _, m in model._modules_with_prefix())
+        assert model(mg.Tensor(x)).shape == (2, 10)
+    with mg.use_backend("numpy"), pytest.raises(nn.BackendMismatch, match="made under backend 'elsewhere'"):
+        model(mg.Tensor(x))
