@@ -20,18 +20,17 @@ from pathlib import Path
 
 
 def _batch_sizes(text: str) -> list[int]:
+    from minigrad import batch_sizes
+
     try:
-        sizes = [int(p) for p in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"batch sizes must be positive integers; got {text!r}") from None
-    if not sizes or min(sizes) < 1:
-        raise argparse.ArgumentTypeError(f"batch sizes must be positive integers; got {text!r}")
-    return sizes
+        return list(batch_sizes.parse(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
     from minigrad import backend, data, models
-    from minigrad.profiling.explain import DEFAULT_BATCH_SIZES
+    from minigrad.batch_sizes import DEFAULT_BATCH_SIZES
 
     p = argparse.ArgumentParser(prog="python -m minigrad.profile", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -123,12 +122,9 @@ def _save_trace(args, train_set, out: Path) -> None:
     from minigrad.profiling import _harness
     from minigrad.profiling.tracer import Tracer
 
-    model, opt, batches = _harness.setup(args.model, max(args.batch_sizes), train_set, args.steps)
+    run = _harness.Harness(args.model, max(args.batch_sizes), train_set, args.steps)
     with Tracer() as tr:
-        for _ in range(args.steps):
-            x, y = next(batches)
-            with tr.step():
-                _harness.step(model, opt, x, y)
+        run.steps(args.steps, around=tr.step)
     tr.save_chrome_trace(out / "trace.json")
     print(f"\ntrace.json (open in https://ui.perfetto.dev) in {out}")
 

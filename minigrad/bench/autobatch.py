@@ -19,9 +19,10 @@ import numpy as np
 
 from minigrad.train import History
 
-from .engines import data_loader
+from minigrad.batch_sizes import KNEE_TOLERANCE, knee
+
 from .measure import measure_memory, training_steps
-from .settings import KNEE_TOLERANCE, Settings, UsageError, format_bytes
+from .settings import Settings, UsageError, data_loader, format_bytes
 
 MEMORY_PROBE_SIZES = (1, 2, 4, 8, 16)
 #: Probing continues past 16 (doubling) until memory visibly grows with B, up to this batch size.
@@ -29,16 +30,6 @@ MEMORY_PROBE_LIMIT = 1024
 #: Training samples timed per throughput candidate (with at least THROUGHPUT_MIN_STEPS steps).
 THROUGHPUT_PROBE_SAMPLES = 1024
 THROUGHPUT_MIN_STEPS = 3
-
-
-def knee(points: list[tuple[int, float]], tolerance: float = KNEE_TOLERANCE) -> tuple[int, int, float]:
-    """(knee batch, best batch, best samples/s) of (batch size, samples/s) points.
-
-    The knee is the smallest batch whose throughput is within ``tolerance`` of the best.
-    """
-    best_b, best = max(points, key=lambda p: p[1])
-    knee_b = min(b for b, sps in points if sps >= (1 - tolerance) * best)
-    return knee_b, best_b, best
 
 
 def _fresh(engine, settings, init_state, batch_size):

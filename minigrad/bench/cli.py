@@ -17,12 +17,13 @@ from pathlib import Path
 
 from minigrad import backend, data, models
 
-from . import autobatch, sweep
+from . import sweep
 from .engines import TORCH, check_engine
 from ..machine import describe, machine_info, set_threads, usable_cores, versions
-from .report import findings_text, text_table, write_outputs
+from .outputs import write_outputs
+from .report import findings_text, text_table
 from .settings import (DEFAULT_BATCH_SIZES, DEFAULT_LR, DEFAULT_MEMORY_BUDGET, DEFAULT_SAMPLES, QUICK_BATCH_SIZES,
-                       QUICK_SAMPLES, Settings, UsageError, parse_batch_sizes, parse_bytes, parse_int,
+                       QUICK_SAMPLES, Settings, UsageError, load_data, parse_batch_sizes, parse_bytes, parse_int,
                        parse_real)
 from .store import SCHEMA_VERSION, RunDir, check_out_dir
 
@@ -174,13 +175,6 @@ def default_run_dir(settings: Settings) -> Path:
     return path
 
 
-def load_data(settings: Settings):
-    try:
-        return data.load_dataset(settings.dataset, settings.data_dir, seed=settings.seed)
-    except (data.DataUnavailable, data.ChecksumError, data.DataFormatError, OSError) as exc:
-        raise UsageError(f"--dataset {settings.dataset}: {exc}") from None
-
-
 def run_record(settings: Settings, args: list[str], session: int, train_set, test_set) -> dict:
     """The ``run`` record that opens a session in results.jsonl: everything needed to read its results."""
     data_record = {"dataset": train_set.name, "synthetic": train_set.synthetic,
@@ -259,7 +253,7 @@ def _run(args: list[str]) -> int:
         out = Path(given["out"]) if "out" in given else default_run_dir(settings)
         check_out_dir(out)
 
-    set_threads(settings.threads, torch_too=TORCH in settings.backends)
+    set_threads(settings.threads, torch_too=False)  # the torch peer sets its own, in its own process
     train_set, test_set = load_data(settings)
     if session == 0:
         run_dir = RunDir.create(out)
@@ -278,8 +272,7 @@ def _run(args: list[str]) -> int:
             for name in settings.backends:
                 if name not in picks:
                     print(f"{name}: probing memory and throughput for --batch-sizes auto ...", flush=True)
-                    picks[name] = {**autobatch.choose(study.engines[name], settings, train_set, study.init_state),
-                                   "session": session}
+                    picks[name] = {**sweep.choose_batch_sizes(study, name), "session": session}
                     run_dir.append(picks[name])
                 print(f"{name} auto (memory): {picks[name]['memory_explanation']}\n"
                       f"{name} auto (knee): {picks[name]['knee_explanation']}", flush=True)

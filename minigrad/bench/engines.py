@@ -1,8 +1,11 @@
 """The two kinds of engine the bench drives the same way: a minigrad backend, and the torch peer.
 
 The measurement code (``measure.py``) only talks to this interface, so every engine is warmed up, timed,
-evaluated and memory-measured by the same lines. The bench never imports numba or cupy: a minigrad
-engine is a backend name handed to ``minigrad.backend``.
+evaluated and memory-measured by the same lines, and trained by the same loop (``minigrad.loop``, through
+the engine's adapter). The bench never imports numba or cupy: a minigrad engine is a backend name handed
+to ``minigrad.backend``. Nor does the bench's process import torch: ``make_engine("torch")`` is a
+``ChildEngine`` whose measurements run in a child process (``child.py``), where the real ``TorchEngine``
+does the work.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import importlib
 import importlib.util
 import sys
 
-from minigrad import backend, data, models, optim, train
+from minigrad import backend, models, optim, train
 from minigrad.tensor import Tensor, no_grad
 
 from .settings import Settings, UsageError
@@ -20,7 +23,9 @@ TORCH = "torch"
 
 
 class MinigradEngine:
-    """A minigrad backend ("numpy", "numba", "cupy", ...)."""
+    """A minigrad backend ("numpy", "numba", "cupy", ...), measured in the bench's own process."""
+
+    isolated = False
 
     def __init__(self, name: str):
         self.name = name
@@ -73,13 +78,16 @@ class MinigradEngine:
 
 
 class TorchEngine:
-    """PyTorch on the CPU through ``minigrad.torch_peer``, fed by the same numpy DataLoaders."""
+    """PyTorch on the CPU through ``minigrad.torch_peer``, fed by the same numpy DataLoaders (child process only)."""
 
     name = TORCH
+    isolated = False
 
     def __init__(self):
-        from minigrad import torch_peer
-
+        try:
+            from minigrad import torch_peer
+        except ImportError as exc:
+            raise UsageError(f"--backend torch: torch does not import: {exc}") from None
         self.peer = torch_peer
 
     def activate(self) -> None:
@@ -94,10 +102,10 @@ class TorchEngine:
         return self.peer.Optimizer(model, settings.optimizer, lr, settings.momentum)
 
     def fit(self, model, loader, optimizer, **kwargs) -> train.History:
-        return self.peer.fit(model, loader, optimizer, **kwargs)
+        return train.fit(model, loader, optimizer, adapter=self.peer.ADAPTER, **kwargs)
 
     def evaluate(self, model, loader) -> dict:
-        return self.peer.evaluate(model, loader)
+        return train.evaluate(model, loader, self.peer.ADAPTER)
 
     def predict(self, model, x):
         return self.peer.predict(model, x)
@@ -110,9 +118,24 @@ class TorchEngine:
     def gpu_pool(self):
         return None
 
-    def is_out_of_memory(self, exc: BaseException) -> bool:
+    @staticmethod
+    def is_out_of_memory(exc: BaseException) -> bool:
         # torch's CPU allocator raises RuntimeError("... DefaultCPUAllocator: can't allocate memory ...")
         return isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and "allocate memory" in str(exc))
+
+
+class ChildEngine:
+    """The bench's handle on the torch peer: every measurement of it runs in a child process (child.py),
+    which reports running out of memory as MemoryError."""
+
+    name = TORCH
+    isolated = True
+
+    def gpu_pool(self):
+        return None
+
+    def is_out_of_memory(self, exc: BaseException) -> bool:
+        return isinstance(exc, MemoryError)
 
 
 def torch_available() -> bool:
@@ -124,13 +147,9 @@ def check_engine(name: str) -> None:
     known = backend.registered_backends() + [TORCH]
     if name not in known:
         raise UsageError(f"--backend: unknown backend {name!r}; expected one of {', '.join(known)}")
-    if name == TORCH:
+    if name == TORCH:  # found, not imported: torch runs in child processes only (a broken install fails there)
         if not torch_available():
             raise UsageError("--backend torch: torch is not importable here (pip install torch to compare with it)")
-        try:
-            importlib.import_module("minigrad.torch_peer")
-        except ImportError as exc:
-            raise UsageError(f"--backend torch: torch does not import: {exc}") from None
         return
     try:
         backend.load_module(name)
@@ -139,10 +158,4 @@ def check_engine(name: str) -> None:
 
 
 def make_engine(name: str):
-    return TorchEngine() if name == TORCH else MinigradEngine(name)
-
-
-def data_loader(dataset: data.ArrayDataset, batch_size: int, settings: Settings, shuffle: bool):
-    """The one way the bench builds a loader, so every engine and phase sees the same batches."""
-    return data.DataLoader(dataset, batch_size, shuffle=shuffle, seed=settings.seed if shuffle else None,
-                           normalize=True, dtype=settings.dtype)
+    return ChildEngine() if name == TORCH else MinigradEngine(name)

@@ -7,8 +7,10 @@
    once under tracemalloc (and against CuPy's pool on the GPU). Kept out of the timed run because tracing
    allocations slows every allocation down.
 3. The timed run: a fresh model from the study's initial weights trains on the sample budget (or whole
-   epochs). When the test set is evaluated periodically (``--target-accuracy``/``--eval-every``) the
-   evaluation runs between steps and its time is subtracted from the step it fell into.
+   epochs) through ``minigrad.train.fit``, i.e. ``minigrad.loop``: step time is the loop's
+   ``compute_seconds`` and the wait for data its ``data_seconds``, the same definitions every profiler
+   uses. When the test set is evaluated periodically (``--target-accuracy``/``--eval-every``) the
+   evaluation runs inside the loader, between steps, and its time is subtracted from that step's data time.
 4. A final test-set evaluation (untimed).
 
 Inference mode runs the same phases with forward passes in eval mode and no autograd.
@@ -19,18 +21,15 @@ from __future__ import annotations
 import ctypes
 import gc
 import math
-import os
 import re
-import sys
 import time
 import tracemalloc
 
 import numpy as np
 
-from minigrad import optim
+from minigrad import optim, progress as _progress
 
-from .engines import data_loader
-from .settings import EVAL_BATCH_SIZE, MEMORY_STEPS, STEADY_SKIP_MAX, WARMUP_STEPS, Settings
+from .settings import EVAL_BATCH_SIZE, MEMORY_STEPS, STEADY_SKIP_MAX, WARMUP_STEPS, Settings, data_loader
 
 # ------------------------------------------------------------------------------------------------- memory
 
@@ -123,8 +122,8 @@ class PeriodicEvaluation:
     """Wraps a training loader so that the test set is evaluated every ``every`` training samples.
 
     fit() asks the loader for the next batch at the start of a step, after the previous step's update, so
-    the evaluation sees the model as trained so far; its wall time lands inside that next step and is
-    recorded per step (``seconds_before_step``) to be subtracted from it.
+    the evaluation sees the model as trained so far; its wall time lands inside that next step's data time
+    and is recorded per step (``seconds_before_step``) to be subtracted from it.
     """
 
     def __init__(self, loader, every: int, evaluate):
@@ -207,7 +206,7 @@ def measure_train(engine, settings: Settings, batch_size: int, train_set, test_s
     t0 = time.perf_counter()
     warm = engine.fit(scratch, loader(), scratch_opt, accumulate=k, max_steps=WARMUP_STEPS, progress=False)
     row.update(warmup_seconds=time.perf_counter() - t0, warmup_steps=len(warm.steps),
-               first_step_s=warm.steps[0].seconds)
+               first_step_s=warm.steps[0].compute_seconds)
     row.update(measure_memory(engine, training_steps(engine, scratch, scratch_opt, loader, k, MEMORY_STEPS)))
     row["model_state_bytes"] = engine.state_bytes(scratch, scratch_opt)
     del scratch, scratch_opt, warm
@@ -233,14 +232,15 @@ def measure_train(engine, settings: Settings, batch_size: int, train_set, test_s
                          warmup=warmup, progress=progress, desc=f"{engine.name} B={batch_size}")
     wall = time.perf_counter() - t0
     before = periodic.seconds_before_step if periodic else {}
-    seconds = np.array([s.seconds - before.get(s.step, 0.0) for s in history.steps])
+    compute = history.step_seconds
     data_seconds = np.array([s.data_seconds - before.get(s.step, 0.0) for s in history.steps])
+    seconds = compute + data_seconds
     train_seconds = wall - sum(before.values())
     samples = sum(s.samples for s in history.steps)
     tail = history.steps[-max(1, len(history.steps) // 10):]
     row.update(samples=samples, steps=len(history.steps), updates=history.updates, epochs_run=len(history.epochs),
                train_seconds=train_seconds, samples_per_s=samples / train_seconds)
-    row.update(step_statistics(seconds))
+    row.update(step_statistics(compute))
     row.update(steady_samples_per_s=batch_size / row["step_median_s"], data_median_s=float(np.median(data_seconds)),
                data_fraction=float(data_seconds.sum() / seconds.sum()))
     measured = settings.epochs is not None
@@ -277,8 +277,6 @@ def measure_inference(engine, settings: Settings, batch_size: int, test_set, ini
     A step is timed like a training step (from asking the loader to having the logits on the host);
     ``latency`` is its forward part alone, the number that matters to a caller waiting on a prediction.
     """
-    from tqdm.auto import tqdm
-
     engine.activate()
     row = _new_row(engine, settings, batch_size)
     model = engine.model(settings, init_state)
@@ -300,8 +298,8 @@ def measure_inference(engine, settings: Settings, batch_size: int, test_set, ini
     n_steps = math.ceil(settings.budget_samples(len(test_set)) / batch_size)
     steps, latencies, data_seconds = np.empty(n_steps), np.empty(n_steps), np.empty(n_steps)
     samples = 0
-    bar = tqdm(total=n_steps, desc=f"{engine.name} B={batch_size} inference", unit="batch", leave=False,
-               disable=not progress_enabled(progress))
+    bar = _progress.bar(progress, total=n_steps, desc=f"{engine.name} B={batch_size} inference", unit="batch",
+                        leave=False)
     t_start = time.perf_counter()
     for i in range(n_steps):
         t0 = time.perf_counter()
@@ -324,9 +322,3 @@ def measure_inference(engine, settings: Settings, batch_size: int, test_set, ini
                epoch_measured=measured)
     return row
 
-
-def progress_enabled(progress: bool | None) -> bool:
-    """Progress bars only where someone watches them (a terminal, not CI), unless asked explicitly."""
-    if progress is not None:
-        return bool(progress)
-    return sys.stderr.isatty() and not os.environ.get("CI")

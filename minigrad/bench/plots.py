@@ -13,8 +13,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
-from .report import findings
-from .settings import KNEE_TOLERANCE
+from minigrad.batch_sizes import KNEE_TOLERANCE
 
 _MIB = 1024 * 1024
 
@@ -108,8 +107,9 @@ def _save(fig: Figure, out: Path, name: str, written: list[str], study) -> None:
     written.append(f"plots/{name}")
 
 
-def write_plots(run_dir: Path, study) -> list[str]:
-    """Write the study's PNGs under ``run_dir/plots``; returns their paths relative to ``run_dir``."""
+def write_plots(run_dir: Path, study, findings: dict) -> list[str]:
+    """Write the study's PNGs under ``run_dir/plots`` (``findings``: report.findings(study), for the knee
+    stars); returns their paths relative to ``run_dir``."""
     out = Path(run_dir) / "plots"
     out.mkdir(parents=True, exist_ok=True)
     sizes, s, written = _sizes(study), study.settings, []
@@ -125,7 +125,7 @@ def write_plots(run_dir: Path, study) -> list[str]:
     title = f"Throughput vs batch size (star: knee, the smallest batch within {KNEE_TOLERANCE:.0%} of the best)"
     fig, (ax,) = _figure(study, title)
     _lines(ax, study, "samples_per_s")
-    for i, (name, f) in enumerate(findings(study).items()):
+    for i, (name, f) in enumerate(findings.items()):
         if "knee_batch" in f:
             row = next(r for r in study.ok_rows(name) if r["batch_size"] == f["knee_batch"])
             ax.plot([row["batch_size"]], [row["samples_per_s"]], "*", color=f"C{i}", markersize=16,

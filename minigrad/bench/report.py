@@ -9,10 +9,11 @@ from __future__ import annotations
 import csv
 import io
 
-from .autobatch import knee
-from .settings import (EVAL_BATCH_SIZE, KNEE_TOLERANCE, MEMORY_STEPS, STEADY_SKIP_MAX, WARMUP_STEPS, Settings,
+from minigrad.batch_sizes import KNEE_TOLERANCE, knee
+
+from .settings import (EVAL_BATCH_SIZE, MEMORY_STEPS, STEADY_SKIP_MAX, WARMUP_STEPS, Settings,
                        format_bytes)
-from .store import SCHEMA_VERSION, RunDir, clean_json, dumps
+from .store import SCHEMA_VERSION, clean_json
 
 #: The columns of a result row, in results.csv order (README: "Output schema").
 RESULT_COLUMNS = (
@@ -328,18 +329,3 @@ def markdown(study: Results, complete: bool, plots: list[str]) -> str:
     lines += ["Every number comes from `results.jsonl` in this directory (schema: README, \"The batch-size study\")."]
     return "\n".join(lines) + "\n"
 
-
-def write_outputs(run_dir: RunDir, complete: bool, with_plots: bool) -> Results:
-    """(Re)write summary.json, results.csv, report.md and, when asked, the plots, from results.jsonl."""
-    study = Results(run_dir.read())
-    plots: list[str] = []
-    if with_plots and any(r["status"] == "ok" for r in study.rows):
-        from .plots import write_plots
-
-        plots = write_plots(run_dir.path, study)
-    elif (run_dir.path / "plots").is_dir():
-        plots = sorted(f"plots/{p.name}" for p in (run_dir.path / "plots").glob("*.png"))
-    run_dir.write_text("summary.json", dumps(summary(study, complete, plots), indent=2) + "\n")
-    run_dir.write_text("results.csv", csv_text(study))
-    run_dir.write_text("report.md", markdown(study, complete, plots))
-    return study

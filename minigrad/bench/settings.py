@@ -10,8 +10,9 @@ import math
 import re
 from dataclasses import asdict, dataclass, fields
 
-#: The default sweep: powers of two from 1 to 256, as in the classic report (1200 s at batch 1 ... 850 s at 256).
-DEFAULT_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+from minigrad import batch_sizes as _batch_sizes, data
+from minigrad.batch_sizes import DEFAULT_BATCH_SIZES
+
 #: Sized so that the default study takes about 3 minutes on 2 cores with lenet5 on the numpy backend
 #: (~1k samples/s at batch 1, ~3k at 64): half an epoch per batch size, plus fixed costs per batch size.
 DEFAULT_SAMPLES = 30000
@@ -29,8 +30,6 @@ MEMORY_STEPS = 2
 EVAL_BATCH_SIZE = 1000
 #: Share of the first timed steps left out of the step-time statistics (at most STEADY_SKIP_MAX steps).
 STEADY_SKIP_MAX = 2
-#: The knee of a throughput curve: the smallest batch within this fraction of the best samples/s.
-KNEE_TOLERANCE = 0.10
 
 
 class UsageError(ValueError):
@@ -95,6 +94,20 @@ class Settings:
         return scale_lr(self.lr, batch_size * self.accumulate, self.base_batch_size, self.lr_scaling)
 
 
+def load_data(settings: Settings):
+    """The study's (train, test) datasets; a data problem is a UsageError naming the dataset."""
+    try:
+        return data.load_dataset(settings.dataset, settings.data_dir, seed=settings.seed)
+    except (data.DataUnavailable, data.ChecksumError, data.DataFormatError, OSError) as exc:
+        raise UsageError(f"--dataset {settings.dataset}: {exc}") from None
+
+
+def data_loader(dataset, batch_size: int, settings: Settings, shuffle: bool):
+    """The one way the bench builds a loader, so every engine and phase sees the same batches."""
+    return data.DataLoader(dataset, batch_size, shuffle=shuffle, seed=settings.seed if shuffle else None,
+                           normalize=True, dtype=settings.dtype)
+
+
 # ------------------------------------------------------------------------------------------------ parsing
 
 
@@ -114,12 +127,10 @@ def parse_batch_sizes(text: str) -> tuple[int, ...] | str:
     """``"auto"`` or a comma list of positive integers (any, not only powers of two), duplicates dropped."""
     if text.strip().lower() == "auto":
         return "auto"
-    sizes = []
-    for part in text.split(","):
-        value = parse_int(part, "--batch-sizes: each batch size")
-        if value not in sizes:
-            sizes.append(value)
-    return tuple(sizes)
+    try:
+        return _batch_sizes.parse(text)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 _UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,

@@ -14,11 +14,12 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from minigrad import models, rng
+from minigrad import models, progress as _progress, rng
 from minigrad.train import NonFiniteLoss
 
+from . import autobatch, child
 from .engines import make_engine
-from .measure import measure_inference, measure_train, progress_enabled
+from .measure import measure_inference, measure_train
 from .settings import Settings
 from .store import RunDir
 
@@ -85,8 +86,18 @@ def measure_entry(study: Study, name: str, batch_size: int, chosen_by: list[str]
     return {"record": "result", **row}
 
 
+def choose_batch_sizes(study: Study, name: str) -> dict:
+    """The ``autobatch`` record of backend ``name`` (--batch-sizes auto), probed where that engine runs."""
+    engine = study.engines[name]
+    if engine.isolated:
+        return child.call("autobatch", study.settings, init_state=study.init_state)
+    return autobatch.choose(engine, study.settings, study.train_set, study.init_state)
+
+
 def _measure(study: Study, engine, batch_size: int) -> dict:
     s = study.settings
+    if engine.isolated:
+        return child.call(s.mode, s, batch_size=batch_size, init_state=study.init_state, progress=study.progress)
     if s.mode == "train":
         return measure_train(engine, s, batch_size, study.train_set, study.test_set, study.init_state, study.progress)
     return measure_inference(engine, s, batch_size, study.test_set, study.init_state, study.progress)
@@ -118,13 +129,13 @@ def run(study: Study, run_dir: RunDir, entries: list[tuple[int, str, list[str]]]
 
     ``on_result(record)`` runs after each append (the CLI refreshes the derived files there).
     """
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # tqdm.write: messages that do not break a progress bar
 
     todo = [e for e in entries if (e[1], e[0]) not in done]
     if len(todo) < len(entries):
         tqdm.write(f"resuming: {len(entries) - len(todo)} of {len(entries)} entries already finished, "
                    f"{len(todo)} to go")
-    bar = tqdm(total=len(todo), desc="sweep", unit="entry", disable=not progress_enabled(study.progress))
+    bar = _progress.bar(study.progress, total=len(todo), desc="sweep", unit="entry")
     try:
         for batch_size, name, chosen_by in todo:
             bar.set_postfix_str(f"{name} B={batch_size}")

@@ -8,13 +8,6 @@ from minigrad.bench.engines import MinigradEngine
 from minigrad.bench.settings import Settings, UsageError
 
 
-def test_knee_is_the_smallest_batch_within_ten_percent_of_the_best():
-    points = [(1, 100.0), (2, 190.0), (4, 300.0), (8, 370.0), (16, 400.0), (32, 395.0), (64, 380.0)]
-    assert autobatch.knee(points) == (8, 16, 400.0)  # 370 >= 0.9 * 400; 300 is not
-    assert autobatch.knee([(17, 5.0)]) == (17, 17, 5.0)
-    assert autobatch.knee([(1, 10.0), (2, 9.5)]) == (1, 1, 10.0)
-
-
 def _choose(synthetic_sets, budget):
     s = Settings(model="mlp", backends=("numpy",), batch_sizes="auto", memory_budget=budget, samples=64, threads=1)
     rng.manual_seed(0)

@@ -3,7 +3,8 @@
 import pytest
 
 from minigrad.bench import cli, sweep
-from minigrad.bench.report import text_table, write_outputs
+from minigrad.bench.outputs import write_outputs
+from minigrad.bench.report import text_table
 from minigrad.bench.settings import Settings
 from minigrad.bench.store import RunDir
 

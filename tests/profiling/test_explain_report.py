@@ -67,7 +67,7 @@ def test_every_subcommand_runs_from_the_cli(command, tmp_path):
         assert json.loads(proc.stdout)["updates"] == 3
 
 
-@pytest.mark.parametrize("args,msg", [(["--batch-sizes", "0"], "batch sizes must be positive"),
+@pytest.mark.parametrize("args,msg", [(["--batch-sizes", "0"], "each batch size must be a positive integer; got 0"),
                                       (["--backend", "tpu"], "invalid choice"),
                                       (["--steps", "0"], "--steps must be a positive integer")])
 def test_bad_arguments_exit_2_without_traceback(args, msg, tmp_path):

@@ -1,0 +1,34 @@
+"""Batch sizes as every study of minigrad states them: the default sweep, a list read from the command line,
+and the throughput knee. One owner for each, shared by the bench and the profilers."""
+
+from __future__ import annotations
+
+#: The default sweep: powers of two from 1 to 256, as in the classic report (1200 s at batch 1 ... 850 s at 256).
+DEFAULT_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+#: The knee of a throughput curve: the smallest batch within this fraction of the best samples/s.
+KNEE_TOLERANCE = 0.10
+
+
+def parse(text: str, what: str = "--batch-sizes") -> tuple[int, ...]:
+    """A comma list of positive integers (any, not only powers of two), in the order given, duplicates
+    dropped; ValueError naming ``what`` and the bad item otherwise."""
+    sizes: list[int] = []
+    for part in str(text).split(","):
+        try:
+            value = int(part.strip())
+        except ValueError:
+            raise ValueError(f"{what}: each batch size must be a positive integer; got {part.strip()!r}") from None
+        if value < 1:
+            raise ValueError(f"{what}: each batch size must be a positive integer; got {value}")
+        if value not in sizes:
+            sizes.append(value)
+    return tuple(sizes)
+
+
+def knee(points, tolerance: float = KNEE_TOLERANCE) -> tuple[int, int, float]:
+    """(knee batch, best batch, best samples/s) of (batch size, samples/s) points: the knee is the smallest
+    batch whose throughput is within ``tolerance`` of the best."""
+    best_b, best = max(points, key=lambda p: p[1])
+    knee_b = min(b for b, sps in points if sps >= (1 - tolerance) * best)
+    return knee_b, best_b, best

@@ -1,0 +1,98 @@
+"""Engines measured in a process of their own: the PyTorch peer runs here, never in the bench's process.
+
+Why: a peer measured inside minigrad's process inherits what minigrad did to it (numba's OpenMP thread
+policy, BLAS thread limits, a second OpenMP runtime loaded first) and ran 3.5x slower at batch 1 than torch
+alone. The child is started with the environment the user gave the bench (``os.environ``: minigrad never
+writes its thread policy there, see ``minigrad.kernels.numba_runtime``), sets its own threads to the
+study's ``--threads`` and runs the very same measurement code (``measure``, ``autobatch``) on its own copy
+of the data, so its rows are measured exactly like minigrad's.
+
+Protocol: the parent writes one pickled request to the child's stdin and reads one pickled reply from its
+stdout; progress bars go to the shared stderr. A failure inside the child comes back as the same kind of
+error in the parent: NonFiniteLoss (diverged), MemoryError (out of memory), UsageError, else ChildFailed
+with the child's traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+import traceback
+
+from minigrad.loop import NonFiniteLoss
+
+from .settings import Settings, UsageError
+
+_ERRORS = {"NonFiniteLoss": NonFiniteLoss, "MemoryError": MemoryError, "UsageError": UsageError}
+
+
+class ChildFailed(RuntimeError):
+    """The child process died or raised something the bench does not record as a status."""
+
+
+def call(task: str, settings: Settings, **kwargs):
+    """Run ``task`` ("train", "inference" or "autobatch") for the torch peer in a child process; its result."""
+    request = pickle.dumps({"task": task, "settings": settings, **kwargs})
+    proc = subprocess.run([sys.executable, "-m", "minigrad.bench.child"], input=request, stdout=subprocess.PIPE,
+                          env=dict(os.environ))
+    if proc.returncode == 130:
+        raise KeyboardInterrupt
+    try:
+        reply = pickle.loads(proc.stdout)
+    except Exception:
+        raise ChildFailed(f"the {task} child for the torch peer exited with code {proc.returncode} and no "
+                          "reply (its stderr is above)") from None
+    if "error" in reply:
+        kind, message = reply["error"]
+        raise _ERRORS.get(kind, ChildFailed)(message)
+    return reply["result"]
+
+
+def _serve(request: dict):
+    from minigrad.machine import set_threads
+
+    from . import autobatch, engines, measure
+    from .settings import load_data
+
+    settings = request["settings"]
+    set_threads(settings.threads, torch_too=True)
+    train_set, test_set = load_data(settings)
+    engine = engines.TorchEngine()
+    task = request["task"]
+    if task == "autobatch":
+        return autobatch.choose(engine, settings, train_set, request["init_state"])
+    if task == "train":
+        return measure.measure_train(engine, settings, request["batch_size"], train_set, test_set,
+                                     request["init_state"], request["progress"])
+    if task == "inference":
+        return measure.measure_inference(engine, settings, request["batch_size"], test_set, request["init_state"],
+                                         request["progress"])
+    raise ValueError(f"unknown task {task!r}")
+
+
+def main() -> int:
+    reply_to = sys.stdout.buffer
+    sys.stdout = sys.stderr  # anything printed while measuring must not corrupt the reply
+    request = pickle.load(sys.stdin.buffer)
+    try:
+        reply = {"result": _serve(request)}
+    except KeyboardInterrupt:
+        return 130
+    except (NonFiniteLoss, UsageError) as exc:
+        reply = {"error": (type(exc).__name__, str(exc))}
+    except Exception as exc:
+        from .engines import TorchEngine
+
+        if TorchEngine.is_out_of_memory(exc):
+            reply = {"error": ("MemoryError", f"{type(exc).__name__}: {exc}")}
+        else:
+            reply = {"error": ("ChildFailed", "".join(traceback.format_exception(exc)))}
+    pickle.dump(reply, reply_to)
+    reply_to.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
