@@ -10,8 +10,11 @@ run) and convnet's conv GEMM work at batch >= 32 as a fraction of that peak.
     .venv/bin/python -m benchmarks.compare_cpu                    # full table, a few minutes
     .venv/bin/python -m benchmarks.compare_cpu --models lenet5 --batch-sizes 1,64 --samples 128
 
-PyTorch runs in a child process started with this process's original environment: minigrad's Numba
-backend asks OpenMP for a passive wait policy, and torch must neither inherit that nor share libgomp.
+Every engine runs in a child process of its own (``--worker ENGINE``), started with the user's
+environment, and trains through minigrad's one training loop (``minigrad.loop.TrainLoop``; PyTorch through
+``minigrad.torch_peer.ADAPTER``, on a twin of the same minigrad model with the same initial weights): the
+time of a repeat is the sum of the loop's ``compute_seconds`` over its steps, the same step time the bench
+and the profilers report.
 
 The run checks itself and exits non-zero if a check fails: minigrad-numba's first training step equals
 minigrad-numpy's within float32 tolerance, and for every engine and point the loss on a fixed set of 256
@@ -22,18 +25,16 @@ met or missed, not asserted.
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
+import json
 import os
+import statistics
+import subprocess
+import sys
+import time
 
-ORIGINAL_ENV = dict(os.environ)  # before minigrad's Numba backend sets OMP_WAIT_POLICY (see the docstring)
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-
-import numpy as np  # noqa: E402
+import numpy as np
 
 MODELS = ("mlp", "lenet5", "convnet")
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
@@ -72,83 +73,86 @@ def conv_gemm_flops_per_sample(model):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# engines: each returns (step(x, y) -> None, loss(x, y) -> float without building a graph) for one model
+# engines: a model, its optimizer and the adapter that lets minigrad's training loop drive it
 
 
-def minigrad_engine(backend_name, model_name):
+def make_engine(engine, model_name):
+    """(model, optimizer, adapter) of ``engine`` ("minigrad-numpy", "minigrad-numba" or "torch") for one model,
+    all from the same seeded minigrad initial weights."""
     import minigrad as mg
-    import minigrad.functional as F
     from minigrad.models import get_model
 
-    mg.set_backend(backend_name)
+    mg.set_backend("numpy" if engine == "torch" else engine.split("-")[1])
     mg.manual_seed(0)
     model = get_model(model_name)
-    opt = mg.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
+    if engine != "torch":
+        return model, mg.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM), mg.loop.MINIGRAD
+    from minigrad import torch_peer
 
-    def step(x, y):
-        loss = F.cross_entropy(model(mg.Tensor(x)), y)
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-
-    @mg.no_grad()
-    def evaluate(x, y):
-        return float(F.cross_entropy(model(mg.Tensor(x)), y).item())
-    return step, evaluate
+    twin = torch_peer.twin(model)
+    return twin, torch_peer.Optimizer(twin, "sgd", LR, MOMENTUM), torch_peer.ADAPTER
 
 
-def torch_model(name):
-    import torch.nn as nn
-
-    if name == "mlp":
-        return nn.Sequential(nn.Flatten(), nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10))
-    if name == "lenet5":
-        return nn.Sequential(nn.Conv2d(1, 6, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 16, 5), nn.ReLU(),
-                             nn.MaxPool2d(2), nn.Flatten(), nn.Linear(256, 120), nn.ReLU(), nn.Linear(120, 84),
-                             nn.ReLU(), nn.Linear(84, 10))
-    return nn.Sequential(nn.Conv2d(1, 32, 3), nn.ReLU(), nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Flatten(), nn.Linear(9216, 128), nn.ReLU(), nn.Linear(128, 10))
-
-
-def torch_engine(model_name):
-    import torch
-
-    torch.manual_seed(0)
-    model = torch_model(model_name)
-    opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
-
-    def step(x, y):
-        loss = torch.nn.functional.cross_entropy(model(torch.from_numpy(x)), torch.from_numpy(y))
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-
-    @torch.no_grad()
-    def evaluate(x, y):
-        return float(torch.nn.functional.cross_entropy(model(torch.from_numpy(x)), torch.from_numpy(y)).item())
-    return step, evaluate
-
-
-def measure(make_step, model_name, batch_size, samples, repeats, data):
+def measure(engine, model_name, batch_size, samples, repeats, data):
     """{"rate": samples/s (median of repeats), "loss_start"/"loss_end": loss on a fixed set of EVAL_SAMPLES
-    of the training data before the warm-up and after the timed steps, "repeats": [seconds...]}."""
-    step, evaluate = make_step(model_name)
-    held = data[0][:EVAL_SAMPLES], data[1][:EVAL_SAMPLES]
-    loss_start = evaluate(*held)
+    of the training data before the warm-up and after the timed steps, "repeats": [seconds...]}; a repeat's
+    seconds are the sum of the loop's step times (compute_seconds) over its steps."""
+    from minigrad import loop as mg_loop
+
+    model, opt, adapter = make_engine(engine, model_name)
+    held = [(data[0][:EVAL_SAMPLES], data[1][:EVAL_SAMPLES])]
+    loss_start = mg_loop.evaluate(model, held, adapter)["loss"]
     stream = batches(*data, batch_size)
     steps = max(3, samples // batch_size)
-    for _ in range(WARMUP_STEPS):
-        step(*next(stream))
+    trainer = mg_loop.TrainLoop(model, opt, adapter=adapter)
+    list(trainer.epoch([next(stream) for _ in range(WARMUP_STEPS)]))
     times = []
     for _ in range(repeats):
-        todo = [next(stream) for _ in range(steps)]
-        t0 = time.perf_counter()
-        for x, y in todo:
-            step(x, y)
-        times.append(time.perf_counter() - t0)
+        records = list(trainer.epoch([next(stream) for _ in range(steps)]))
+        times.append(sum(r.compute_seconds for r in records))
     return {"rate": batch_size * steps / statistics.median(times), "loss_start": loss_start,
-            "loss_end": evaluate(*held), "repeats": times,
+            "loss_end": mg_loop.evaluate(model, held, adapter)["loss"], "repeats": times,
             "trained": batch_size * (WARMUP_STEPS + repeats * steps)}
+
+
+ENGINES = ("minigrad-numpy", "minigrad-numba", "torch")
+
+
+def worker(args) -> dict:
+    """What one child process reports: its engine's results (or the parity check), with its threads."""
+    from minigrad.machine import set_threads
+
+    if args.worker == "parity":
+        return {"worst": first_step_parity(args.models)}
+    set_threads(args.threads, torch_too=args.worker == "torch")
+    out = {}
+    if args.worker == "minigrad-numba":
+        from minigrad.kernels import numba_ops, numba_runtime
+
+        out["compile"] = numba_ops.warmup(("float32",))
+        out["threads"] = numba_runtime.get_threads()
+    if args.worker == "torch":
+        import torch
+
+        out["version"] = torch.__version__
+    data = synthetic_mnist(max(1024, max(args.batch_sizes)))
+    out["results"] = run_engine(args.worker, args, data)
+    return out
+
+
+def spawn(name, args) -> dict | None:
+    """Run ``--worker name`` in a child process with the user's environment; its JSON (None: torch missing)."""
+    child = subprocess.run([sys.executable, "-m", "benchmarks.compare_cpu", "--worker", name,
+                            "--models", ",".join(args.models), "--batch-sizes", ",".join(map(str, args.batch_sizes)),
+                            "--samples", str(args.samples), "--repeats", str(args.repeats),
+                            "--threads", str(args.threads)],
+                           env=dict(os.environ), stdout=subprocess.PIPE, text=True,
+                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    if child.returncode != 0:
+        if name == "torch" and importlib.util.find_spec("torch") is None:
+            return None
+        raise RuntimeError(f"the {name} worker failed (its stderr is above)")
+    return json.loads(child.stdout)
 
 
 def run_engine(engine, args, data):
@@ -156,11 +160,7 @@ def run_engine(engine, args, data):
     for model_name in args.models:
         results[model_name] = {}
         for batch_size in args.batch_sizes:
-            if engine == "torch":
-                make = torch_engine
-            else:
-                make = (lambda backend: lambda m: minigrad_engine(backend, m))(engine.split("-")[1])
-            results[model_name][batch_size] = measure(make, model_name, batch_size, args.samples, args.repeats,
+            results[model_name][batch_size] = measure(engine, model_name, batch_size, args.samples, args.repeats,
                                                       data)
             print(f"  {engine:15s} {model_name:8s} B={batch_size:<4d} "
                   f"{results[model_name][batch_size]['rate']:9.0f} samples/s", file=sys.stderr, flush=True)
@@ -222,47 +222,33 @@ def main(argv=None):
                         help="samples per timed repeat (at least 3 steps each; default 256)")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats per point; the median is reported")
     parser.add_argument("--threads", type=int, default=2, help="threads for every engine (default 2)")
-    parser.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=ENGINES + ("parity",), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     for m in args.models:
         if m not in MODELS:
             parser.error(f"--models: unknown model {m!r}; expected some of {list(MODELS)}")
-    data = synthetic_mnist(max(1024, max(args.batch_sizes)))
-
-    if args.torch_worker:
-        import torch
-
-        torch.set_num_threads(args.threads)
-        print(json.dumps({"version": torch.__version__, "results": run_engine("torch", args, data)}))
+    if args.worker:
+        print(json.dumps(worker(args)))
         return 0
 
-    from minigrad.kernels import numba_ops
+    from threadpoolctl import threadpool_limits
 
-    threads = numba_ops.set_threads(args.threads)
-    t0 = time.perf_counter()
-    compile_times = numba_ops.warmup(("float32",))
-    compile_total = time.perf_counter() - t0
-    peak = sgemm_gflops()
-    worst = first_step_parity(args.models)
-
-    results = {}
-    for engine in ("minigrad-numpy", "minigrad-numba"):
-        numba_ops.set_threads(args.threads)  # same BLAS and Numba budget for both minigrad engines
-        results[engine] = run_engine(engine, args, data)
-    torch_note = "not installed"
-    child = subprocess.run([sys.executable, "-m", "benchmarks.compare_cpu", "--torch-worker",
-                            "--models", ",".join(args.models), "--batch-sizes",
-                            ",".join(map(str, args.batch_sizes)), "--samples", str(args.samples),
-                            "--repeats", str(args.repeats), "--threads", str(args.threads)],
-                           env=ORIGINAL_ENV, capture_output=True, text=True,
-                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    if child.returncode == 0:
-        out = json.loads(child.stdout)
-        results["torch"] = {m: {int(b): r for b, r in v.items()} for m, v in out["results"].items()}
-        torch_note = f"torch {out['version']}, {args.threads} threads, own process"
-    elif "No module named 'torch'" not in child.stderr:
-        print(child.stderr, file=sys.stderr)
-        raise RuntimeError("the PyTorch worker failed (its stderr is above)")
+    with threadpool_limits(limits=args.threads, user_api="blas"):
+        peak = sgemm_gflops()
+    worst = spawn("parity", args)["worst"]
+    results, notes = {}, {}
+    for engine in ENGINES:
+        out = spawn(engine, args)
+        if out is None:
+            notes[engine] = "not installed"
+            continue
+        results[engine] = {m: {int(b): r for b, r in v.items()} for m, v in out["results"].items()}
+        notes[engine] = out
+    threads = notes["minigrad-numba"]["threads"]
+    compile_times = notes["minigrad-numba"]["compile"]
+    compile_total = sum(compile_times.values())
+    torch_note = (f"torch {notes['torch']['version']}, {args.threads} threads, own process" if "torch" in results
+                  else "torch not installed")
 
     failures = []
     for engine, per_model in results.items():

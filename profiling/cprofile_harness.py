@@ -121,11 +121,6 @@ def causes(stats: pstats.Stats, kernel_module) -> dict[str, float]:
     return out
 
 
-def _loop(model, opt, batches):
-    for x, y in batches:
-        _harness.step(model, opt, x, y)
-
-
 def profile_batch_size(model_name: str, batch_size: int, steps: int, train_set, out_dir=None, warmup: int = 2,
                        seed: int = 0) -> dict:
     """Run ``steps`` training steps at ``batch_size`` under cProfile (after ``warmup`` unprofiled ones).
@@ -133,12 +128,12 @@ def profile_batch_size(model_name: str, batch_size: int, steps: int, train_set, 
     Returns the wall seconds, the causes (seconds and per-sample microseconds) and, when ``out_dir`` is
     given, saves ``cprofile-<model>-B<batch>.prof`` there (open it with snakeviz or pstats).
     """
-    model, opt, batches = _harness.setup(model_name, batch_size, train_set, warmup + steps, seed)
-    _loop(model, opt, (next(batches) for _ in range(warmup)))
+    run = _harness.Harness(model_name, batch_size, train_set, warmup + steps, seed)
+    run.steps(warmup)
     profiler = cProfile.Profile()
     t0 = time.perf_counter()
     profiler.enable()
-    _loop(model, opt, (next(batches) for _ in range(steps)))
+    run.steps(steps)
     profiler.disable()
     wall = time.perf_counter() - t0
     stats = pstats.Stats(profiler)

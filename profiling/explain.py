@@ -15,13 +15,13 @@ import time
 
 import numpy as np
 
-from minigrad import backend, data, models, optim, rng
+from minigrad import backend, data, models, optim, progress as _progress, rng
+from minigrad.batch_sizes import DEFAULT_BATCH_SIZES, KNEE_TOLERANCE, knee
 from minigrad.machine import machine_info, versions
 
 from . import _harness, ceilings, cprofile_harness, ladder, line_harness, noise_scale, plateau
 from .tracer import Tracer
 
-DEFAULT_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
 def step_sweep(model_name: str, batch_sizes, train_set, samples_per_point: int, max_steps: int) -> list[dict]:
@@ -48,12 +48,10 @@ def traced_sweep(model_name: str, batch_sizes, train_set, steps: int) -> list[di
     """Per batch size: the tracer's per-kernel table over ``steps`` steps (after one untraced warm-up)."""
     out = []
     for b in batch_sizes:
-        model, opt, batches = _harness.setup(model_name, b, train_set, steps + 1)
-        _harness.step(model, opt, *next(batches))
+        run = _harness.Harness(model_name, b, train_set, steps + 1)
+        run.steps(1)
         with Tracer() as tr:
-            for x, y in (next(batches) for _ in range(steps)):
-                with tr.step():
-                    _harness.step(model, opt, x, y)
+            run.steps(steps, around=tr.step)
         total = sum(s.seconds for s in tr.steps)
         out.append({"batch_size": b, "steps": steps, "step_seconds": total / steps,
                     "outside_fraction": sum(s.outside_seconds for s in tr.steps) / total,
@@ -91,20 +89,19 @@ def footprints(model_name: str, batch_sizes, itemsize: int = 4) -> list[dict]:
 def recommend(sweep_fit: plateau.PlateauModel, rows: list[dict], b_simple: float | None) -> dict:
     """The best batch size for time-to-target, with the two reasons that bound it.
 
-    Hardware knee: the smallest batch within 10% of the best measured samples/s. Statistics: with noise scale
+    Hardware knee: the smallest batch within KNEE_TOLERANCE of the best measured samples/s. Statistics: with noise scale
     B_noise, the steps to a target scale as S_min (1 + B_noise / B) (McCandlish et al. 2018, eq. 2.11), so the
     predicted time to target is proportional to (1 + B_noise / B) * step_seconds(B).
     """
-    best = max(r["samples_per_s"] for r in rows)
-    knee = min(r["batch_size"] for r in rows if r["samples_per_s"] >= 0.9 * best)
-    out = {"hardware_knee": knee, "best_samples_per_s": best, "b_simple": b_simple}
+    knee_b, _, best = knee([(r["batch_size"], r["samples_per_s"]) for r in rows], KNEE_TOLERANCE)
+    out = {"hardware_knee": knee_b, "best_samples_per_s": best, "b_simple": b_simple}
     if b_simple is not None and math.isfinite(b_simple) and b_simple > 0:
         cost = {r["batch_size"]: (1 + b_simple / r["batch_size"]) * sweep_fit.predict_step_seconds(r["batch_size"])
                 for r in rows}
         best_b = min(cost, key=cost.get)
         out.update(recommended=best_b, relative_time_to_target={b: c / cost[best_b] for b, c in cost.items()})
     else:
-        out["recommended"] = knee
+        out["recommended"] = knee_b
     return out
 
 
@@ -117,8 +114,6 @@ def explain(model_name: str = "lenet5", batch_sizes=DEFAULT_BATCH_SIZES, dataset
         ``step_seconds``, ``step_iqr`` and ``samples_per_s``; the plateau is then fitted to them instead of
         to a sweep of its own.
     """
-    from tqdm.auto import tqdm
-
     t_start = time.perf_counter()
     batch_sizes = sorted(set(int(b) for b in batch_sizes))
     if dataset == "synthetic":
@@ -127,7 +122,7 @@ def explain(model_name: str = "lenet5", batch_sizes=DEFAULT_BATCH_SIZES, dataset
         train_set, _ = data.load_dataset(dataset, data_dir=data_dir)
     n_epoch = len(train_set)
     budget = 256 if quick else 2048
-    stages = tqdm(total=8, desc="explain", disable=not progress)
+    stages = _progress.bar(progress, total=8, desc="explain")
 
     def stage(name):
         stages.set_postfix_str(name)

@@ -14,13 +14,9 @@ report shows where each one stops improving and why.
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
-from minigrad import backend
-from minigrad import functional as F
-from minigrad.tensor import Tensor
+from minigrad import backend, progress as _progress
 
 from . import _harness, plateau
 
@@ -33,34 +29,14 @@ def available_rungs() -> list[str]:
     return [r for r in RUNGS if _RUNG_BACKEND[r] in names]
 
 
-def _per_sample_step(model, opt, x, y):
-    """One optimizer update over the batch, computed one sample at a time (gradients summed, then averaged)."""
-    n = int(x.shape[0])
-    for i in range(n):
-        F.cross_entropy(model(Tensor(x[i:i + 1])), y[i:i + 1]).backward()
-    if n > 1:
-        for p in model.parameters():
-            p.grad = p.grad * p.grad.dtype.type(1.0 / n)
-    opt.step()
-    opt.zero_grad()
-
-
 def time_rung(rung: str, model_name: str, batch_size: int, train_set, steps: int, warmup: int = 2,
               seed: int = 0) -> dict:
-    """Median and spread of the step time of ``rung`` at ``batch_size`` over ``steps`` timed steps."""
+    """Median and spread of the step time of ``rung`` at ``batch_size`` over ``steps`` timed steps (the
+    loop's compute seconds per optimizer update; the ``loop`` rung sums its batch's per-sample steps)."""
     with backend.use_backend(_RUNG_BACKEND[rung]):
-        model, opt, batches = _harness.setup(model_name, batch_size, train_set, warmup + steps, seed)
-        step = _per_sample_step if rung == "loop" else _harness.step
-        times = []
-        for i in range(warmup + steps):
-            x, y = next(batches)
-            backend.k.synchronize()
-            t0 = time.perf_counter()
-            step(model, opt, x, y)
-            backend.k.synchronize()
-            if i >= warmup:
-                times.append(time.perf_counter() - t0)
-    t = np.array(times)
+        run = _harness.Harness(model_name, batch_size, train_set, warmup + steps, seed, per_sample=rung == "loop")
+        run.updates(warmup)
+        t = run.updates(steps)
     return {"rung": rung, "batch_size": batch_size, "steps": steps, "step_seconds": float(np.median(t)),
             "step_iqr": float(np.subtract(*np.percentile(t, [75, 25]))),
             "samples_per_s": batch_size / float(np.median(t))}
@@ -69,12 +45,10 @@ def time_rung(rung: str, model_name: str, batch_size: int, train_set, steps: int
 def run(model_name: str, batch_sizes, train_set, rungs=None, samples_per_point: int = 512, max_steps: int = 20,
         n_epoch: int = 60000, progress=None) -> dict:
     """Time every rung at every batch size; fit a plateau model per rung (epoch of ``n_epoch`` samples)."""
-    from tqdm.auto import tqdm
-
     rungs = list(rungs or available_rungs())
     points = [(r, b) for r in rungs for b in batch_sizes]
     rows = []
-    for r, b in tqdm(points, desc="ladder", disable=not progress):
+    for r, b in _progress.bar(progress, iterable=points, desc="ladder"):
         steps = int(min(max_steps, max(3, samples_per_point // b)))
         rows.append(time_rung(r, model_name, b, train_set, steps))
     fits = {}

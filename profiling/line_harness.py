@@ -37,15 +37,13 @@ def profile_lines(model_name: str, batch_size: int, steps: int, train_set, out_d
     """
     from line_profiler import LineProfiler
 
-    model, opt, batches = _harness.setup(model_name, batch_size, train_set, warmup + steps, seed)
+    run = _harness.Harness(model_name, batch_size, train_set, warmup + steps, seed)
     lp = LineProfiler()
     for fn in hot_functions():
         lp.add_function(fn)
-    for i in range(warmup + steps):
-        x, y = next(batches)
-        if i == warmup:
-            lp.enable_by_count()
-        _harness.step(model, opt, x, y)
+    run.steps(warmup)
+    lp.enable_by_count()
+    run.steps(steps)
     lp.disable_by_count()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
