@@ -124,7 +124,7 @@ def worker(args) -> dict:
 
     if args.worker == "parity":
         return {"worst": first_step_parity(args.models)}
-    set_threads(args.threads, torch_too=args.worker == "torch")
+    set_threads(args.threads, peer=args.worker == "torch")
     out = {}
     if args.worker == "minigrad-numba":
         from minigrad.kernels import numba_ops, numba_runtime

@@ -56,21 +56,24 @@ def _numba_runtime():
         return None
 
 
-def set_threads(n: int, torch_too: bool) -> None:
-    """Limit BLAS, numba and (when ``torch_too``: only in a process that runs the torch peer) torch to ``n``
-    threads each, for the rest of the process."""
+def set_threads(n: int, peer: bool = False) -> None:
+    """Limit every thread pool a training step may use to ``n`` threads, for the rest of the process: BLAS
+    (threadpoolctl) and numba in minigrad's process; BLAS and torch in the torch peer's process (``peer``),
+    which never touches numba: starting numba's pool there would apply minigrad's OpenMP wait policy to the
+    process, and torch's OpenMP runtime would read it."""
     from threadpoolctl import threadpool_limits
 
-    runtime = _numba_runtime()
-    if runtime is not None:
-        import numba
-
-        runtime.set_threads(min(n, numba.config.NUMBA_NUM_THREADS))
-    threadpool_limits(limits=n)
-    if torch_too:
+    if peer:
         import torch
 
         torch.set_num_threads(n)  # the intra-op pool its GEMMs and convolutions use
+    else:
+        runtime = _numba_runtime()
+        if runtime is not None:
+            import numba
+
+            runtime.set_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    threadpool_limits(limits=n)
 
 
 def _gpu() -> str | None:

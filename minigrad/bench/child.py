@@ -57,7 +57,7 @@ def _serve(request: dict):
     from .settings import load_data
 
     settings = request["settings"]
-    set_threads(settings.threads, torch_too=True)
+    set_threads(settings.threads, peer=True)
     train_set, test_set = load_data(settings)
     engine = engines.TorchEngine()
     task = request["task"]
@@ -70,6 +70,17 @@ def _serve(request: dict):
         return measure.measure_inference(engine, settings, request["batch_size"], test_set, request["init_state"],
                                          request["progress"])
     raise ValueError(f"unknown task {task!r}")
+
+
+def _process_facts() -> dict:
+    """What the child's own process looked like after the work: whether numba was ever loaded there and
+    the OpenMP wait policy its C environment carries (tests hold both to the user's)."""
+    import ctypes
+
+    getenv = ctypes.CDLL(None).getenv
+    getenv.restype = ctypes.c_char_p
+    policy = getenv(b"OMP_WAIT_POLICY")
+    return {"numba_loaded": "numba" in sys.modules, "omp_wait_policy": policy.decode() if policy else None}
 
 
 def main() -> int:
@@ -89,6 +100,7 @@ def main() -> int:
             reply = {"error": ("MemoryError", f"{type(exc).__name__}: {exc}")}
         else:
             reply = {"error": ("ChildFailed", "".join(traceback.format_exception(exc)))}
+    reply["process"] = _process_facts()
     pickle.dump(reply, reply_to)
     reply_to.flush()
     return 0

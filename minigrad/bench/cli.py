@@ -253,7 +253,7 @@ def _run(args: list[str]) -> int:
         out = Path(given["out"]) if "out" in given else default_run_dir(settings)
         check_out_dir(out)
 
-    set_threads(settings.threads, torch_too=False)  # the torch peer sets its own, in its own process
+    set_threads(settings.threads)  # the torch peer sets its own, in its own process
     train_set, test_set = load_data(settings)
     if session == 0:
         run_dir = RunDir.create(out)

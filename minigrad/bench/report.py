@@ -120,9 +120,10 @@ def _notes(study: Results) -> list[str]:
         notes.append(f"* extrapolated to one epoch from {s.samples:,} {unit} per batch size at the measured "
                      f"samples/s (--epochs N measures whole epochs)")
     if s.mode == "train":
-        notes.append(f"step ms: median time of a training step (data + forward + backward + update), IQR its "
-                     f"spread; the first <= {STEADY_SKIP_MAX} timed steps are left out, and {WARMUP_STEPS} warm-up "
-                     f"steps ran before on a throwaway copy (warm-up s)")
+        notes.append(f"step ms: median step time (forward + loss + backward + update, synchronised; the wait for "
+                     f"data is apart, in samples/s and epoch time), IQR its spread; the first <= {STEADY_SKIP_MAX} "
+                     f"timed steps are left out, and {WARMUP_STEPS} warm-up steps ran before on a throwaway copy "
+                     "(warm-up s)")
     else:
         notes.append(f"latency: median time of one forward pass in eval mode without autograd (data loading "
                      f"excluded); {WARMUP_STEPS} warm-up batches ran before (warm-up s)")

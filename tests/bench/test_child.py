@@ -57,6 +57,18 @@ def test_the_bench_process_never_imports_torch(tmp_path):
     assert out.stdout.strip().splitlines()[-1] == "False 0", out.stderr[-2000:]
 
 
+def test_the_child_never_loads_numba_nor_inherits_its_thread_policy():
+    s = _settings()
+    request = pickle.dumps({"task": "train", "settings": s, "batch_size": 16, "init_state": _init_state(s),
+                            "progress": False})
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    proc = subprocess.run([sys.executable, "-m", "minigrad.bench.child"], input=request, capture_output=True,
+                          env=env, timeout=300)
+    reply = pickle.loads(proc.stdout)
+    assert reply["result"]["status"] == "ok"
+    assert reply["process"] == {"numba_loaded": False, "omp_wait_policy": None}
+
+
 def test_a_crash_in_the_child_is_reported_with_its_traceback():
     bad = pickle.dumps({"task": "nonsense", "settings": _settings()})
     proc = subprocess.run([sys.executable, "-m", "minigrad.bench.child"], input=bad, capture_output=True)
