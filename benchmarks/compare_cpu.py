@@ -142,11 +142,13 @@ def worker(args) -> dict:
 
 def spawn(name, args) -> dict | None:
     """Run ``--worker name`` in a child process with the user's environment; its JSON (None: torch missing)."""
+    from minigrad.machine import user_environment
+
     child = subprocess.run([sys.executable, "-m", "benchmarks.compare_cpu", "--worker", name,
                             "--models", ",".join(args.models), "--batch-sizes", ",".join(map(str, args.batch_sizes)),
                             "--samples", str(args.samples), "--repeats", str(args.repeats),
                             "--threads", str(args.threads)],
-                           env=dict(os.environ), stdout=subprocess.PIPE, text=True,
+                           env=user_environment(), stdout=subprocess.PIPE, text=True,
                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     if child.returncode != 0:
         if name == "torch" and importlib.util.find_spec("torch") is None:

@@ -9,10 +9,16 @@
     history = mg.train.fit(model, mg.data.DataLoader(train, 64, shuffle=True, seed=0), opt, epochs=1)
 """
 
-from . import backend, functional, models, nn, optim  # noqa: F401
-from .backend import available_backends, get_backend, set_backend, use_backend  # noqa: F401
-from .rng import manual_seed  # noqa: F401
-from .tensor import Tensor, is_grad_enabled, no_grad  # noqa: F401
+import os as _os
+
+#: The environment's variable names when minigrad was first imported, before any dependency could add to it
+#: (``machine.user_environment`` hands children the user's environment with this).
+ENVIRON_AT_IMPORT = frozenset(_os.environ)
+
+from . import backend, functional, models, nn, optim  # noqa: E402,F401
+from .backend import available_backends, get_backend, set_backend, use_backend  # noqa: E402,F401
+from .rng import manual_seed  # noqa: E402,F401
+from .tensor import Tensor, is_grad_enabled, no_grad  # noqa: E402,F401
 
 __version__ = "0.1.0"
 

@@ -45,6 +45,21 @@ def _total_memory_bytes() -> int | None:
     return None
 
 
+#: Variables a dependency writes into os.environ when it is imported (threadpoolctl: KMP_DUPLICATE_LIB_OK, for
+#: Intel's OpenMP). minigrad itself writes none.
+DEPENDENCY_ENVIRONMENT = ("KMP_DUPLICATE_LIB_OK",)
+
+
+def user_environment() -> dict:
+    """The environment as the user gave it, for a child process that must not inherit anything of minigrad's
+    process: ``os.environ`` (minigrad's thread policy lives in the C environment only) less what a dependency
+    added after minigrad was imported."""
+    import minigrad
+
+    return {k: v for k, v in os.environ.items()
+            if k not in DEPENDENCY_ENVIRONMENT or k in minigrad.ENVIRON_AT_IMPORT}
+
+
 def _numba_runtime():
     """minigrad's numba runtime when numba is installed, else None. Numba's threads are read and set through it
     only: its calls apply the backend's OpenMP wait policy before Numba's thread pool starts."""

@@ -28,6 +28,27 @@ def _batch_sizes(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _positive(what: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{what} must be a positive integer; got {text!r}")
+        return value
+    return parse
+
+
+def default_threads() -> int:
+    """One thread on a machine with 2 cores or fewer (a second BLAS thread contends with everything else
+    there and made NumPy steps up to 10x slower under load), else every core this process may use."""
+    from minigrad.machine import usable_cores
+
+    cores = usable_cores()
+    return 1 if cores <= 2 else cores
+
+
 def build_parser() -> argparse.ArgumentParser:
     from minigrad import backend, data, models
     from minigrad.batch_sizes import DEFAULT_BATCH_SIZES
@@ -46,8 +67,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="data to train on (synthetic: timing only)")
     p.add_argument("--data-dir", default=None, help="dataset cache / IDX directory")
     p.add_argument("--out", default=None, help="output directory (default runs/<time>-profile-<model>-<backend>)")
-    p.add_argument("--steps", type=int, default=5, help="steps per batch size (trace, lines, noise)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="steps per batch size (trace, lines: default 5), or noise-scale steps (noise: default the "
+                        "estimator's minimum, 100)")
+    p.add_argument("--allow-few-steps", action="store_true",
+                   help="noise: accept fewer steps than the minimum (the estimate is then marked unreliable)")
     p.add_argument("--quick", action="store_true", help="small budgets: a rough answer in about a minute")
+    p.add_argument("--threads", type=_positive("--threads"), default=None,
+                   help=f"threads for BLAS and numba (default {default_threads()}: one on a machine with 2 cores "
+                        "or fewer, where a second thread contends with everything else; else every core)")
+    p.add_argument("--repeats", type=_positive("--repeats"), default=None,
+                   help="explain: repeat the step sweep this often, interleaved (default 3; 1 with --quick)")
+    p.add_argument("--fall", type=float, default=None,
+                   help="explain: epoch time that falls less than this per doubling has stopped falling "
+                        "(default 0.05)")
+    p.add_argument("--from-times", default=None, metavar="B:S,...",
+                   help="explain epoch times measured elsewhere, e.g. 1:1200,4:940,8:890,16:850 (seconds for "
+                        "--epochs epochs); runs nothing")
+    p.add_argument("--epochs", type=_positive("--epochs"), default=1, help="--from-times: epochs the times cover")
+    p.add_argument("--n-samples", type=_positive("--n-samples"), default=60000,
+                   help="--from-times: samples per epoch (default 60000, MNIST's training set)")
     p.add_argument("--remeasure", action="store_true", help="ceilings: measure again instead of using the cache")
     return p
 
@@ -57,8 +96,20 @@ def main(argv=None) -> int:
     from minigrad import backend, data
 
     try:
+        if args.from_times is not None:
+            return _from_times(args)
         if args.backend:
             backend.set_backend(args.backend)
+        from minigrad.machine import set_threads
+
+        args.threads = args.threads or default_threads()
+        set_threads(args.threads)
+        if args.fall is not None and not 0 < args.fall < 1:
+            raise ValueError(f"--fall must lie in (0, 1); got {args.fall}")
+        if args.steps is None:
+            from minigrad.profiling import noise_scale
+
+            args.steps = noise_scale.MIN_STEPS if args.command == "noise" else 5
         if args.steps < 1:
             raise ValueError(f"--steps must be a positive integer; got {args.steps}")
         out = Path(args.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}-profile-{args.model}-{backend.get_backend()}")
@@ -67,6 +118,27 @@ def main(argv=None) -> int:
     except (backend.BackendUnavailable, data.DataUnavailable, data.ChecksumError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def _from_times(args) -> int:
+    """Explain a curve measured elsewhere: the fixed and per-sample parts, the plateau, the largest speedup."""
+    from minigrad.profiling import curve
+
+    fall = args.fall if args.fall is not None else curve.DEFAULT_FALL
+    c = curve.from_times(curve.parse_times(args.from_times), args.epochs, args.n_samples, fall)
+    epochs = f"{args.epochs} epoch{'s' if args.epochs != 1 else ''}"
+    print(curve.headline(c, f"The times given ({epochs} of {args.n_samples:,} samples)", epochs=args.epochs))
+    print(f"\nstep(B) = t_fixed + B·t_sample: t_fixed = {1e3 * c.t_fixed:.3f} ms per step (paid once per step: "
+          f"Python, the tape, dispatch, the optimizer's calls), t_sample = {1e3 * c.t_sample:.3f} ms per sample "
+          "(paid whatever the batch).")
+    print(f"\n{'B':>6} {'seconds':>10} {'per epoch':>10} {'fall per doubling':>18}")
+    for i, p in enumerate(c.points):
+        fall_text = f"{100 * c.falls[i - 1]['fall']:.1f}%" if i else ""
+        print(f"{p.batch_size:>6} {args.epochs * p.epoch_seconds:>10.1f} {p.epoch_seconds:>10.1f} {fall_text:>18}")
+    print(f"\nImplication: past B={c.plateau_batch or c.points[-1].batch_size} only a smaller per-sample cost helps "
+          f"(faster kernels, less copying, a compiled or GPU backend), not a larger batch. "
+          "`python -m minigrad.profile ladder` shows the same shape measured here (its per-sample loop rung).")
+    return 0
 
 
 def _train_set(args):
@@ -85,7 +157,8 @@ def _run(args, out: Path) -> int:
         return 0
     if args.command == "explain":
         result = explain.explain(args.model, args.batch_sizes, args.dataset, args.data_dir, out, quick=args.quick,
-                                 progress=None)
+                                 progress=None, repeats=args.repeats, threads=args.threads,
+                                 **({"fall": args.fall} if args.fall is not None else {}))
         paths = report.write(result, out)
         print(report.headline(result))
         print(f"\nreport: {paths['md']}")
@@ -112,7 +185,9 @@ def _run(args, out: Path) -> int:
 
         model = models.get_model(args.model)
         est = noise_scale.track(model, data.DataLoader(train_set, 64, shuffle=True, seed=0),
-                                optim.SGD(model.parameters(), lr=0.05, momentum=0.9), steps=args.steps)
+                                optim.SGD(model.parameters(), lr=0.05, momentum=0.9), steps=args.steps,
+                                allow_few_steps=args.allow_few_steps)
+        print(est.summary(), file=sys.stderr)
         print(json.dumps(est.to_dict(), indent=2))
     return 0
 

@@ -294,7 +294,9 @@ def _call_child(config: Config, variant: Variant) -> dict:
         command = [sys.executable, "-c", _BOOT.format(path=os.path.abspath(__file__))]
     else:
         command = [sys.executable, "-m", "minigrad.profiling.counterfactuals"]
-    env = dict(os.environ)
+    from minigrad.machine import user_environment
+
+    env = user_environment()
     env.update(variant.env)
     proc = subprocess.run(command, input=json.dumps(request).encode(), stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, env=env)

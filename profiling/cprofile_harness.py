@@ -11,7 +11,7 @@ Python layers:
 - elementwise:        relu, dropout, batchnorm kernels
 - loss:               softmax_xent and log_softmax kernels
 - optimizer:          sgd_update / adam_update and the optimizer's Python
-- autograd/tape:      self time of tensor.py, functional.py, nn.py, backend.py
+- autograd/tape:      self time of tensor.py, functional.py, nn.py, backend.py and loop.py (the per-step Python machinery)
 - data loading:       the DataLoader (gather, scale, convert)
 - other Python:       everything else the profiler saw (the harness's loop, profiler bookkeeping)
 
@@ -26,6 +26,8 @@ import pstats
 import time
 from pathlib import Path
 
+import numpy as np
+
 from minigrad import backend
 
 from . import _harness
@@ -35,7 +37,8 @@ CAUSES = ("GEMM/BLAS", "im2col/col2im", "pooling", "elementwise", "loss", "optim
 _KERNEL_CAUSE = {"conv2d": "GEMM/BLAS", "linear": "GEMM/BLAS", "maxpool2d": "pooling", "relu": "elementwise",
                  "dropout": "elementwise", "batchnorm2d": "elementwise", "softmax_xent": "loss",
                  "log_softmax": "loss", "sgd": "optimizer", "adam": "optimizer"}
-_LAYER_FILES = ("minigrad/tensor.py", "minigrad/functional.py", "minigrad/nn.py", "minigrad/backend.py")
+_LAYER_FILES = ("minigrad/tensor.py", "minigrad/functional.py", "minigrad/nn.py", "minigrad/backend.py",
+                "minigrad/loop.py")  # the per-step Python machinery: tape, layers, dispatch, the loop itself
 
 
 def _kernel_op(func_name: str) -> str | None:
@@ -133,13 +136,14 @@ def profile_batch_size(model_name: str, batch_size: int, steps: int, train_set, 
     profiler = cProfile.Profile()
     t0 = time.perf_counter()
     profiler.enable()
-    run.steps(steps)
+    records = run.steps(steps)
     profiler.disable()
     wall = time.perf_counter() - t0
     stats = pstats.Stats(profiler)
     result = causes(stats, backend.backend_module())
     samples = steps * batch_size
     row = {"batch_size": batch_size, "steps": steps, "wall_seconds": wall, "profiled_seconds": stats.total_tt,
+           "step_seconds": float(np.median([r.compute_seconds for r in records])),
            "causes_seconds": result, "causes_us_per_sample": {k: 1e6 * v / samples for k, v in result.items()}}
     if out_dir is not None:
         path = Path(out_dir) / f"cprofile-{model_name}-B{batch_size}.prof"

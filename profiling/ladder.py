@@ -37,9 +37,10 @@ def time_rung(rung: str, model_name: str, batch_size: int, train_set, steps: int
         run = _harness.Harness(model_name, batch_size, train_set, warmup + steps, seed, per_sample=rung == "loop")
         run.updates(warmup)
         t = run.updates(steps)
-    return {"rung": rung, "batch_size": batch_size, "steps": steps, "step_seconds": float(np.median(t)),
-            "step_iqr": float(np.subtract(*np.percentile(t, [75, 25]))),
-            "samples_per_s": batch_size / float(np.median(t))}
+    q1, median, q3 = np.percentile(t, [25, 50, 75])
+    return {"rung": rung, "batch_size": batch_size, "steps": steps, "step_seconds": float(median),
+            "step_q1": float(q1), "step_q3": float(q3), "step_iqr": float(q3 - q1),
+            "samples_per_s": batch_size / float(median)}
 
 
 def run(model_name: str, batch_sizes, train_set, rungs=None, samples_per_point: int = 512, max_steps: int = 20,

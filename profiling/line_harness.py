@@ -9,7 +9,10 @@ wrapper-level split: validation and array preparation versus the jitted call.
 from __future__ import annotations
 
 import io
+import time
 from pathlib import Path
+
+import numpy as np
 
 from minigrad import backend
 from minigrad.tensor import Function, Tensor
@@ -43,7 +46,9 @@ def profile_lines(model_name: str, batch_size: int, steps: int, train_set, out_d
         lp.add_function(fn)
     run.steps(warmup)
     lp.enable_by_count()
-    run.steps(steps)
+    t0 = time.perf_counter()
+    records = run.steps(steps)
+    wall = time.perf_counter() - t0
     lp.disable_by_count()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -56,7 +61,8 @@ def profile_lines(model_name: str, batch_size: int, steps: int, train_set, out_d
         note = ("NOTE: line_profiler cannot see inside Numba-jitted code; each jitted call is one line here, so "
                 "this shows the wrapper-level split (validation, array preparation, the compiled call).\n\n")
     Path(f"{stem}.txt").write_text(note + text.getvalue())
-    return {"batch_size": batch_size, "steps": steps, "lprof_path": f"{stem}.lprof", "text_path": f"{stem}.txt",
+    return {"batch_size": batch_size, "steps": steps, "wall_seconds": wall,
+            "step_seconds": float(np.median([r.compute_seconds for r in records])), "lprof_path": f"{stem}.lprof", "text_path": f"{stem}.txt",
             "functions": summarize(lp.get_stats())}
 
 

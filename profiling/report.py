@@ -7,58 +7,46 @@ from pathlib import Path
 
 import numpy as np
 
-from . import cprofile_harness, plateau
+from . import counterfactuals, cprofile_harness, curve, noise_scale, plateau, reconcile, verdict
 from .ladder import format_ladder
 
 
 def headline(r: dict) -> str:
-    """The plain-language answer, numbers attached."""
-    fit = plateau.PlateauModel.from_dict(r["plateau"])
-    rows = {row["batch_size"]: row for row in r["sweep"]}
-    sizes = sorted(rows)
-    b10 = r["plateau"]["plateau_batch_10pct"]
-    first, last = sizes[0], sizes[-1]
-    per_epoch_sample = r["n_epoch"] * fit.t_sample_at(last)
-    causes_small = r["causes"][0]["causes_us_per_sample"]
-    fixed_named = sorted(((v, k) for k, v in causes_small.items() if k in ("autograd/tape", "optimizer", "loss",
-                                                                          "data loading", "other Python")),
-                         reverse=True)[:2]
-    where = " and ".join(f"{k} {v:.0f} us" for v, k in fixed_named)
-    stop = f"B≈{b10}" if b10 is not None else f"no batch size up to {1 << 16}"
-    return (
-        f"On this machine ({r['machine']['cpu']}, {r['machine']['cores']} cores, backend {r['backend']}), "
-        f"{r['model']}'s epoch time stops falling at {stop}: from there on the fixed cost of a step "
-        f"(t_fixed = {1e3 * fit.t_fixed:.2f} ms: Python, the autograd tape, kernel dispatch and the optimizer's "
-        f"per-parameter calls; at B={first} the largest parts are {where} per sample) is under 10% of the step, "
-        f"and what remains, N·t_sample ≈ {per_epoch_sample:.1f} s per epoch of {r['n_epoch']} samples, is "
-        f"arithmetic and memory traffic that a larger batch does not remove. Measured: "
-        f"{rows[first]['epoch_seconds']:.1f} s per epoch at B={first}, "
-        + ", ".join(f"{rows[b]['epoch_seconds']:.1f} s at B={b}" for b in sizes[1:] if b in (16, 64, last))
-        + "."
-    )
+    """The plain-language answer, read off the measured curve first, then what the floor is made of."""
+    m = r["machine"]
+    c = curve.Curve(**{**r["curve"], "points": [curve.Point(**p) for p in r["curve"]["points"]]})
+    where = (f"On this machine ({m['cpu']}, {m['usable_cores']} cores, {r.get('threads') or m['blas_threads']} "
+             f"thread(s)), {r['model']} on {r['backend']}")
+    return curve.headline(c, where) + " " + verdict.summary(r["floor"])
 
 
 def _plot_plateau(r: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fit = plateau.PlateauModel.from_dict(r["plateau"])
-    sizes = np.array([row["batch_size"] for row in r["sweep"]])
+    c = r["curve"]
+    pts = c["points"]
+    sizes = np.array([p["batch_size"] for p in pts])
+    mid = np.array([p["epoch_seconds"] for p in pts])
+    err = np.array([[p["epoch_seconds"] - p["low"] for p in pts], [p["high"] - p["epoch_seconds"] for p in pts]])
     grid = np.unique(np.geomspace(sizes.min(), sizes.max(), 200))
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    ax.plot(grid, [fit.predict_epoch_seconds(b) for b in grid], "-", color="C0", label="model: (N/B)·t_fixed + N·t_sample(B)")
-    ax.plot(sizes, [row["epoch_seconds"] for row in r["sweep"]], "o", color="C0", label="measured")
+    ax.errorbar(sizes, mid, yerr=err, fmt="o", color="C0", capsize=3, label="measured (median, spread)")
+    ax.plot(grid, [fit.predict_epoch_seconds(b) for b in grid], "-", color="C0", alpha=0.4,
+            label="model: (N/B)·t_fixed + N·t_sample(B)")
     ax.plot(grid, [r["n_epoch"] * fit.t_sample_at(b) for b in grid], "--", color="gray",
-            label="N·t_sample(B): the floor no batch size removes")
-    for frac, style in ((0.10, ":"), (0.05, "-.")):
-        b = r["plateau"][f"plateau_batch_{int(frac * 100)}pct"]
-        if b is not None and b <= sizes.max():
-            ax.axvline(b, color="C3", ls=style, label=f"fixed part < {int(frac * 100)}% of a step (B={b})")
+            label="N·t_sample(B): the per-sample part")
+    if c["plateau_batch"] is not None:
+        lo, hi = c["plateau_earliest"] or c["plateau_batch"], c["plateau_latest"] or sizes.max()
+        ax.axvspan(lo, hi, color="C3", alpha=0.08)
+        ax.axvline(c["plateau_batch"], color="C3", ls=":",
+                   label=f"stops falling (< {100 * c['fall']:.0f}% per doubling): B={c['plateau_batch']}")
     for h in r.get("holdout", []):
-        ax.plot(h["batch_size"], h["measured_epoch_seconds"], "s", mfc="none", color="C2")
+        ax.plot(h["batch_size"], h["predicted_epoch_seconds"], "x", color="C2" if not h.get("miss") else "C3")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("batch size")
-    ax.set_ylabel("epoch time (s)")
-    ax.set_title(f"{r['model']} on {r['backend']}: epoch time vs batch size")
+    ax.set_ylabel("epoch time (s, from the median step)")
+    ax.set_title(f"{r['model']} on {r['backend']}: epoch time vs batch size (x: held-out predictions)")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -69,17 +57,17 @@ def _plot_plateau(r: dict, path: Path) -> None:
 def _plot_causes(r: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    rows = r["causes"]
+    rows = [i for i in r["instruments"] if "causes_us_per_sample_scaled" in i]
     labels = [str(row["batch_size"]) for row in rows]
     fig, ax = plt.subplots(figsize=(7, 4.2))
     bottom = np.zeros(len(rows))
-    for i, cause in enumerate(cprofile_harness.CAUSES):
-        vals = np.array([row["causes_us_per_sample"][cause] for row in rows])
+    for i, cause in enumerate(c for c in cprofile_harness.CAUSES if c != reconcile.DATA):
+        vals = np.array([row["causes_us_per_sample_scaled"][cause] for row in rows])
         ax.bar(labels, vals, bottom=bottom, label=cause, color=f"C{i}")
         bottom += vals
     ax.set_xlabel("batch size")
-    ax.set_ylabel("µs per sample (cProfile)")
-    ax.set_title("Where a sample's time goes: fixed per-step costs shrink with B, arithmetic does not")
+    ax.set_ylabel("µs per sample (cProfile, scaled to the untimed step)")
+    ax.set_title("Where a sample's time goes: fixed per-step costs shrink with B, the rest does not")
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -140,47 +128,106 @@ def _md_table(header: list[str], rows: list[list]) -> str:
     return "\n".join(out)
 
 
+def _pct(x: float | None) -> str:
+    return "" if x is None else f"{100 * x:.0f}%"
+
+
 def markdown(r: dict) -> str:
     fit = r["plateau"]
     m = r["machine"]
+    c = r["curve"]
     parts = [f"# Why epoch time stops falling: {r['model']} on {r['backend']}", "", headline(r), ""]
+    if r["warnings"]:
+        parts += ["> **Read with care:**"] + [f"> - {w}" for w in r["warnings"]] + [""]
     if r["synthetic"]:
         parts += ["> Data: **synthetic** MNIST-shaped samples (timing only; accuracy figures are meaningless).", ""]
+    sweep = {s["batch_size"]: s for s in r["sweep"]}
+    falls = {f["to"]: f for f in c["falls"]}
     parts += [
+        "## The measured curve", "",
+        f"Epoch time from the median step time, T(B) = (N/B)·step(B), N = {r['n_epoch']}; the step is the training "
+        f"loop's compute time (forward, loss, backward, update; data loading apart), measured {r['repeats']} time(s) "
+        "interleaved over the batch sizes; low-high is the spread of the repeats (one repeat: the quartiles of its "
+        f"steps). Epoch time counts as stopped falling where it falls less than {100 * c['fall']:.0f}% per doubling "
+        "to every larger measured batch.", "",
+        _md_table(["B", "step ms", "low-high ms", "epoch s", "low-high s", "fall per doubling from the previous B"],
+                  [[p["batch_size"], f"{1e3 * sweep[p['batch_size']]['step_seconds']:.3f}",
+                    f"{1e3 * sweep[p['batch_size']].get('step_low', 0):.3f}-"
+                    f"{1e3 * sweep[p['batch_size']].get('step_high', 0):.3f}",
+                    f"{p['epoch_seconds']:.1f}", f"{p['low']:.1f}-{p['high']:.1f}",
+                    (f"{100 * falls[p['batch_size']]['fall']:.1f}% ({100 * falls[p['batch_size']]['fall_low']:.0f} "
+                     f"to {100 * falls[p['batch_size']]['fall_high']:.0f}%)") if p["batch_size"] in falls else ""]
+                   for p in c["points"]]), "",
+        f"Plateau batch: {c['plateau_batch'] or 'none (still falling)'} (range {c['plateau_earliest']} to "
+        f"{c['plateau_latest'] or 'beyond the measured sizes'}); fastest measured B={c['best_batch']}, "
+        f"{c['measured_speedup']:.2f}x faster than B={c['points'][0]['batch_size']}; the most any batch size can "
+        f"give, 1/(1 - t_fixed/step(1)) = {c['speedup_bound']:.2f}x.", "", "![plateau](plateau.png)", "",
         "## The model", "",
-        f"step(B) = t_fixed + B·t_sample(B), T_epoch(B) = (N/B)·t_fixed + N·t_sample(B), N = {r['n_epoch']}.",
-        f"Fitted: t_fixed = {1e3 * fit['t_fixed']:.3f} ms, global t_sample = {1e6 * fit['t_sample']:.1f} µs; "
-        f"fixed part under 10% of a step from B={fit['plateau_batch_10pct']}, under 5% from "
-        f"B={fit['plateau_batch_5pct']}.", "", "![plateau](plateau.png)", "",
-        _md_table(["B", "median step ms", "IQR ms", "samples/s", "epoch s (from step)", "model epoch s"],
-                  [[s["batch_size"], f"{1e3 * s['step_seconds']:.3f}", f"{1e3 * s['step_iqr']:.3f}",
-                    f"{s['samples_per_s']:.0f}", f"{s['epoch_seconds']:.1f}", f"{s['predicted_epoch_seconds']:.1f}"]
-                   for s in r["sweep"]]), "",
+        f"step(B) = t_fixed + B·t_sample(B), fitted to the medians: t_fixed = {1e3 * fit['t_fixed']:.3f} ms, global "
+        f"t_sample = {1e6 * fit['t_sample']:.1f} µs. The model reproduces the points it was fitted to by "
+        "construction (t_sample(B) is taken from each); only the held-out check below tests it.", "",
     ]
     if r["holdout"]:
-        parts += ["Held-out check (fitted on every other batch size, predicting the rest):", "",
-                  _md_table(["B", "measured epoch s", "predicted epoch s", "error"],
+        parts += ["Held-out check (fitted on every other batch size, predicting the rest; misses over "
+                  "10% are flagged):", "",
+                  _md_table(["B", "measured epoch s", "predicted epoch s", "error", ""],
                             [[h["batch_size"], f"{h['measured_epoch_seconds']:.1f}",
-                              f"{h['predicted_epoch_seconds']:.1f}", f"{100 * h['error']:+.1f}%"]
-                             for h in r["holdout"]]), ""]
-    parts += ["## Where the time goes, per sample (cProfile)", "", "![causes](causes.png)", "", "```",
-              cprofile_harness.format_causes(r["causes"]), "```", ""]
+                              f"{h['predicted_epoch_seconds']:.1f}", f"{100 * h['error']:+.1f}%",
+                              "**miss**" if h.get("miss") else ""] for h in r["holdout"]]), ""]
+    parts += ["## Every instrument against the untimed step", "",
+              "Share: the step as the instrument saw it, over the untimed step (the sweep's median at that B); "
+              "overhead = share - 1. Figures below that come from an instrument are scaled to the untimed step.", ""]
+    names = ["tracer", "cprofile", "line_profiler"]
+    parts += [_md_table(["B", "untimed ms"] + [f"{n} share" for n in names],
+                        [[i["batch_size"], f"{1e3 * i['untimed_step_s']:.3f}"]
+                         + [_pct(i["instruments"][n]["share"]) if n in i["instruments"] else "" for n in names]
+                         for i in r["instruments"]]), ""]
+    parts += ["## Where a sample's time goes (cProfile, scaled to the untimed step)", "", "![causes](causes.png)", "",
+              "Each column is cProfile's split of the step, scaled to add up to the untimed step (the scale "
+              "undoes the profiler's overhead on average, not per cause: the causes with many small calls, "
+              "autograd/tape and optimizer, carry more of it). Data loading is outside the step.", "",
+              _md_table(["µs / sample"] + [f"B={i['batch_size']}" for i in r["instruments"]],
+                        [[cause] + [f"{i['causes_us_per_sample_scaled'][cause]:.1f}" for i in r["instruments"]]
+                         for cause in cprofile_harness.CAUSES if cause != reconcile.DATA]
+                        + [["**the untimed step**"] + [f"**{1e6 * i['untimed_step_s'] / i['batch_size']:.1f}**"
+                                                       for i in r["instruments"]],
+                           ["data loading (outside the step)"] + [f"{i['data_loading_us_per_sample']:.1f}"
+                                                                  for i in r["instruments"]],
+                           ["cProfile's scale"] + [f"{i['cprofile_scale']:.2f}" for i in r["instruments"]]]), ""]
     if r["causes"] and r["causes"][0].get("prof_path"):
-        parts += ["Profiles: " + ", ".join(f"`{Path(c['prof_path']).name}`" for c in r["causes"])
-                  + " (open with `snakeviz`).", ""]
-    parts += ["## Kernels (tracer) and the roofline", "",
+        parts += ["Profiles: " + ", ".join(f"`{Path(x['prof_path']).name}`" for x in r["causes"])
+                  + " (open with `snakeviz`; their times include cProfile's own overhead).", ""]
+    parts += ["## Kernels: what bounds each one", "",
               f"Ceilings measured here: sgemm {m['gemm_gflops']['float32']:.1f} GFLOP/s (float32), "
               f"{m['gemm_gflops']['float64']:.1f} (float64); stream copy {m['stream_gbps']['copy']:.1f} GB/s, "
               f"triad {m['stream_gbps']['triad']:.1f} GB/s; BLAS threads {m['blas_threads']}; caches "
-              + ", ".join(f"{k} {v / 2**20:.1f} MiB" for k, v in m["caches"].items()) + ".", "",
+              + ", ".join(f"{k} {v / 2**10:.0f} KiB" if v < 2**20 else f"{k} {v / 2**20:.1f} MiB"
+                          for k, v in m["caches"].items()) + ". "
+              "A bandwidth share above 100% means the kernel's data came from cache, not memory. "
+              f"A kernel is compute-bound at >= {100 * verdict.BOUND:.0f}% of the sgemm peak, memory-bound at >= "
+              f"{100 * verdict.BOUND:.0f}% of the stream bandwidth, else overhead-bound.", "",
               "![roofline](roofline.png)", ""]
     for t in (r["traced"][0], r["traced"][-1]):
-        parts += [f"B={t['batch_size']}: {100 * t['outside_fraction']:.0f}% of the step is outside kernels.", "",
-                  _md_table(["kernel", "calls", "ms", "% of step", "GFLOP/s", "GB/s"],
-                            [[k["kernel"], k["calls"], f"{k['total_ms']:.2f}",
-                              f"{k['pct_of_steps']:.1f}" if k["pct_of_steps"] is not None else "",
-                              f"{k['gflops']:.2f}" if k["gflops"] is not None else "",
-                              f"{k['gbps']:.2f}" if k["gbps"] is not None else ""] for k in t["kernels"]]), ""]
+        mine = [v for v in r["verdicts"] if v["batch_size"] == t["batch_size"]]
+        parts += [f"B={t['batch_size']}: {100 * t['outside_fraction']:.0f}% of the traced step is outside kernels.", "",
+                  _md_table(["kernel", "ms / step", "% of sgemm peak", "% of bandwidth", "verdict"],
+                            [[v["kernel"], f"{1e3 * v['seconds_per_step']:.3f}", f"{100 * v['compute_share']:.1f}",
+                              f"{100 * v['bandwidth_share']:.1f}", v["verdict"]] for v in mine]), ""]
+    fl = r["floor"]
+    parts += ["## The floor: what batching cannot remove", "", verdict.summary(fl), "",
+              _md_table(["part of a sample's time at B=" + str(fl["batch_size"]), "µs"],
+                        [["at a hardware ceiling (roofline of every kernel)", f"{fl['ceiling_us_per_sample']:.1f}"]]
+                        + [[p["name"], f"{p['us_per_sample']:.1f}"] for p in fl["parts"]]
+                        + [["not attributed", f"{fl['unattributed_us_per_sample']:.1f}"],
+                           ["**the floor (untimed step / B)**", f"**{fl['floor_us_per_sample']:.1f}**"]]), "",
+              _md_table(["B", "minor page faults / step", "per sample", "NumPy bytes live at the peak"],
+                        [[a["batch_size"], f"{a['minor_faults_per_step']:.0f}",
+                          f"{a['minor_faults_per_step'] / a['batch_size']:.1f}",
+                          f"{a['traced_peak_bytes'] / 2**20:.2f} MiB"] for a in r["allocation"]]), ""]
+    parts += ["## What would help, measured", "",
+              f"Each change below ran in a process of its own on the same work (B={r['traced'][-1]['batch_size']}); "
+              "gain = baseline step / changed step.", "", "```", counterfactuals.format_table(r["counterfactuals"]),
+              "```", ""]
     l2, l3 = m["caches"].get("L2"), m["caches"].get("L3")
     parts += ["## Cache footprints (analytic, float32)", "",
               "Per layer, the im2col matrix and the output activation at each batch size; `>L2` / `>L3` mark "
@@ -206,12 +253,13 @@ def markdown(r: dict) -> str:
     n = r["noise"]
     rec = r["recommendation"]
     parts += ["## Gradient noise scale and the recommendation", "",
-              f"B_simple = tr(Σ)/|G|² = {n['b_simple']:.1f} (from {n['updates']} steps at B={n['b_big']}, "
-              f"micro-batches of {n['b_small']}, EMA {n['ema']}). Below it, a larger batch nearly halves the "
-              "steps needed per doubling; above it, extra samples per step buy little.", "",
+              noise_scale_text(n) + " Below B_simple a larger batch nearly halves the steps needed per doubling; "
+              "above it, extra samples per step buy little.", "",
               f"Hardware knee: B={rec['hardware_knee']} (smallest batch within 10% of the best "
-              f"{rec['best_samples_per_s']:.0f} samples/s). **Recommended batch size: {rec['recommended']}**, the "
-              "minimum of the predicted time to a target loss, ∝ (1 + B_simple/B)·step(B).", ""]
+              f"{rec['best_samples_per_s']:.0f} samples/s). **Recommended batch size: {rec['recommended']}**, "
+              + ("the minimum of the predicted time to a target loss, ∝ (1 + B_simple/B)·step(B)."
+                 if rec.get("b_simple") is not None else
+                 "the hardware knee alone: the noise scale was not reliable enough to weigh in."), ""]
     if "relative_time_to_target" in rec:
         parts += [_md_table(["B", "relative time to target"],
                             [[b, f"{v:.2f}"] for b, v in rec["relative_time_to_target"].items()]), ""]
@@ -219,6 +267,12 @@ def markdown(r: dict) -> str:
               format_ladder(r["ladder"]), "```", "",
               f"_Measured in {r['seconds']:.0f} s; command: `{' '.join(r['argv'])}`._", ""]
     return "\n".join(parts)
+
+
+def noise_scale_text(n: dict) -> str:
+    return (f"{noise_scale.summarize(n)}: B_simple = tr(Σ)/|G|², from {n['updates']} steps at B={n['b_big']} with "
+            f"micro-batches of {n['b_small']} (means over the second half of the run; the interval is a block "
+            "bootstrap of those steps).")
 
 
 def write(r: dict, out_dir) -> dict:

@@ -2,8 +2,8 @@
 
 Why: a peer measured inside minigrad's process inherits what minigrad did to it (numba's OpenMP thread
 policy, BLAS thread limits, a second OpenMP runtime loaded first) and ran 3.5x slower at batch 1 than torch
-alone. The child is started with the environment the user gave the bench (``os.environ``: minigrad never
-writes its thread policy there, see ``minigrad.kernels.numba_runtime``), sets its own threads to the
+alone. The child is started with the environment the user gave the bench (``machine.user_environment()``:
+minigrad never writes its thread policy there, see ``minigrad.kernels.numba_runtime``), sets its own threads to the
 study's ``--threads`` and runs the very same measurement code (``measure``, ``autobatch``) on its own copy
 of the data, so its rows are measured exactly like minigrad's.
 
@@ -22,6 +22,7 @@ import sys
 import traceback
 
 from minigrad.loop import NonFiniteLoss
+from minigrad.machine import user_environment
 
 from .settings import Settings, UsageError
 
@@ -36,7 +37,7 @@ def call(task: str, settings: Settings, **kwargs):
     """Run ``task`` ("train", "inference" or "autobatch") for the torch peer in a child process; its result."""
     request = pickle.dumps({"task": task, "settings": settings, **kwargs})
     proc = subprocess.run([sys.executable, "-m", "minigrad.bench.child"], input=request, stdout=subprocess.PIPE,
-                          env=dict(os.environ))
+                          env=user_environment())
     if proc.returncode == 130:
         raise KeyboardInterrupt
     try:

@@ -208,14 +208,15 @@ def _explain(settings: Settings, report, run_dir) -> None:
         print("--explain: no minigrad backend in this study (torch alone is not explained)", file=sys.stderr)
         return
     rows = [{"batch_size": r["batch_size"], "step_seconds": r["step_median_s"], "step_iqr": r["step_iqr_s"],
-             "samples_per_s": r["steady_samples_per_s"]}
+             "step_low": r["step_q1_s"], "step_high": r["step_q3_s"], "samples_per_s": r["steady_samples_per_s"]}
             for r in report.rows if r["backend"] == name and r["status"] == "ok"]
     if len(rows) < 2:
         print("--explain: needs two or more finished batch sizes", file=sys.stderr)
         return
     with backend.use_backend(name):
         result = explain.explain(settings.model, [r["batch_size"] for r in rows], settings.dataset, settings.data_dir,
-                                 run_dir.path / "explain", quick=settings.quick, step_rows=rows)
+                                 run_dir.path / "explain", quick=settings.quick, step_rows=rows,
+                                 threads=settings.threads)
     paths = explain_report.write(result, run_dir.path / "explain")
     print("\n" + explain_report.headline(result) + f"\n\nexplanation: {paths['md']}")
 

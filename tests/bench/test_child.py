@@ -7,7 +7,9 @@ import sys
 
 import pytest
 
+import minigrad
 from minigrad import loop, rng, models
+from minigrad.machine import user_environment
 from minigrad.bench import child, engines
 from minigrad.bench.settings import Settings
 
@@ -36,7 +38,9 @@ def test_a_torch_entry_runs_in_a_child_with_the_users_environment(monkeypatch):
     monkeypatch.setattr(subprocess, "run", spy)
     s = _settings()
     row = child.call("train", s, batch_size=16, init_state=_init_state(s), progress=False)
-    assert seen["cmd"][1:] == ["-m", "minigrad.bench.child"] and seen["env"] == dict(os.environ)
+    assert seen["cmd"][1:] == ["-m", "minigrad.bench.child"] and seen["env"] == user_environment()
+    assert seen["env"].items() <= os.environ.items() and "OMP_WAIT_POLICY" not in set(seen["env"]) - set(
+        minigrad.ENVIRON_AT_IMPORT)
     assert row["backend"] == "torch" and row["status"] == "ok" and row["steps"] == 3 and row["samples"] == 48
     assert row["step_median_s"] > 0 and 0 <= row["test_accuracy"] <= 1
 
