@@ -26,8 +26,8 @@ from minigrad import backend, data, models, optim, progress as _progress, rng
 from minigrad.batch_sizes import DEFAULT_BATCH_SIZES, KNEE_TOLERANCE, knee
 from minigrad.machine import machine_info, versions
 
-from . import (_harness, ceilings, counterfactuals, cprofile_harness, curve, ladder, line_harness, noise_scale,
-               plateau, reconcile, verdict)
+from . import (_harness, ceilings, counterfactuals, cprofile_harness, curve, device, ladder, line_harness,
+               noise_scale, plateau, reconcile, verdict)
 from .tracer import Tracer
 
 #: Relative spread of a point's repeated step medians above which the report warns that the sweep is noisy.
@@ -188,6 +188,9 @@ def explain(model_name: str = "lenet5", batch_sizes=DEFAULT_BATCH_SIZES, dataset
 
     machine = ceilings.load(**({"gemm_n": 1024, "stream_mb": 64} if quick else {}))
     peak, bandwidth = machine["gemm_gflops"]["float32"], machine["stream_gbps"]["copy"]
+    gpu = device.load_gpu() if backend.device() == "cuda" else None
+    if gpu is not None:  # the kernels run on the GPU: its ceilings, not the host's, bound them
+        peak, bandwidth = gpu["peak_gflops"], gpu["copy_gbps"]
     stage("ceilings")
     rows = step_rows or step_sweep(model_name, batch_sizes, train_set, budget, 10 if quick else 30, repeats)
     measured = curve.analyse(curve.points(rows, n_epoch), n_epoch, fall)
@@ -227,8 +230,10 @@ def explain(model_name: str = "lenet5", batch_sizes=DEFAULT_BATCH_SIZES, dataset
     lad = ladder.run(model_name, ladder_sizes, train_set, samples_per_point=budget // 4, max_steps=5 if quick else 10,
                      n_epoch=n_epoch)
     stage("ladder")
-    what_helps = counterfactuals.run(model_name, name, largest, dataset=dataset, data_dir=data_dir,
-                                     threads=threads or 1, steps=counterfactual_steps or (5 if quick else 20))
+    # the counterfactuals change the host's BLAS, allocator and backend: none of them applies to the GPU
+    what_helps = [] if gpu is not None else counterfactuals.run(
+        model_name, name, largest, dataset=dataset, data_dir=data_dir, threads=threads or 1,
+        steps=counterfactual_steps or (5 if quick else 20))
     stage("counterfactuals")
     # an unreliable noise scale (too few steps, too wide an interval) does not steer the recommendation
     rec = recommend(fit, rows, noise.b_simple if noise.reliable else None)
@@ -242,6 +247,7 @@ def explain(model_name: str = "lenet5", batch_sizes=DEFAULT_BATCH_SIZES, dataset
         "traced": traced, "causes": causes, "lines": lines, "instruments": instruments, "allocation": alloc,
         "verdicts": verdicts, "floor": floor, "footprints": feet, "noise": noise.to_dict(), "ladder": lad,
         "counterfactuals": what_helps, "recommendation": rec, "seconds": time.perf_counter() - t_start,
+        "gpu": gpu, "gpu_bounds": device.gpu_bounds(traced, gpu, step_rows=rows) if gpu is not None else None,
     }
     result["warnings"] = warnings(result)
     return result

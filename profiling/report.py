@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import counterfactuals, cprofile_harness, curve, noise_scale, plateau, reconcile, verdict
+from . import counterfactuals, cprofile_harness, curve, device, noise_scale, plateau, reconcile, verdict
 from .ladder import format_ladder
 
 
@@ -17,7 +17,10 @@ def headline(r: dict) -> str:
     c = curve.Curve(**{**r["curve"], "points": [curve.Point(**p) for p in r["curve"]["points"]]})
     where = (f"On this machine ({m['cpu']}, {m['usable_cores']} cores, {r.get('threads') or m['blas_threads']} "
              f"thread(s)), {r['model']} on {r['backend']}")
-    return curve.headline(c, where) + " " + verdict.summary(r["floor"])
+    text = curve.headline(c, where)
+    if r.get("gpu_bounds"):  # on the GPU, what bounds the step comes first after the curve
+        text += " " + device.gpu_headline(r["model"], r["gpu_bounds"], r["gpu"])
+    return text + " " + verdict.summary(r["floor"])
 
 
 def _plot_plateau(r: dict, path: Path) -> None:
@@ -197,6 +200,8 @@ def markdown(r: dict) -> str:
     if r["causes"] and r["causes"][0].get("prof_path"):
         parts += ["Profiles: " + ", ".join(f"`{Path(x['prof_path']).name}`" for x in r["causes"])
                   + " (open with `snakeviz`; their times include cProfile's own overhead).", ""]
+    if r.get("gpu_bounds"):
+        parts += [gpu_section(r), ""]
     parts += ["## Kernels: what bounds each one", "",
               f"Ceilings measured here: sgemm {m['gemm_gflops']['float32']:.1f} GFLOP/s (float32), "
               f"{m['gemm_gflops']['float64']:.1f} (float64); stream copy {m['stream_gbps']['copy']:.1f} GB/s, "
@@ -224,10 +229,14 @@ def markdown(r: dict) -> str:
                         [[a["batch_size"], f"{a['minor_faults_per_step']:.0f}",
                           f"{a['minor_faults_per_step'] / a['batch_size']:.1f}",
                           f"{a['traced_peak_bytes'] / 2**20:.2f} MiB"] for a in r["allocation"]]), ""]
-    parts += ["## What would help, measured", "",
-              f"Each change below ran in a process of its own on the same work (B={r['traced'][-1]['batch_size']}); "
-              "gain = baseline step / changed step.", "", "```", counterfactuals.format_table(r["counterfactuals"]),
-              "```", ""]
+    parts += ["## What would help, measured", ""]
+    if r["counterfactuals"]:
+        parts += [f"Each change below ran in a process of its own on the same work "
+                  f"(B={r['traced'][-1]['batch_size']}); gain = baseline step / changed step.", "", "```",
+                  counterfactuals.format_table(r["counterfactuals"]), "```", ""]
+    else:
+        parts += ["No counterfactual applies here: they change the host's BLAS threads, allocator and backend, "
+                  "not a GPU step.", ""]
     l2, l3 = m["caches"].get("L2"), m["caches"].get("L3")
     parts += ["## Cache footprints (analytic, float32)", "",
               "Per layer, the im2col matrix and the output activation at each batch size; `>L2` / `>L3` mark "
@@ -267,6 +276,20 @@ def markdown(r: dict) -> str:
               format_ladder(r["ladder"]), "```", "",
               f"_Measured in {r['seconds']:.0f} s; command: `{' '.join(r['argv'])}`._", ""]
     return "\n".join(parts)
+
+
+def gpu_section(r: dict) -> str:
+    """What bounds the step on the GPU, per batch size, with the GPU's measured ceilings."""
+    g, gb = r["gpu"], r["gpu_bounds"]
+    return "\n".join([
+        "## The GPU step: launch-bound or GPU-bound", "",
+        f"{g['device']}: sgemm peak {g['peak_gflops']:,.0f} GFLOP/s, device copy {g['copy_gbps']:,.0f} GB/s, an empty "
+        f"kernel launch {g['launch_us']:.1f} µs (CUDA events; the kernel verdicts use these ceilings). Busy share: "
+        f"{gb['busy_basis']}.", "",
+        _md_table(["B", "traced step ms", "busy share", "launches / step", "launch floor", "verdict"],
+                  [[x["batch_size"], f"{x['step_ms']:.2f}", _pct(x["busy_share"]), f"{x['launches_per_step']:.0f}",
+                    f"{x['launch_floor_ms']:.2f} ms ({_pct(x['launch_floor_share'])})", x["verdict"]]
+                   for x in gb["rows"]])])
 
 
 def noise_scale_text(n: dict) -> str:

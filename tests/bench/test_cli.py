@@ -152,7 +152,9 @@ def test_explain_after_the_sweep_fits_the_sweeps_own_step_times(tmp_path, isolat
     measured = {r["batch_size"]: r["step_median_s"] for r in results(out)}
     assert {s["batch_size"]: s["step_seconds"] for s in explained["sweep"]} == measured
     assert (out / "explain" / "explain.md").is_file() and (out / "explain" / "plateau.png").is_file()
-    assert "epoch time stops falling" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "epoch time stops falling" in printed or "epoch time has not stopped falling" in printed
+    assert "The most any batch size can give is" in printed
 
 
 def test_explain_needs_a_training_sweep(tmp_path, isolated, capsys):
