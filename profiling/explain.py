@@ -234,6 +234,9 @@ def explain(model_name: str = "lenet5", batch_sizes=DEFAULT_BATCH_SIZES, dataset
     what_helps = [] if gpu is not None else counterfactuals.run(
         model_name, name, largest, dataset=dataset, data_dir=data_dir, threads=threads or 1,
         steps=counterfactual_steps or (5 if quick else 20))
+    baseline = next((row for row in what_helps if row["name"] == "baseline" and row["applicable"]), None)
+    if baseline is not None:  # the same step's page faults in a fresh process, where the heap has not grown yet
+        floor["allocation"]["fresh_process_minor_faults_per_step"] = baseline["minor_faults_per_step"]
     stage("counterfactuals")
     # an unreliable noise scale (too few steps, too wide an interval) does not steer the recommendation
     rec = recommend(fit, rows, noise.b_simple if noise.reliable else None)
@@ -260,7 +263,8 @@ def warnings(r: dict) -> list[str]:
         if row.get("spread", 0.0) > NOISY_SPREAD:
             out.append(f"the sweep is noisy at B={row['batch_size']}: its repeated step medians spread "
                        f"{100 * row['spread']:.0f}% ({1e3 * row['step_low']:.3f}-{1e3 * row['step_high']:.3f} ms); "
-                       "use --threads 1 or a quieter machine")
+                       + ("more --repeats or a quieter machine" if r.get("threads") == 1
+                          else "--threads 1, more --repeats or a quieter machine"))
     sweep = {row["batch_size"]: row["step_seconds"] for row in r["sweep"]}
     for row in r["ladder"]["rows"]:
         if row["rung"] == r["backend"] and row["batch_size"] in sweep:

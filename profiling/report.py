@@ -163,8 +163,11 @@ def markdown(r: dict) -> str:
                    for p in c["points"]]), "",
         f"Plateau batch: {c['plateau_batch'] or 'none (still falling)'} (range {c['plateau_earliest']} to "
         f"{c['plateau_latest'] or 'beyond the measured sizes'}); fastest measured B={c['best_batch']}, "
-        f"{c['measured_speedup']:.2f}x faster than B={c['points'][0]['batch_size']}; the most any batch size can "
-        f"give, 1/(1 - t_fixed/step(1)) = {c['speedup_bound']:.2f}x.", "", "![plateau](plateau.png)", "",
+        f"{c['measured_speedup']:.2f}x faster than B={c['points'][0]['batch_size']}; the most batching can "
+        f"give by amortizing the fixed cost, 1/(1 - t_fixed/step(1)) = {c['speedup_bound']:.2f}x; the cheapest "
+        f"per-sample cost measured, (step(B) - t_fixed)/B, is {1e6 * c['t_sample_best']:.1f} µs at "
+        f"B={c['t_sample_best_batch']} against {1e6 * (c['step_1'] - c['t_fixed']):.1f} µs at B=1.", "",
+        "![plateau](plateau.png)", "",
         "## The model", "",
         f"step(B) = t_fixed + B·t_sample(B), fitted to the medians: t_fixed = {1e3 * fit['t_fixed']:.3f} ms, global "
         f"t_sample = {1e6 * fit['t_sample']:.1f} µs. The model reproduces the points it was fitted to by "

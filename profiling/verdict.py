@@ -93,7 +93,9 @@ def summary(split: dict) -> str:
             + "; ".join(f"{p['name']} {p['us_per_sample']:.1f} µs" for p in parts if p["us_per_sample"] >= 0.05))
     alloc = split.get("allocation")
     if alloc:
+        fresh = alloc.get("fresh_process_minor_faults_per_step")
         text += (f". Allocation per step: {alloc['minor_faults_per_step']:.0f} minor page faults "
-                 f"({alloc['minor_faults_per_step'] / split['batch_size']:.1f} per sample), "
-                 f"{alloc['traced_peak_bytes'] / 2**20:.1f} MiB of NumPy arrays live at the peak")
+                 f"({alloc['minor_faults_per_step'] / split['batch_size']:.1f} per sample) in this process"
+                 + (f", {fresh:.0f} in a fresh one" if fresh is not None else "")
+                 + f"; {alloc['traced_peak_bytes'] / 2**20:.1f} MiB of NumPy arrays live at the peak")
     return text + "."

@@ -154,7 +154,7 @@ def test_explain_after_the_sweep_fits_the_sweeps_own_step_times(tmp_path, isolat
     assert (out / "explain" / "explain.md").is_file() and (out / "explain" / "plateau.png").is_file()
     printed = capsys.readouterr().out
     assert "epoch time stops falling" in printed or "epoch time has not stopped falling" in printed
-    assert "The most any batch size can give is" in printed
+    assert "Amortizing the fixed cost of a step can give at most" in printed
 
 
 def test_explain_needs_a_training_sweep(tmp_path, isolated, capsys):

@@ -44,7 +44,8 @@ def test_fall_per_doubling():
 
 def test_the_classic_report_gives_about_1_4x():
     c = curve.from_times(curve.parse_times(CLASSIC), epochs=5, n_epoch=60000)
-    assert c.speedup_bound == pytest.approx(1.43, abs=0.02)
+    assert c.speedup_bound == pytest.approx(1.43, abs=0.01)  # what the asker saw: 1200 s / 850 s = 1.41x
+    assert c.speedup_bound == pytest.approx(1 / (1 - c.t_fixed / c.step_1))
     assert c.measured_speedup == pytest.approx(1200 / 850)
     assert c.t_fixed == pytest.approx(1.2e-3, rel=0.05) and c.t_sample == pytest.approx(2.8e-3, rel=0.05)
     assert c.plateau_batch == 8 and c.best_batch == 16
@@ -53,6 +54,20 @@ def test_the_classic_report_gives_about_1_4x():
 def test_batching_bound_is_one_over_the_per_sample_share():
     assert curve.batching_bound(0.3, 1.0) == pytest.approx(1 / 0.7)
     assert curve.batching_bound(1.0, 1.0) == math.inf
+
+
+def test_a_per_sample_cost_that_falls_with_b_is_named_when_it_beats_the_bound():
+    # lenet5 on numpy, median step ms measured on the 2-core development machine: the measured speedup (3.6x)
+    # beats what amortizing the fitted fixed cost allows, because BLAS on larger matrices is cheaper per sample
+    steps_ms = {1: 0.845, 2: 1.040, 4: 1.520, 8: 2.385, 16: 4.255, 32: 7.610, 64: 14.824, 128: 30.894, 256: 64.691}
+    rows = [{"batch_size": b, "step_seconds": ms / 1e3} for b, ms in steps_ms.items()]
+    c = curve.analyse(curve.points(rows, 60000), 60000)
+    assert c.measured_speedup > 1.02 * c.speedup_bound and c.best_batch == 64
+    text = curve.headline(c, "here")
+    assert "larger batches also made each sample's own work cheaper" in text
+    assert f"{1e6 * c.t_sample_best:.0f} µs at B={c.t_sample_best_batch}" in text
+    classic = curve.from_times(curve.parse_times(CLASSIC), epochs=5, n_epoch=60000)
+    assert "cheaper" not in curve.headline(classic, "here")
 
 
 @pytest.mark.parametrize("bad", ["1:100", "1:100,x:3", "1-100,2:50", "0:10,2:5", "1:-1,2:5", "1:nan,2:5"])
@@ -65,7 +80,7 @@ def test_profile_from_times_runs_nothing_and_answers():
     proc = subprocess.run([sys.executable, "-m", "minigrad.profile", "explain", "--from-times", CLASSIC, "--epochs",
                            "5"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    assert "stops falling at B=8" in proc.stdout and "1.43x over B=1" in proc.stdout
+    assert "stops falling at B=8" in proc.stdout and "at most 1.43x over B=1" in proc.stdout
     assert "measured: 1.41x" in proc.stdout and "t_fixed = 1.204 ms" in proc.stdout
     bad = subprocess.run([sys.executable, "-m", "minigrad.profile", "explain", "--from-times", "1:5"],
                          capture_output=True, text=True, timeout=60)

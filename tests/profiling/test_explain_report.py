@@ -22,7 +22,8 @@ def explained(tmp_path_factory):
 def test_explain_writes_every_output(explained):
     out, proc = explained
     assert "epoch time stops falling" in proc.stdout or "epoch time has not stopped falling" in proc.stdout
-    assert "The most any batch size can give is" in proc.stdout and "is at a hardware ceiling" in proc.stdout
+    assert "Amortizing the fixed cost of a step can give at most" in proc.stdout
+    assert "is at a hardware ceiling" in proc.stdout
     for name in ("explain.md", "explain.json", "plateau.png", "causes.png", "roofline.png", "ladder.png"):
         assert (out / name).stat().st_size > 0, name
     for png in out.glob("*.png"):
@@ -55,7 +56,9 @@ def test_explain_json_carries_every_number_the_headline_and_verdicts_use(explain
     assert [p.epoch_seconds for p in pts] == pytest.approx([r["n_epoch"] / s["batch_size"] * s["step_seconds"]
                                                             for s in r["sweep"]])
     step_1 = r["sweep"][0]["step_seconds"]
-    assert c["fixed_fraction_at_first"] == pytest.approx(c["t_fixed"] / step_1)
+    assert c["fixed_fraction_at_first"] == pytest.approx(c["t_fixed"] / step_1) and c["step_1"] == step_1
+    best = min((s["step_seconds"] - c["t_fixed"]) / s["batch_size"] for s in r["sweep"])
+    assert c["t_sample_best"] == pytest.approx(best)
     assert c["speedup_bound"] == pytest.approx(curve.batching_bound(c["t_fixed"], step_1))
     assert c["measured_speedup"] == pytest.approx(pts[0].epoch_seconds / min(p.epoch_seconds for p in pts))
     peak, bw = r["machine"]["gemm_gflops"]["float32"], r["machine"]["stream_gbps"]["copy"]
