@@ -93,21 +93,23 @@ def measure(gemm_n: int = 2048, stream_mb: int = 256, repeats: int = 3) -> dict:
     }
 
 
-def _cache_path(cache_dir=None) -> Path:
+def cached_measurement(stem: str, key: str, measure_fn, remeasure: bool = False, cache_dir=None, **kwargs) -> dict:
+    """The measurement cached as ``<stem>-<hash of key>.json`` in ``cache_dir`` (default: minigrad's data
+    directory), made with ``measure_fn(**kwargs)`` and written atomically first when absent or ``remeasure``."""
     from minigrad.data import default_data_dir
 
-    key = hashlib.sha256(f"{cpu_model()}|{os.cpu_count()}|{blas_threads()}".encode()).hexdigest()[:12]
-    return Path(cache_dir or default_data_dir()) / f"ceilings-{key}.json"
-
-
-def load(remeasure: bool = False, cache_dir=None, **measure_kwargs) -> dict:
-    """The cached ceilings of this machine (CPU, cores and BLAS threads), measuring them first if needed."""
-    path = _cache_path(cache_dir)
+    path = Path(cache_dir or default_data_dir()) / f"{stem}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.json"
     if path.exists() and not remeasure:
         return json.loads(path.read_text())
-    result = measure(**measure_kwargs)
+    result = measure_fn(**kwargs)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=2))
     os.replace(tmp, path)
     return result
+
+
+def load(remeasure: bool = False, cache_dir=None, **measure_kwargs) -> dict:
+    """The cached ceilings of this machine (CPU, cores and BLAS threads), measuring them first if needed."""
+    return cached_measurement("ceilings", f"{cpu_model()}|{os.cpu_count()}|{blas_threads()}", measure, remeasure,
+                              cache_dir, **measure_kwargs)

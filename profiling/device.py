@@ -25,11 +25,9 @@ upper bound. Importing this module never needs CuPy.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 import math
-import os
 import re
 import time
 from pathlib import Path
@@ -124,25 +122,13 @@ def measure_gpu(repeats: int = 10, sizes=SGEMM_SIZES, copy_mb: int = 256, launch
             "launch_us_host": 1e6 * host / launches}
 
 
-def _cache_path(device_name: str, cache_dir=None) -> Path:
-    from minigrad.data import default_data_dir
-
-    key = hashlib.sha256(device_name.encode()).hexdigest()[:12]
-    return Path(cache_dir or default_data_dir()) / f"gpu-ceilings-{key}.json"
-
-
 def load_gpu(remeasure: bool = False, cache_dir=None, **measure_kwargs) -> dict:
     """The cached ceilings of the current GPU (keyed by its name, in ``minigrad.data.default_data_dir()`` like
     ``ceilings.load``), measuring them first if there are none or ``remeasure``. Needs CuPy and a device."""
-    path = _cache_path(current_device_name(), cache_dir)
-    if path.exists() and not remeasure:
-        return json.loads(path.read_text())
-    result = measure_gpu(**measure_kwargs)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, path)
-    return result
+    from .ceilings import cached_measurement
+
+    return cached_measurement("gpu-ceilings", current_device_name(), measure_gpu, remeasure, cache_dir,
+                              **measure_kwargs)
 
 
 def from_recorded(d) -> dict:
