@@ -33,7 +33,9 @@ benchmark: $(STAMP)
 	$(PY) -m pytest benchmarks $(BENCH_OPTS) --benchmark-autosave $(ARGS)
 	$(PY) -m benchmarks.table
 
+# `gate check` first: no minutes of benchmarking when the calibration or the baseline is missing or unusable.
 benchmark-compare: $(STAMP)
+	$(PY) -m benchmarks.gate check
 	$(PY) -m pytest benchmarks $(BENCH_OPTS) --benchmark-json=.benchmarks/compare.json $(ARGS)
 	$(PY) -m benchmarks.gate compare .benchmarks/compare.json --rerun='benchmarks $(BENCH_OPTS) $(ARGS)'
 

@@ -32,8 +32,18 @@ saved in .benchmarks/ unless given) and fails (exit status 1) when any ratio exc
 Timings only compare on the machine they were taken on: a calibration or baseline from another machine
 is an error (exit status 2), as is a missing calibration.
 
-Usage (the Makefile wraps both, from the repository root; see README "Benchmarks"):
+A calibration can be useless: measured while the machine was loaded, its limits are so wide that every
+run passes. ``calibrate`` refuses to store one whose typical limit (the median of the per-benchmark
+limits) is above ``MAX_TYPICAL_LIMIT`` (+50%; why that value, see there), and ``compare`` and ``check``
+refuse a stored one beyond it (exit status 2 both).
+
+``check`` is what ``make benchmark-compare`` runs before it spends minutes benchmarking: it fails at once
+(exit status 2, one ``error:`` line) when there is no usable calibration for this machine or no saved
+baseline run from it, naming the command that makes the missing piece.
+
+Usage (the Makefile wraps them, from the repository root; see README "Benchmarks"):
     python -m benchmarks.gate calibrate RUN.json RUN.json [...] [-o .benchmarks/calibration.json]
+    python -m benchmarks.gate check [--baseline OLD.json] [--calibration FILE]
     python -m benchmarks.gate compare NEW.json [--baseline OLD.json] [--calibration FILE]
                                   [--rerun="benchmarks -k ... --benchmark-max-time=0.5"]
 """
@@ -55,7 +65,24 @@ from pathlib import Path
 STORAGE = Path(".benchmarks")
 CALIBRATION = STORAGE / "calibration.json"
 Z = 6.0
-#: Exit statuses of ``compare``.
+#: The widest typical limit (median of the per-benchmark limits, as a relative slowdown) a calibration may
+#: have. Why +50%: the coarsest regression worth a gate is a 2x slowdown (what tests/benchmarks/test_gate.py
+#: injects; also the size of a Numba kernel losing its parallel loop on 2 cores, or float32 work done in
+#: float64 by a memory-bound kernel). At Z = 6 a limit L means a noise sd of ln(1 + L) / (6 sqrt 2) per
+#: median, so a true 2x ratio sits 6 * (ln 2 / ln(1 + L) - 1) sds of a ratio above the limit: 4.3 sds at
+#: +50% (missed about once in 10^5 under Gaussian noise), 1.8 at +70%, 0 at +100%. Beyond +50% the gate
+#: starts to wave through the very slowdowns it exists for, and on the heavy-tailed noise of a shared
+#: machine sooner than Gaussian arithmetic says. It is also 2.5x the typical limit of this project's busy
+#: 2-core machine (+20%, README "Benchmarks"): a calibration above it was taken while something else was
+#: loading the machine, and says nothing about the code.
+MAX_TYPICAL_LIMIT = 0.5
+#: What to do about a calibration beyond MAX_TYPICAL_LIMIT. The suites use every core by default; one
+#: thread per pool (OpenBLAS and MKL read OMP_NUM_THREADS, Numba NUMBA_NUM_THREADS) keeps a busy machine's
+#: other work from stalling a benchmark's threads, and must then be used for all three make targets alike.
+QUIETER = ("calibrate on a quieter machine (stop other work), with one thread per pool (OMP_NUM_THREADS=1 "
+           "NUMBA_NUM_THREADS=1 before make benchmark-calibrate, and the same for make benchmark and make "
+           "benchmark-compare), or with more runs (make benchmark-calibrate CALIBRATION_RUNS=5)")
+#: Exit statuses of the commands (REGRESSION from ``compare`` only).
 OK, REGRESSION, ERROR = 0, 1, 2
 
 
@@ -84,9 +111,16 @@ def load_run(path) -> Run:
     if not isinstance(data, dict) or "benchmarks" not in data:
         raise GateError(f"{path} is not a pytest-benchmark JSON (no 'benchmarks' list)")
     medians, extra = {}, {}
-    for b in data["benchmarks"]:
-        medians[b["fullname"]] = float(b["stats"]["median"])
-        extra[b["fullname"]] = b.get("extra_info", {})
+    try:
+        for b in data["benchmarks"]:
+            median = float(b["stats"]["median"])
+            if not 0 < median < math.inf:
+                raise ValueError(median)
+            medians[b["fullname"]] = median
+            extra[b["fullname"]] = b.get("extra_info", {})
+    except (TypeError, KeyError, ValueError, AttributeError):
+        raise GateError(f"{path} is not a pytest-benchmark JSON (a benchmark without a fullname or a positive "
+                        f"median)") from None
     return Run(str(path), data.get("machine_info", {}), medians, extra)
 
 
@@ -148,6 +182,45 @@ def calibrate(runs: list[Run], z: float = Z) -> dict:
             "benchmarks": per}
 
 
+def typical_limit(calibration: dict) -> float:
+    """The median of a calibration's per-benchmark limits (a relative slowdown): the slowdown the machine
+    can resolve on a typical benchmark. (By construction, about the limit of the typical scatter.)"""
+    return statistics.median(b["threshold"] for b in calibration["benchmarks"].values())
+
+
+def check_resolution(calibration: dict, source: str = "the calibration") -> None:
+    """Raise GateError when the calibration's typical limit is beyond MAX_TYPICAL_LIMIT."""
+    limit = typical_limit(calibration)
+    if limit > MAX_TYPICAL_LIMIT:
+        raise GateError(f"{source} is too noisy to gate on: its typical limit is +{100 * limit:.0f}% (typical "
+                        f"scatter of a median {100 * calibration['typical_sd']:.1f}%), above the "
+                        f"+{100 * MAX_TYPICAL_LIMIT:.0f}% beyond which a 2x slowdown can pass unnoticed; "
+                        f"{QUIETER}")
+
+
+def load_calibration(path) -> dict:
+    """A stored calibration, checked: present, well-formed and fine enough to gate on (GateError if not)."""
+    try:
+        cal = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise GateError(f"no calibration at {path}; measure one first (make benchmark-calibrate)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise GateError(f"cannot read the calibration {path} ({exc}); measure a new one "
+                        f"(make benchmark-calibrate)") from None
+    try:
+        well_formed = (isinstance(cal["machine"], dict) and isinstance(cal["runs"], list)
+                       and float(cal["typical_sd"]) >= 0 and float(cal["z"]) > 0
+                       and float(cal["default_threshold"]) >= 0 and cal["benchmarks"]
+                       and all(float(b["threshold"]) >= 0 for b in cal["benchmarks"].values()))
+    except (TypeError, KeyError, ValueError, AttributeError):
+        well_formed = False
+    if not well_formed:
+        raise GateError(f"{path} is not a calibration written by this gate; measure a new one "
+                        f"(make benchmark-calibrate)")
+    check_resolution(cal, f"the calibration {path}")
+    return cal
+
+
 @dataclass(frozen=True)
 class Row:
     name: str
@@ -200,6 +273,7 @@ def check_machines(calibration: dict, *runs: Run) -> None:
 
 def compare(base: Run, new: Run, calibration: dict, rerun: Run | None = None) -> Comparison:
     """Median ratios new/base with each benchmark's calibrated threshold (and a re-run's median, if any)."""
+    check_resolution(calibration)
     check_machines(calibration, base, new, *([rerun] if rerun else []))
     common = sorted(set(base.medians) & set(new.medians))
     if not common:
@@ -212,6 +286,56 @@ def compare(base: Run, new: Run, calibration: dict, rerun: Run | None = None) ->
             for name in common]
     return Comparison(rows, sorted(set(base.medians) - set(new.medians)),
                       sorted(set(new.medians) - set(base.medians)))
+
+
+def this_machine_info() -> dict:
+    """This machine's ``machine_info`` as a benchmark run here would record it (pytest-benchmark's own,
+    completed by benchmarks/conftest.py's hook), without running a benchmark: about a second."""
+    from pytest_benchmark.plugin import pytest_benchmark_generate_machine_info
+
+    from benchmarks import conftest
+
+    info = pytest_benchmark_generate_machine_info()
+    conftest.pytest_benchmark_update_machine_info(None, info)
+    return info
+
+
+def check(calibration_path=CALIBRATION, storage=STORAGE, baseline=None, machine_info=None) -> str:
+    """Whether ``compare`` can judge a run made here now, checked before any benchmark runs: a usable
+    calibration from this machine and a saved baseline run from it. Raises GateError naming every missing
+    piece and the command that makes it; returns a one-line summary otherwise."""
+    here = machine_key(this_machine_info() if machine_info is None else machine_info)
+    problems, cal = [], None
+    try:
+        cal = load_calibration(calibration_path)
+    except GateError as exc:
+        problems.append(str(exc))
+    else:
+        if cal["machine"] != here:
+            problems.append(f"no calibration for this machine ({describe_machine(here)}): {calibration_path} "
+                            f"was measured on {describe_machine(cal['machine'])}; measure one here "
+                            f"(make benchmark-calibrate)")
+            cal = None
+    baseline = baseline or latest_run(storage)
+    base = None
+    if baseline is None:
+        problems.append(f"no saved baseline run in {storage}/ to compare with; save one (make benchmark)")
+    else:
+        try:
+            base = load_run(baseline)
+        except GateError as exc:
+            problems.append(f"the baseline: {exc}; save a new one (make benchmark)")
+        else:
+            if machine_key(base.machine_info) != here:
+                problems.append(f"the baseline {baseline} was measured on "
+                                f"{describe_machine(machine_key(base.machine_info))}, not on this machine "
+                                f"({describe_machine(here)}); save one here (make benchmark)")
+                base = None
+    if problems:
+        raise GateError("; ".join(problems))
+    return (f"gate: ready on {describe_machine(here)}: calibration {calibration_path} ({len(cal['benchmarks'])} "
+            f"benchmarks, typical limit +{100 * typical_limit(cal):.0f}%), baseline {baseline} "
+            f"({len(base.medians)} benchmarks)")
 
 
 def rerun_benchmarks(pytest_args: str, out) -> Run:
@@ -291,6 +415,11 @@ def main(argv=None) -> int:
     cal.add_argument("runs", nargs="+", help="pytest-benchmark JSON files of identical runs (2 or more)")
     cal.add_argument("-o", "--output", default=str(CALIBRATION), help="where to store it (default %(default)s)")
     cal.add_argument("--z", type=float, default=Z, help="threshold in noise sds (default %(default)s)")
+    chk = sub.add_parser("check", help="fail at once unless compare could run: a usable calibration and a "
+                                       "saved baseline, both from this machine")
+    chk.add_argument("--baseline", help=f"the run compare will use (default: the latest in {STORAGE}/)")
+    chk.add_argument("--calibration", default=str(CALIBRATION), help="default %(default)s")
+    chk.add_argument("--storage", default=str(STORAGE), help="pytest-benchmark storage (default %(default)s)")
     cmp_ = sub.add_parser("compare", help="fail when a benchmark got slower than its threshold")
     cmp_.add_argument("new", help="pytest-benchmark JSON of the run to judge")
     cmp_.add_argument("--baseline", help=f"the run to compare with (default: the latest in {STORAGE}/)")
@@ -303,19 +432,23 @@ def main(argv=None) -> int:
     try:
         if args.command == "calibrate":
             result = calibrate([load_run(p) for p in args.runs], z=args.z)
+            print(format_calibration(result))
+            try:
+                check_resolution(result, "this calibration")
+            except GateError as exc:
+                kept = " (the one there is left as it was)" if Path(args.output).exists() else ""
+                raise GateError(f"not written to {args.output}{kept}: {exc}") from None
             Path(args.output).parent.mkdir(parents=True, exist_ok=True)
             Path(args.output).write_text(json.dumps(result, indent=1) + "\n")
-            print(format_calibration(result))
             print(f"  written to {args.output}")
+            return OK
+        if args.command == "check":
+            print(check(args.calibration, args.storage, args.baseline))
             return OK
         baseline = args.baseline or latest_run(args.storage)
         if baseline is None:
             raise GateError(f"no saved run in {args.storage}/ to compare with; save one first (make benchmark)")
-        try:
-            calibration = json.loads(Path(args.calibration).read_text())
-        except FileNotFoundError:
-            raise GateError(f"no calibration at {args.calibration}; measure one first (make benchmark-calibrate)") \
-                from None
+        calibration = load_calibration(args.calibration)
         base, new = load_run(baseline), load_run(args.new)
         result = compare(base, new, calibration)
         if result.regressions and args.rerun is not None:

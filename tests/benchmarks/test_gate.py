@@ -1,11 +1,13 @@
 """benchmarks/gate.py: the calibration arithmetic on hand-made runs, the compare verdicts and exit statuses,
-and the whole loop on a real benchmark: calibrate from identical runs, pass an unchanged run, fail an
-injected 2x slowdown (MINIGRAD_BENCH_REPEAT=2)."""
+the refusal of calibrations too noisy to gate on, ``check`` (and ``make benchmark-compare`` failing at once
+without a calibration or baseline), and the whole loop on a real benchmark: calibrate from identical runs,
+pass an unchanged run, fail an injected 2x slowdown (MINIGRAD_BENCH_REPEAT=2)."""
 
 import json
 import math
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -155,6 +157,140 @@ def test_a_rerun_clears_a_one_off_spike_and_confirms_a_real_slowdown(tmp_path):
     assert {r.name: r.status for r in result.rows}["fast"] == "ok"
 
 
+def sd_for_typical_limit(limit, runs=3):
+    """The per-benchmark sd that gives a calibration of `runs` identical runs this typical limit at Z = 6."""
+    typical = math.log1p(limit) / (6 * math.sqrt(2))
+    return typical * math.sqrt(gate._chi2_median_over_k(runs - 1))
+
+
+def test_max_typical_limit_still_resolves_a_2x_slowdown():
+    # the comment's arithmetic: at +50% a true 2x ratio is more than 4 sds of a ratio above the limit
+    sd = math.log1p(gate.MAX_TYPICAL_LIMIT) / (gate.Z * math.sqrt(2))
+    assert (math.log(2) - math.log1p(gate.MAX_TYPICAL_LIMIT)) / (math.sqrt(2) * sd) > 4
+
+
+def test_calibrate_refuses_a_calibration_too_noisy_to_gate_on(tmp_path, capsys):
+    out = tmp_path / "cal.json"
+    fine = runs_with_sds(tmp_path, [sd_for_typical_limit(0.45)] * 3)
+    assert gate.typical_limit(gate.calibrate(fine)) == pytest.approx(0.45)
+    assert gate.main(["calibrate", *(r.path for r in fine), "-o", str(out)]) == gate.OK
+    before = out.read_text()
+    capsys.readouterr()
+    (tmp_path / "noisy").mkdir()
+    noisy = runs_with_sds(tmp_path / "noisy", [sd_for_typical_limit(0.55)] * 3)
+    assert gate.typical_limit(gate.calibrate(noisy)) == pytest.approx(0.55)
+    assert gate.main(["calibrate", *(r.path for r in noisy), "-o", str(out)]) == gate.ERROR
+    assert out.read_text() == before  # the usable calibration there is kept
+    captured = capsys.readouterr()
+    assert "median 55.0%" in captured.out  # the summary still says what was measured
+    [line] = captured.err.splitlines()
+    assert line.startswith("gate: error: not written to") and "left as it was" in line
+    assert "+55%" in line and "+50%" in line and "2x slowdown" in line
+    for remedy in ("quieter machine", "OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1", "CALIBRATION_RUNS=5"):
+        assert remedy in line
+    fresh = tmp_path / "fresh.json"
+    assert gate.main(["calibrate", *(r.path for r in noisy), "-o", str(fresh)]) == gate.ERROR
+    assert not fresh.exists() and "left as it was" not in capsys.readouterr().err
+
+
+def test_compare_and_check_refuse_a_stored_calibration_too_noisy_to_gate_on(tmp_path, capsys):
+    base = write_run(tmp_path / "base.json", {"fast": 1.0, "slow": 1.0})
+    new = write_run(tmp_path / "new.json", {"fast": 4.0, "slow": 1.0})
+    with pytest.raises(gate.GateError, match=r"too noisy to gate on: its typical limit is \+457%"):
+        gate.compare(gate.load_run(base), gate.load_run(new), calibration(threshold=4.57))
+    cal = tmp_path / "cal.json"
+    cal.write_text(json.dumps(calibration(threshold=4.57)))  # would pass the 4x slowdown of "fast"
+    assert gate.main(["compare", str(new), "--baseline", str(base), "--calibration", str(cal)]) == gate.ERROR
+    assert "make benchmark-calibrate" in capsys.readouterr().err
+    assert gate.main(["check", "--baseline", str(base), "--calibration", str(cal)]) == gate.ERROR
+    [line] = capsys.readouterr().err.splitlines()
+    assert "too noisy" in line and "+457%" in line
+    cal.write_text(json.dumps(calibration(threshold=0.5)))  # at the limit: used
+    assert gate.main(["compare", str(new), "--baseline", str(base), "--calibration", str(cal)]) == gate.REGRESSION
+
+
+@pytest.fixture
+def here(monkeypatch):
+    """`check` sees MACHINE as this machine."""
+    monkeypatch.setattr(gate, "this_machine_info", lambda: MACHINE)
+
+
+def error_line(capsys) -> str:
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gate: error: ") and not captured.out, captured
+    return lines[0]
+
+
+def test_check_names_what_is_missing_and_the_command_that_makes_it(tmp_path, capsys, here):
+    cal, storage = tmp_path / "calibration.json", tmp_path / "storage"
+    args = ["check", "--calibration", str(cal), "--storage", str(storage)]
+    assert gate.main(args) == gate.ERROR
+    line = error_line(capsys)
+    assert f"no calibration at {cal}" in line and "(make benchmark-calibrate)" in line
+    assert f"no saved baseline run in {storage}/" in line and "(make benchmark)" in line
+
+    cal.write_text(json.dumps(calibration()))
+    assert gate.main(args) == gate.ERROR
+    line = error_line(capsys)
+    assert "calibration" not in line and "no saved baseline run" in line and line.endswith("(make benchmark)")
+
+    folder = storage / "Linux-CPython-3.11-64bit"
+    folder.mkdir(parents=True)
+    saved = write_run(folder / "0001_abc_20240101_000000.json", {"fast": 1.0})
+    assert gate.main(args) == gate.OK
+    out = capsys.readouterr().out
+    assert out.startswith("gate: ready on Test CPU x2") and str(saved) in out and "typical limit +10%" in out
+
+    cal.write_text(json.dumps({**calibration(), "machine": gate.machine_key({**MACHINE, "cpu": {
+        "brand_raw": "Other CPU", "count": 8}, "minigrad": {"usable_cores": 8}})}))
+    assert gate.main(args) == gate.ERROR
+    line = error_line(capsys)
+    assert "no calibration for this machine (Test CPU x2)" in line and "Other CPU x8" in line
+    assert line.endswith("(make benchmark-calibrate)")
+
+    cal.write_text(json.dumps(calibration()))
+    write_run(saved, {"fast": 1.0}, machine={**MACHINE, "minigrad": {"usable_cores": 2, "gpu": "Some GPU"}})
+    assert gate.main(args) == gate.ERROR
+    line = error_line(capsys)
+    assert "Test CPU x2 + Some GPU, not on this machine" in line and line.endswith("(make benchmark)")
+
+
+def test_check_and_compare_reject_malformed_files_with_an_error_not_a_traceback(tmp_path, capsys, here):
+    base = write_run(tmp_path / "base.json", {"fast": 1.0})
+    cal = tmp_path / "cal.json"
+    for text in ("{", "[]", '{"machine": {}}', json.dumps({**calibration(), "benchmarks": {"x": {}}}),
+                 json.dumps({**calibration(), "benchmarks": {}})):
+        cal.write_text(text)
+        assert gate.main(["check", "--baseline", str(base), "--calibration", str(cal)]) == gate.ERROR
+        assert "(make benchmark-calibrate)" in error_line(capsys)
+        assert gate.main(["compare", str(base), "--baseline", str(base), "--calibration", str(cal)]) == gate.ERROR
+        assert "(make benchmark-calibrate)" in error_line(capsys)
+    cal.write_text(json.dumps(calibration()))
+    for bad in ({"benchmarks": [{"fullname": "x"}]}, {"benchmarks": [{"fullname": "x", "stats": {"median": 0}}]},
+                {"benchmarks": None}):
+        (tmp_path / "bad.json").write_text(json.dumps(bad))
+        assert gate.main(["check", "--baseline", str(tmp_path / "bad.json"), "--calibration", str(cal)]) \
+            == gate.ERROR
+        assert "not a pytest-benchmark JSON" in error_line(capsys)
+
+
+def test_make_benchmark_compare_fails_at_once_without_calibration_or_baseline(tmp_path):
+    """The real Makefile target, run in an empty directory: `gate check` stops it before any benchmark."""
+    if shutil.which("make") is None:
+        pytest.skip("no make on this machine")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = ["make", "--no-print-directory", "-f", str(ROOT / "Makefile"), "-C", str(tmp_path),
+           "-o", ".venv/.installed", f"PY={sys.executable}", "benchmark-compare"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode != 0
+    assert "-m benchmarks.gate check" in proc.stdout and "-m pytest" not in proc.stdout  # stopped before pytest
+    [line] = [ln for ln in proc.stderr.splitlines() if "error:" in ln and not ln.startswith("make")]
+    assert "no calibration at .benchmarks/calibration.json" in line and "(make benchmark-calibrate)" in line
+    assert "no saved baseline run in .benchmarks/" in line and "(make benchmark)" in line
+    assert not (tmp_path / ".benchmarks").exists()
+
+
 # The whole loop on a real benchmark. Four tiny NumPy benchmarks (relu on mlp's hidden layer, 16 samples,
 # both directions and dtypes) at 0.05 s each keep every run to a few seconds.
 SUBSET = ["benchmarks/bench_relu.py", "-k", "mlp.hidden and B16 and numpy"]
@@ -175,12 +311,15 @@ def test_gate_passes_an_unchanged_run_and_fails_an_injected_2x_slowdown(tmp_path
     monkeypatch.chdir(ROOT)  # the subset's paths are relative to the repository root
     monkeypatch.setenv("MINIGRAD_BENCH_REPEAT", "1")
     runs = [run_benchmarks(tmp_path / f"identical-{i}.json") for i in range(3)]
-    cal = tmp_path / "calibration.json"
-    assert gate.main(["calibrate", *map(str, runs), "-o", str(cal)]) == gate.OK
-    thresholds = [b["threshold"] for b in json.loads(cal.read_text())["benchmarks"].values()]
+    # `check` reads this machine as a benchmark run records it
+    assert gate.machine_key(gate.this_machine_info()) == gate.machine_key(gate.load_run(runs[0]).machine_info)
+    thresholds = [b["threshold"] for b in gate.calibrate([gate.load_run(r) for r in runs])["benchmarks"].values()]
     if max(thresholds) > 0.8:  # an honest calibration of a machine too busy right now to resolve 2x
         pytest.skip(f"the machine is too noisy at the moment to resolve a 2x slowdown: calibrated thresholds "
                     f"{[f'{t:.0%}' for t in thresholds]}")
+    cal = tmp_path / "calibration.json"
+    assert gate.main(["calibrate", *map(str, runs), "-o", str(cal)]) == gate.OK
+    assert gate.main(["check", "--baseline", str(runs[-1]), "--calibration", str(cal)]) == gate.OK
     rerun = shlex.join([*SUBSET, BENCH_ARGS])  # the same selection, as the Makefile passes it
     common = ["--baseline", str(runs[-1]), "--calibration", str(cal), f"--rerun={rerun}"]
     unchanged = run_benchmarks(tmp_path / "unchanged.json")
