@@ -104,9 +104,16 @@ def check_logits(op: str, logits) -> None:
 
 
 def check_xent(logits, targets) -> None:
-    """Validate softmax-xent arguments: logits (N, C) float, targets (N,) integers in [0, C)."""
+    """Validate softmax-xent arguments: logits (N, C) float with N >= 1, targets (N,) integers in [0, C).
+
+    An empty batch is refused here, once for every backend: the loss is a mean over the batch, and a mean of
+    nothing would otherwise be a ZeroDivisionError on some backends and a NaN with warnings on others.
+    """
     check_logits("cross_entropy", logits)
     N, C = logits.shape
+    if N == 0:
+        raise ValueError(f"cross_entropy: logits must have at least one row (a batch of 0 samples has no mean "
+                         f"loss); got shape {tuple(logits.shape)}")
     shape = getattr(targets, "shape", None)
     if shape is None or len(shape) != 1:
         raise ValueError(f"cross_entropy: targets must be 1-D (N,); got shape {shape}")
@@ -114,7 +121,7 @@ def check_xent(logits, targets) -> None:
         raise ValueError(f"cross_entropy: targets has {shape[0]} entries but logits has a batch of {N}")
     if np.dtype(targets.dtype).kind not in "iu":
         raise TypeError(f"cross_entropy: targets must be integer class indices; got {np.dtype(targets.dtype)}")
-    if N and (int(targets.min()) < 0 or int(targets.max()) >= C):
+    if int(targets.min()) < 0 or int(targets.max()) >= C:
         raise ValueError(f"cross_entropy: targets must lie in [0, {C}); got values in "
                          f"[{int(targets.min())}, {int(targets.max())}]")
 

@@ -166,3 +166,17 @@ def test_dropout_is_identity_in_eval_and_reproducible_with_manual_seed():
     mg.manual_seed(1)
     b = F.dropout(x, 0.5).numpy()
     np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("name", ["reference", "numpy", "numba", "cupy"])
+def test_cross_entropy_on_an_empty_batch_is_the_same_error_everywhere(name):
+    """Backends once disagreed (ZeroDivisionError on numba and reference, NaN with warnings on numpy)."""
+    reason = mg.backend.unavailable_reason(name)
+    if reason:
+        pytest.skip(reason)
+    with mg.use_backend(name):
+        logits = mg.Tensor(np.zeros((0, 10), np.float32), requires_grad=True)
+        for targets in (np.zeros(0, np.int64), mg.Tensor(np.zeros(0, np.int64)), []):
+            with pytest.raises(ValueError, match=r"cross_entropy: logits must have at least one row \(a batch of "
+                                                 r"0 samples has no mean loss\); got shape \(0, 10\)"):
+                F.cross_entropy(logits, targets)

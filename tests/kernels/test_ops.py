@@ -159,6 +159,19 @@ def test_softmax_xent_matches_reference(ops, rng, shape, dtype):
     close(ops, ops.softmax_xent_backward(ops.asarray(dl), cache), ref.softmax_xent_backward(dl, c_ref), dtype)
 
 
+EMPTY_BATCH = r"cross_entropy: logits must have at least one row \(a batch of 0 samples has no mean loss\); got shape \(0, 10\)"
+
+
+@pytest.mark.parametrize("tdtype", [np.int64, np.uint8])
+def test_softmax_xent_refuses_an_empty_batch_on_every_backend(ops, tdtype):
+    """A mean over 0 samples: once a ZeroDivisionError (numba, reference) or a NaN with warnings (numpy);
+    now the same ValueError from the shared check on every backend, the oracle included."""
+    logits, t = np.zeros((0, 10), np.float32), np.zeros(0, tdtype)
+    for module, wrap in ((ops, ops.asarray), (ref, np.asarray)):
+        with pytest.raises(ValueError, match=EMPTY_BATCH):
+            module.softmax_xent_forward(wrap(logits), wrap(t))
+
+
 def test_softmax_xent_is_finite_for_huge_logits(ops):
     logits = np.array([[1e4, -1e4, 0.0], [-1e4, 1e4, 1e4]], dtype=np.float32)
     loss, _ = ops.softmax_xent_forward(ops.asarray(logits), ops.asarray(np.array([0, 1])))
