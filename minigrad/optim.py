@@ -1,4 +1,12 @@
-"""Optimizers (one in-place backend kernel per parameter), learning-rate scaling rules and warmup."""
+"""Optimizers (one in-place backend kernel per parameter), learning-rate scaling rules and warmup.
+
+Both optimizers validate their arguments when they are built, through the same rules, so a bad value fails
+at construction with a message naming the argument instead of turning every parameter into NaN at the first
+``step()``: ``params`` must be a non-empty iterable of leaf Tensors that require grad (``nn.Parameter``s);
+``lr`` is a finite number > 0; ``momentum`` and ``weight_decay`` are finite numbers >= 0; ``betas`` is a
+pair of finite numbers in [0, 1); ``eps`` is a finite number > 0 (with eps = 0 a coordinate whose gradient
+has been exactly 0 so far would update by 0/0 = NaN).
+"""
 
 from __future__ import annotations
 
@@ -6,17 +14,49 @@ import math
 import numbers
 
 from . import backend
-from .tensor import no_grad
+from .tensor import Tensor, no_grad
+
+
+def _check_params(owner: str, params) -> list:
+    """``params`` as a list; every entry a leaf Tensor that requires grad, and at least one of them."""
+    if isinstance(params, Tensor):
+        raise TypeError(f"{owner}: params must be an iterable of Tensors (e.g. model.parameters()); "
+                        f"got a single {type(params).__name__}")
+    params = list(params)
+    if not params:
+        raise ValueError(f"{owner}: optimizer got an empty parameter list (params is empty)")
+    for i, p in enumerate(params):
+        if not isinstance(p, Tensor):
+            raise TypeError(f"{owner}: params[{i}] must be a Tensor that requires grad (an nn.Parameter); "
+                            f"got {type(p).__module__}.{type(p).__qualname__}")
+        if not p.requires_grad:
+            raise ValueError(f"{owner}: params[{i}] is a Tensor with requires_grad=False; it would never get "
+                             f"a gradient (use nn.Parameter or requires_grad=True)")
+        if p._ctx is not None:
+            raise ValueError(f"{owner}: params[{i}] is not a leaf (it was computed by an op), so backward never "
+                             f"sets its .grad; optimize the leaf Tensors it was computed from")
+    return params
+
+
+def _check_hyper(owner: str, name: str, value, low: float = 0.0, low_open: bool = False,
+                 high: float | None = None) -> float:
+    """``value`` as a float: a finite real number (not a bool) >= low (> low when low_open), < high if given."""
+    interval = (f"> {low:g}" if low_open else f">= {low:g}") if high is None else f"in [{low:g}, {high:g})"
+    ok = (not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
+          and (value > low if low_open else value >= low) and (high is None or value < high))
+    if not ok:
+        raise ValueError(f"{owner}: {name} must be a finite number {interval}; got {value!r}")
+    return float(value)
 
 
 class Optimizer:
-    def __init__(self, params, lr: float):
-        self.params = list(params)
-        if not self.params:
-            raise ValueError(f"{type(self).__name__}: params is empty")
-        if isinstance(lr, bool) or not (isinstance(lr, numbers.Real) and lr > 0 and math.isfinite(lr)):
-            raise ValueError(f"{type(self).__name__}: lr must be a positive number; got {lr!r}")
-        self.lr = float(lr)
+    """What SGD and Adam share: the parameter list, ``lr`` and ``weight_decay``, validated the same way."""
+
+    def __init__(self, params, lr: float, weight_decay: float = 0.0):
+        owner = type(self).__name__
+        self.params = _check_params(owner, params)
+        self.lr = _check_hyper(owner, "lr", lr, low_open=True)
+        self.weight_decay = _check_hyper(owner, "weight_decay", weight_decay)
 
     def zero_grad(self) -> None:
         for p in self.params:
@@ -28,15 +68,12 @@ class SGD(Optimizer):
 
     def __init__(self, params, lr: float, momentum: float = 0.0, nesterov: bool = False,
                  weight_decay: float = 0.0):
-        super().__init__(params, lr)
-        if momentum < 0:
-            raise ValueError(f"SGD: momentum must be >= 0; got {momentum}")
-        if weight_decay < 0:
-            raise ValueError(f"SGD: weight_decay must be >= 0; got {weight_decay}")
-        if nesterov and momentum == 0:
+        super().__init__(params, lr, weight_decay)
+        self.momentum = _check_hyper("SGD", "momentum", momentum)
+        if nesterov and self.momentum == 0:
             raise ValueError("SGD: nesterov requires momentum > 0")
-        self.momentum, self.nesterov, self.weight_decay = float(momentum), bool(nesterov), float(weight_decay)
-        self.buffers = [backend.k.zeros(p.shape, dtype=p.dtype) if momentum else None for p in self.params]
+        self.nesterov = bool(nesterov)
+        self.buffers = [backend.k.zeros(p.shape, dtype=p.dtype) if self.momentum else None for p in self.params]
 
     @no_grad()
     def step(self) -> None:
@@ -51,11 +88,12 @@ class Adam(Optimizer):
 
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0):
-        super().__init__(params, lr)
-        if not all(0.0 <= b < 1.0 for b in betas):
-            raise ValueError(f"Adam: betas must lie in [0, 1); got {betas}")
-        self.beta1, self.beta2 = map(float, betas)
-        self.eps, self.weight_decay = float(eps), float(weight_decay)
+        super().__init__(params, lr, weight_decay)
+        if isinstance(betas, (str, bytes)) or not hasattr(betas, "__len__") or len(betas) != 2:
+            raise ValueError(f"Adam: betas must be a pair (beta1, beta2); got {betas!r}")
+        self.beta1 = _check_hyper("Adam", "betas[0]", betas[0], high=1.0)
+        self.beta2 = _check_hyper("Adam", "betas[1]", betas[1], high=1.0)
+        self.eps = _check_hyper("Adam", "eps", eps, low_open=True)
         self.m = [backend.k.zeros(p.shape, dtype=p.dtype) for p in self.params]
         self.v = [backend.k.zeros(p.shape, dtype=p.dtype) for p in self.params]
         self.steps = 0
