@@ -5,6 +5,14 @@ A Tensor wraps one backend array (``.data``). An op is a ``Function`` subclass: 
 and its parents on the output. ``loss.backward()`` walks that graph in reverse topological order, calling
 each Function's ``backward`` once and accumulating into ``.grad`` of the leaves that require grad.
 
+A graph serves one backward, as in PyTorch: a second ``backward`` through any op already backpropagated
+raises ``RuntimeError`` (it would add the same gradients to the leaves a second time) unless the earlier
+backward was called with ``retain_graph=True``. Gradient accumulation builds a new graph per micro-batch
+(a new forward), and each of those gets its own backward.
+
+A Tensor holds numbers: floating-point data, or integers (class targets). Strings, objects, booleans and
+complex numbers are refused with a ``TypeError`` naming the dtype.
+
 Tensor never imports numpy for array math: arithmetic uses the arrays' own operators, so it works unchanged
 on CuPy arrays. Only ``minigrad.backend`` knows which kernels run.
 """
@@ -41,7 +49,7 @@ class Function:
     """One differentiable op. Subclasses implement ``forward(*arrays, **params) -> array`` (storing what the
     backward needs on ``self``) and ``backward(dout) -> tuple of input gradients`` (None where no gradient)."""
 
-    __slots__ = ("parents", "needs_grad", "__dict__")
+    __slots__ = ("parents", "needs_grad", "used", "__dict__")
 
     def forward(self, *arrays, **params):  # pragma: no cover - interface
         raise NotImplementedError
@@ -58,6 +66,7 @@ class Function:
         if is_grad_enabled() and any(needs):
             fn.parents = inputs
             fn.needs_grad = needs
+            fn.used = False  # set by the backward that goes through it (unless that one retains the graph)
             return Tensor(out, requires_grad=True, _ctx=fn)
         return Tensor(out)
 
@@ -70,6 +79,14 @@ class Tensor:
     def __init__(self, data, requires_grad: bool = False, dtype=None, _ctx: Function | None = None):
         if isinstance(data, Tensor):
             data = data.data
+        # NumPy/CuPy arrays carry a NumPy dtype; Python scalars, lists and other libraries' arrays are looked at
+        # through NumPy first, so that every backend refuses the same non-numeric data the same way
+        if getattr(getattr(data, "dtype", None), "kind", None) is None:
+            data = np.asarray(data)
+        if data.dtype.kind not in "fiu":
+            _refuse_dtype(data.dtype)
+        if dtype is not None and np.dtype(dtype).kind not in "fiu":
+            _refuse_dtype(dtype)
         self.data = backend.k.asarray(data, dtype=dtype)
         self.grad = None
         self.requires_grad = bool(requires_grad)
@@ -106,8 +123,14 @@ class Tensor:
         return f"Tensor(shape={self.shape}, dtype={self.dtype}{grad})"
 
     # -- autograd ----------------------------------------------------------------------------------------
-    def backward(self, grad=None) -> None:
-        """Accumulate d(self)/d(leaf) into every leaf's ``.grad``. ``grad`` defaults to 1 for a scalar."""
+    def backward(self, grad=None, retain_graph: bool = False) -> None:
+        """Accumulate d(self)/d(leaf) into every leaf's ``.grad``. ``grad`` defaults to 1 for a scalar.
+
+        Gradients accumulate across backward calls on *different* graphs (zero them between steps). A graph
+        is backpropagated once: a second backward through an op that a backward already went through raises
+        ``RuntimeError`` before touching any ``.grad``, instead of adding the same gradients again. Pass
+        ``retain_graph=True`` to the backward that should leave the graph usable for another one.
+        """
         if not self.requires_grad:
             raise RuntimeError("backward: this tensor does not require grad (no input of it requires grad)")
         if grad is None:
@@ -122,6 +145,14 @@ class Tensor:
             raise ValueError(f"backward: grad must have shape {self.shape}; got {tuple(grad.shape)}")
 
         order = _topological_order(self)
+        if any(node._ctx is not None and node._ctx.used for node in order):
+            raise RuntimeError("backward: this graph was already used by a backward, and a second one would "
+                               "add the same gradients to the leaves again; run the forward again for a new "
+                               "graph, or pass retain_graph=True to the first backward")
+        if not retain_graph:
+            for node in order:
+                if node._ctx is not None:
+                    node._ctx.used = True
         grads = {id(self): grad}
         for node in reversed(order):
             g = grads.pop(id(node), None)
@@ -180,6 +211,12 @@ class Tensor:
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
             shape = tuple(shape[0])
         return Reshape.apply(self, shape=shape)
+
+
+def _refuse_dtype(dtype) -> None:
+    """A Tensor holds floating-point data or integers (class targets); nothing else has kernels here."""
+    raise TypeError(f"Tensor: data must be numeric (floating point, or integers such as class targets); "
+                    f"got dtype {np.dtype(dtype)}")
 
 
 def _as_tensor(x, like: Tensor) -> Tensor:

@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 
@@ -81,3 +83,56 @@ def test_detach_cuts_the_graph():
     x = mg.Tensor(np.ones(2), requires_grad=True)
     d = (x * 2.0).detach()
     assert not d.requires_grad and d._ctx is None
+
+
+@pytest.mark.parametrize("data", ["abc", ["a", "b"], np.array(["x", "yz"]), [1.0, None], np.array([True, False]),
+                                  np.array([1 + 2j]), b"ab"])
+def test_non_numeric_data_is_refused_naming_the_dtype(data):
+    dtype = np.asarray(data).dtype
+    with pytest.raises(TypeError, match=rf"Tensor: data must be numeric \(floating point, or integers such as "
+                                        rf"class targets\); got dtype {re.escape(str(dtype))}$"):
+        mg.Tensor(data)
+
+
+def test_numeric_data_is_kept_and_a_non_numeric_dtype_argument_is_refused():
+    assert mg.Tensor(np.arange(3)).dtype.kind == "i"  # integer class targets
+    assert mg.Tensor(np.arange(3, dtype=np.uint8)).dtype == np.uint8
+    assert mg.Tensor(2.5).dtype == np.float64 and mg.Tensor(3).shape == ()
+    with pytest.raises(TypeError, match="got dtype <U1"):
+        mg.Tensor([1.0, 2.0], dtype="U1")
+
+
+def test_a_second_backward_through_the_same_graph_is_refused_and_leaves_grads_alone():
+    w = mg.Tensor(np.ones(3), requires_grad=True)
+    loss = (w * 2.0).sum()
+    loss.backward()
+    with pytest.raises(RuntimeError, match="this graph was already used by a backward"):
+        loss.backward()
+    np.testing.assert_allclose(w.grad, [2.0, 2.0, 2.0])  # not doubled, not partly updated
+
+
+def test_a_second_backward_through_a_shared_subgraph_is_refused():
+    x = mg.Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    h = x * 3.0
+    (h * 1.0).sum().backward()
+    with pytest.raises(RuntimeError, match="retain_graph=True"):
+        (h * 2.0).sum().backward()
+    np.testing.assert_allclose(x.grad, [3.0, 3.0])
+
+
+def test_retain_graph_allows_one_more_backward():
+    w = mg.Tensor(np.ones(2), requires_grad=True)
+    loss = (w * w).sum()
+    loss.backward(retain_graph=True)
+    loss.backward()  # d/dw = 2w, twice
+    np.testing.assert_allclose(w.grad, [4.0, 4.0])
+    with pytest.raises(RuntimeError, match="already used by a backward"):
+        loss.backward()
+
+
+def test_a_new_forward_per_micro_batch_accumulates_freely():
+    """Gradient accumulation (minigrad.loop, profiling.noise_scale) builds a new graph for each backward."""
+    w = mg.Tensor(np.ones(2), requires_grad=True)
+    for _ in range(3):
+        (w * 2.0).sum().backward()
+    np.testing.assert_allclose(w.grad, [6.0, 6.0])
