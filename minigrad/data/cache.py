@@ -214,6 +214,10 @@ def _read_cache(path: Path, name: str, expected: Mapping[str, str] | None) -> tu
             contents = {key: archive[key] for key in archive.files}
     except zipfile.BadZipFile as exc:  # includes a failed CRC-32 of a member: the bytes changed on disk
         raise ChecksumError(f"{path}: corrupt archive ({exc}); {keep}") from exc
+    except EOFError as exc:  # np.load on an empty file says only "No data left in file"
+        size = _size(path)
+        what = "the file is empty (0 bytes)" if size == 0 else f"{exc} ({size} bytes)"
+        raise DataFormatError(f"{path}: not a readable .npz file: {what}; {keep}") from exc
     except (OSError, ValueError) as exc:
         raise DataFormatError(f"{path}: not a readable .npz file ({exc}); {keep}") from exc
     missing = [key for key in (*KEYS, "meta") if key not in contents]
@@ -234,6 +238,13 @@ def _read_cache(path: Path, name: str, expected: Mapping[str, str] | None) -> tu
     except ChecksumError as exc:
         raise ChecksumError(f"{exc}; {keep}") from None
     return arrays, expected is not None
+
+
+def _size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None
 
 
 def _write_cache(path: Path, arrays: Mapping[str, np.ndarray], meta: dict) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -67,6 +70,31 @@ def test_flipped_byte_on_disk_is_a_checksum_error(tmp_path):
     with pytest.raises(data.ChecksumError, match="mnist.npz: corrupt archive"):
         data.load_mnist(tmp_path, download=False, offline=False, sha256=hashes(arrays))
     assert cache.read_bytes() == raw
+
+
+@pytest.mark.parametrize("content,what", [(b"", ": the file is empty (0 bytes); "),
+                                          (b"\x93NUMPY", " (EOF: reading magic string, expected 8 bytes got 6); ")])
+def test_empty_or_cut_short_cache_is_a_format_error_and_left_alone(tmp_path, content, what):
+    """np.load says only "No data left in file" (EOFError) for an empty file: the error must name the file, say
+    what is wrong with it, and keep it."""
+    cache = tmp_path / "mnist.npz"
+    cache.write_bytes(content)
+    with pytest.raises(data.DataFormatError) as info:
+        data.load_mnist(tmp_path, download=False, offline=False)
+    assert str(info.value).startswith(f"{cache}: not a readable .npz file{what}it is left as it is")
+    assert cache.read_bytes() == content and sorted(p.name for p in tmp_path.iterdir()) == ["mnist.npz"]
+
+
+def test_fetch_with_an_empty_cache_is_one_error_line_and_exit_2(tmp_path):
+    cache = tmp_path / "mnist.npz"
+    cache.write_bytes(b"")
+    proc = subprocess.run([sys.executable, "-m", "minigrad.data", "fetch", "--data-dir", str(tmp_path),
+                           "--no-download", "--no-offline", "--no-progress"], capture_output=True, text=True,
+                          timeout=120)
+    lines = proc.stderr.splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert lines[0].startswith(f"error: {cache}: not a readable .npz file: the file is empty (0 bytes)")
+    assert cache.read_bytes() == b""
 
 
 def test_cache_of_unpinned_dataset_is_checked_against_its_record(tmp_path):
