@@ -9,8 +9,17 @@ Modules: ``cli`` (arguments, run directory, resume), ``settings`` (what a study 
 ``measure`` (one entry, phase by phase), ``engines`` (minigrad backend or torch peer behind one interface),
 ``autobatch`` (``--batch-sizes auto``), ``store`` (results.jsonl), ``report`` and ``plots`` (derived files),
 ``machine`` (what it ran on; thread control).
+
+Importing the package imports none of them: ``python -m minigrad.bench`` imports the CLI inside
+``__main__``, where a Ctrl-C during the imports is caught like any other.
 """
 
-from .cli import main
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m minigrad.bench`` (see ``cli.main``)."""
+    from .cli import main as cli_main
+
+    return cli_main(argv)
+
 
 __all__ = ["main"]

@@ -1,5 +1,10 @@
 import sys
 
-from .cli import main
+try:
+    from .cli import main  # a Ctrl-C while the bench's modules import ends here, as one line
 
-sys.exit(main())
+    code = main()
+except KeyboardInterrupt:
+    print("error: interrupted before the study started; nothing was written", file=sys.stderr)
+    code = 130
+sys.exit(code)

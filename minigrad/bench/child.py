@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import traceback
@@ -36,9 +37,12 @@ class ChildFailed(RuntimeError):
 def call(task: str, settings: Settings, **kwargs):
     """Run ``task`` ("train", "inference" or "autobatch") for the torch peer in a child process; its result."""
     request = pickle.dumps({"task": task, "settings": settings, **kwargs})
+    # The child runs in a session of its own, so that a Ctrl-C at the terminal (sent to the whole foreground process
+    # group) reaches the parent only: the parent handles it (subprocess.run kills the child on the way out), and the
+    # child never prints a traceback of its own.
     proc = subprocess.run([sys.executable, "-m", "minigrad.bench.child"], input=request, stdout=subprocess.PIPE,
-                          env=user_environment())
-    if proc.returncode == 130:
+                          env=user_environment(), start_new_session=True)
+    if proc.returncode in (130, -signal.SIGINT):
         raise KeyboardInterrupt
     try:
         reply = pickle.loads(proc.stdout)

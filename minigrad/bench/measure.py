@@ -18,6 +18,7 @@ Inference mode runs the same phases with forward passes in eval mode and no auto
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import math
@@ -28,6 +29,7 @@ import tracemalloc
 import numpy as np
 
 from minigrad import optim, progress as _progress
+from minigrad.loop import NonFiniteLoss
 
 from .settings import EVAL_BATCH_SIZE, MEMORY_STEPS, STEADY_SKIP_MAX, WARMUP_STEPS, Settings, data_loader
 
@@ -177,7 +179,23 @@ def _time_to_target(evaluations: list[dict], history, step_seconds: np.ndarray, 
 
 def _new_row(engine, settings: Settings, batch_size: int) -> dict:
     return {"backend": engine.name, "mode": settings.mode, "batch_size": batch_size, "status": "ok", "error": None,
-            "dtype": settings.dtype}
+            "dtype": settings.dtype, "threads": settings.threads}
+
+
+#: The phases of a training entry as a diverged row's ``error`` names them.
+WARMUP_PHASE = "warm-up (untimed steps on a throwaway copy)"
+MEMORY_PHASE = "memory measurement (untimed steps on the throwaway copy)"
+TIMED_PHASE = "timed run"
+
+
+@contextlib.contextmanager
+def phase(name: str):
+    """Say in which phase a NaN/Inf loss appeared: the warm-up and memory steps train a throwaway copy, so
+    "step 1" there is not step 1 of the timed run."""
+    try:
+        yield
+    except NonFiniteLoss as exc:
+        raise NonFiniteLoss(f"in the {name}: {str(exc).removeprefix('fit: ')}") from None
 
 
 def training_steps(engine, model, optimizer, make_loader, accumulate: int, steps: int):
@@ -204,10 +222,12 @@ def measure_train(engine, settings: Settings, batch_size: int, train_set, test_s
     scratch = engine.model(settings, init_state)
     scratch_opt = engine.optimizer(scratch, settings, lr)
     t0 = time.perf_counter()
-    warm = engine.fit(scratch, loader(), scratch_opt, accumulate=k, max_steps=WARMUP_STEPS, progress=False)
+    with phase(WARMUP_PHASE):
+        warm = engine.fit(scratch, loader(), scratch_opt, accumulate=k, max_steps=WARMUP_STEPS, progress=False)
     row.update(warmup_seconds=time.perf_counter() - t0, warmup_steps=len(warm.steps),
                first_step_s=warm.steps[0].compute_seconds)
-    row.update(measure_memory(engine, training_steps(engine, scratch, scratch_opt, loader, k, MEMORY_STEPS)))
+    with phase(MEMORY_PHASE):
+        row.update(measure_memory(engine, training_steps(engine, scratch, scratch_opt, loader, k, MEMORY_STEPS)))
     row["model_state_bytes"] = engine.state_bytes(scratch, scratch_opt)
     del scratch, scratch_opt, warm
 
@@ -228,8 +248,9 @@ def measure_train(engine, settings: Settings, batch_size: int, train_set, test_s
     epochs = settings.epochs or math.ceil(max_steps / len(train_loader))
 
     t0 = time.perf_counter()
-    history = engine.fit(model, train_loader, opt, epochs=epochs, accumulate=k, max_steps=max_steps,
-                         warmup=warmup, progress=progress, desc=f"{engine.name} B={batch_size}")
+    with phase(TIMED_PHASE):
+        history = engine.fit(model, train_loader, opt, epochs=epochs, accumulate=k, max_steps=max_steps,
+                             warmup=warmup, progress=progress, desc=f"{engine.name} B={batch_size}")
     wall = time.perf_counter() - t0
     before = periodic.seconds_before_step if periodic else {}
     compute = history.step_seconds

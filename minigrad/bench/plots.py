@@ -15,6 +15,8 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 from minigrad.batch_sizes import KNEE_TOLERANCE
 
+from .store import WriteFailed, atomic_write
+
 _MIB = 1024 * 1024
 
 
@@ -103,7 +105,9 @@ def _save(fig: Figure, out: Path, name: str, written: list[str], study) -> None:
     for ax in fig.axes:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
-    fig.savefig(out / name, metadata=_metadata(study))
+    metadata = _metadata(study)
+    # Through a temporary file renamed into place: a failed write (a full disk) leaves no half PNG behind.
+    atomic_write(out / name, lambda f: fig.savefig(f, format="png", metadata=metadata))
     written.append(f"plots/{name}")
 
 
@@ -111,7 +115,10 @@ def write_plots(run_dir: Path, study, findings: dict) -> list[str]:
     """Write the study's PNGs under ``run_dir/plots`` (``findings``: report.findings(study), for the knee
     stars); returns their paths relative to ``run_dir``."""
     out = Path(run_dir) / "plots"
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise WriteFailed(out, exc) from exc
     sizes, s, written = _sizes(study), study.settings, []
 
     if s.mode == "train":

@@ -18,7 +18,7 @@ from .store import SCHEMA_VERSION, clean_json
 #: The columns of a result row, in results.csv order (README: "Output schema").
 RESULT_COLUMNS = (
     "backend", "mode", "batch_size", "status", "error", "chosen_by",
-    "dtype", "optimizer", "lr", "momentum", "accumulate", "virtual_batch_size", "warmup_updates",
+    "dtype", "threads", "optimizer", "lr", "momentum", "accumulate", "virtual_batch_size", "warmup_updates",
     "samples", "steps", "updates", "epochs_run",
     "train_seconds", "samples_per_s", "steady_samples_per_s",
     "step_median_s", "step_q1_s", "step_q3_s", "step_iqr_s", "step_min_s", "step_max_s", "step_count", "step_skipped",
@@ -287,6 +287,8 @@ def csv_text(study: Results) -> str:
         session = study.session(r["session"])
         machine, versions = session["machine"], session["versions"]
         row = {k: r.get(k) for k in RESULT_COLUMNS}
+        if row["threads"] is None and "threads" not in r:  # rows recorded before they carried their threads
+            row["threads"] = study.settings.threads
         row["chosen_by"] = "; ".join(r.get("chosen_by") or [])
         row.update(model=study.settings.model, dataset=study.data["dataset"], data_kind=data_kind(study.data),
                    cpu=machine["cpu"], cores=machine["usable_cores"],

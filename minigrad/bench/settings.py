@@ -30,6 +30,12 @@ MEMORY_STEPS = 2
 EVAL_BATCH_SIZE = 1000
 #: Share of the first timed steps left out of the step-time statistics (at most STEADY_SKIP_MAX steps).
 STEADY_SKIP_MAX = 2
+#: The largest budget per batch size, in samples (``--samples``, or ``--epochs`` x the training set): about
+#: 16,000 epochs of MNIST, far beyond any study, small enough that a mistyped number is refused, not run.
+MAX_SAMPLES = 10**9
+#: The most steps one entry may take (budget / batch size): each keeps a small record, and 10^7 steps of even
+#: the fastest step (~0.1 ms) take over 15 minutes per entry.
+MAX_STEPS = 10**7
 
 
 class UsageError(ValueError):
@@ -102,6 +108,30 @@ def load_data(settings: Settings):
         raise UsageError(f"--dataset {settings.dataset}: {exc}") from None
 
 
+def check_fits_data(settings: Settings, batch_sizes, train_set, test_set) -> None:
+    """Raise UsageError for a batch larger than the data it draws from (training: the training set; inference:
+    the test set), a budget above MAX_SAMPLES, or an entry of more than MAX_STEPS steps.
+
+    ``batch_sizes``: the sizes to be measured (the settings' list, or auto's picks). A batch larger than its
+    data set would silently be cut to the whole set, and its row would report the wrong size and rates."""
+    data_set, what = (train_set, "training set") if settings.mode == "train" else (test_set, "test set")
+    n = len(data_set)
+    too_big = [b for b in batch_sizes if b > n]
+    if too_big:
+        raise UsageError(f"--batch-sizes: batch size {', '.join(f'{b:,}' for b in too_big)} is larger than the "
+                         f"{what} ({n:,} samples of {settings.dataset}); use batch sizes up to {n:,}")
+    budget = settings.budget_samples(n)
+    if budget > MAX_SAMPLES:  # --samples is bounded when parsed; here: --epochs x the data set
+        raise UsageError(f"--epochs {settings.epochs}: {budget:,} samples per batch size ({settings.epochs:,} x "
+                         f"{n:,}); at most {MAX_SAMPLES:,} are allowed")
+    smallest = min(batch_sizes)
+    steps = math.ceil(budget / smallest)
+    if steps > MAX_STEPS:
+        option = f"--epochs {settings.epochs}" if settings.epochs else f"--samples {settings.samples}"
+        raise UsageError(f"{option}: {steps:,} steps at batch size {smallest}; at most {MAX_STEPS:,} steps per "
+                         f"batch size are allowed (a smaller budget or a larger batch size)")
+
+
 def data_loader(dataset, batch_size: int, settings: Settings, shuffle: bool):
     """The one way the bench builds a loader, so every engine and phase sees the same batches."""
     return data.DataLoader(dataset, batch_size, shuffle=shuffle, seed=settings.seed if shuffle else None,
@@ -111,16 +141,24 @@ def data_loader(dataset, batch_size: int, settings: Settings, shuffle: bool):
 # ------------------------------------------------------------------------------------------------ parsing
 
 
-def parse_int(text: str, what: str, minimum: int = 1) -> int:
-    """``text`` as an integer >= ``minimum``, or a UsageError naming ``what``."""
+def parse_int(text: str, what: str, minimum: int = 1, maximum: int | None = None) -> int:
+    """``text`` as an integer >= ``minimum`` (and <= ``maximum``), or a UsageError naming ``what``."""
     expected = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
     try:
         value = int(str(text).strip())
     except ValueError:
-        raise UsageError(f"{what} must be {expected}; got {text!r}") from None
+        raise UsageError(f"{what} must be {expected}; got {_shown(text)}") from None
     if value < minimum:
         raise UsageError(f"{what} must be {expected}; got {value}")
+    if maximum is not None and value > maximum:
+        raise UsageError(f"{what} must be at most {maximum:,}; got {_shown(text)}")
     return value
+
+
+def _shown(text) -> str:
+    """An argument as an error message quotes it: repr, shortened when very long."""
+    shown = repr(text) if isinstance(text, str) else str(text)
+    return shown if len(shown) <= 40 else shown[:30] + f"... ({len(str(text))} characters)"
 
 
 def parse_batch_sizes(text: str) -> tuple[int, ...] | str:
@@ -149,16 +187,23 @@ def parse_bytes(text: str) -> int:
     return value
 
 
-def parse_real(text: str, what: str, low: float, high: float, low_open: bool = True) -> float:
-    """A finite number in (low, high] (or [low, high] when ``low_open`` is False)."""
+def parse_real(text: str, what: str, low: float, high: float, low_open: bool = True,
+               high_open: bool = False) -> float:
+    """A finite number in (low, high] (``low_open``/``high_open`` choose the ends); ``high=inf`` means any
+    finite number above ``low``."""
     try:
         value = float(text)
-    except ValueError:
+    except (TypeError, ValueError):
         value = math.nan
-    inside = (value > low if low_open else value >= low) and value <= high
+    inside = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
     if not (math.isfinite(value) and inside):
-        interval = f"{'(' if low_open else '['}{low:g}, {high:g}]"
-        raise UsageError(f"{what} must be a number in {interval}; got {text!r}")
+        if math.isinf(high) and low == 0 and low_open:
+            expected = "a finite positive number"
+        elif math.isinf(high):
+            expected = f"a finite number {'>' if low_open else '>='} {low:g}"
+        else:
+            expected = f"a number in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise UsageError(f"{what} must be {expected}; got {_shown(text)}")
     return value
 
 

@@ -20,7 +20,7 @@ from minigrad.train import NonFiniteLoss
 from . import autobatch, child
 from .engines import make_engine
 from .measure import measure_inference, measure_train
-from .settings import Settings
+from .settings import Settings, UsageError
 from .store import RunDir
 
 
@@ -87,11 +87,18 @@ def measure_entry(study: Study, name: str, batch_size: int, chosen_by: list[str]
 
 
 def choose_batch_sizes(study: Study, name: str) -> dict:
-    """The ``autobatch`` record of backend ``name`` (--batch-sizes auto), probed where that engine runs."""
+    """The ``autobatch`` record of backend ``name`` (--batch-sizes auto), probed where that engine runs.
+
+    Raises UsageError when the probe cannot pick (batch 1 does not fit, or its training diverged)."""
     engine = study.engines[name]
-    if engine.isolated:
-        return child.call("autobatch", study.settings, init_state=study.init_state)
-    return autobatch.choose(engine, study.settings, study.train_set, study.init_state)
+    try:
+        with np.errstate(all="ignore"):
+            if engine.isolated:
+                return child.call("autobatch", study.settings, init_state=study.init_state)
+            return autobatch.choose(engine, study.settings, study.train_set, study.init_state)
+    except NonFiniteLoss as exc:
+        raise UsageError(f"--batch-sizes auto: training diverged while probing {name} "
+                         f"({str(exc).removeprefix('fit: ')})") from None
 
 
 def _measure(study: Study, engine, batch_size: int) -> dict:
@@ -105,7 +112,8 @@ def _measure(study: Study, engine, batch_size: int) -> dict:
 
 def _failed(name: str, settings: Settings, batch_size: int, status: str, message: str) -> dict:
     return {"backend": name, "mode": settings.mode, "batch_size": batch_size, "status": status, "error": message,
-            "dtype": settings.dtype, "lr": settings.lr_for(batch_size) if settings.mode == "train" else None,
+            "dtype": settings.dtype, "threads": settings.threads,
+            "lr": settings.lr_for(batch_size) if settings.mode == "train" else None,
             "accumulate": settings.accumulate, "virtual_batch_size": settings.accumulate * batch_size}
 
 

@@ -64,6 +64,7 @@ def test_result_rows_follow_the_schema(run):
     assert sorted((r["backend"], r["batch_size"]) for r in rows) == sorted((b, s) for b in BACKENDS for s in (4, 17))
     for r in rows:
         assert r["status"] == "ok" and r["error"] is None and r["mode"] == "train"
+        assert r["threads"] == 1  # every result carries the thread count it was measured with (torch's too)
         missing = [k for k in TRAIN_KEYS if k not in r]
         assert not missing, missing
         assert r["samples_per_s"] > 0 and r["train_seconds"] > 0 and r["epoch_seconds"] > 0
@@ -120,6 +121,7 @@ def test_results_csv(run):
         assert r["data_kind"] == "synthetic" and r["model"] == "mlp" and r["cpu"] and r["gpu"] == "none"
         assert r["command"].startswith("python -m minigrad.bench") and r["latency_median_s"] == ""
         assert float(r["samples_per_s"]) > 0 and int(r["updates"]) > 0
+        assert r["threads"] == "1"
 
 
 def test_report_md(run):
@@ -219,7 +221,38 @@ CORPUS = {
     "unknown option": ["--batch-size", "8"],
     "batch 1 does not fit": [*TINY, "--backend", "numpy", "--batch-sizes", "auto", "--memory-budget", "1KiB",
                              "--out", "{tmp}/nofit"],
+    "empty backend": ["--backend", ""],
+    "empty backend in a list": ["--backend", "numpy,"],
+    "empty out": ["--out", ""],
+    "empty resume": ["--resume", ""],
+    "empty data dir": ["--data-dir", ""],
+    "infinite lr": ["--lr", "inf"],
+    "momentum 1.5": ["--momentum", "1.5"],
+    "optimizer in inference": ["--mode", "inference", "--optimizer", "adam", "--lr", "5"],
+    "accumulate in inference": ["--mode", "inference", "--accumulate", "2"],
+    "samples past the limit": ["--samples", "1000000000000000000000000000000"],
+    "epochs past the limit": ["--epochs", "1000000001"],
+    "auto diverges": [*TINY, "--backend", "numpy", "--batch-sizes", "auto", "--lr", "1e12", "--out", "{tmp}/diverged"],
 }
+#: What the one error line says, for cases where the wording is part of the fix.
+EXPECTED = {
+    "empty backend": "--backend: empty backend name in ''",
+    "empty backend in a list": "--backend: empty backend name in 'numpy,'",
+    "empty out": "--out: empty directory name",
+    "empty resume": "--resume: empty directory name",
+    "empty data dir": "--data-dir: empty directory name",
+    "infinite lr": "--lr must be a finite positive number; got 'inf'",
+    "momentum 1": "--momentum must be a number in [0, 1); got '1'",
+    "momentum 1.5": "--momentum must be a number in [0, 1); got '1.5'",
+    "optimizer in inference": "--optimizer, --lr apply to training only; drop them or use --mode train",
+    "accumulate in inference": "--accumulate applies to training only",
+    "target in inference": "--target-accuracy applies to training only",
+    "samples past the limit": "--samples must be at most 1,000,000,000",
+    "epochs past the limit": "--epochs must be at most 1,000,000,000",
+    "auto diverges": "--batch-sizes auto: training diverged while probing numpy (loss became nan at step",
+}
+#: Cases given an --out that must not exist afterwards: a failed run leaves nothing that blocks the same --out.
+NOT_CREATED = {"batch 1 does not fit": "nofit", "auto diverges": "diverged"}
 
 
 def _prepare(tmp_path):
@@ -237,6 +270,123 @@ def test_bad_argument_is_one_error_line_and_exit_2(name, tmp_path, isolated, cap
     lines = captured.err.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), captured.err
     assert "Traceback" not in captured.err
+    assert EXPECTED.get(name, "") in lines[0]
+    if name in NOT_CREATED:
+        assert not (tmp_path / NOT_CREATED[name]).exists()
+
+
+#: Bad command lines through the real entry point (a subprocess): the ones checked only once the data is loaded.
+LATE_CORPUS = {
+    "batch above the training set": ([*TINY, "--backend", "numpy", "--batch-sizes", "4,100000"],
+                                     "batch size 100,000 is larger than the training set (60,000 samples"),
+    "batch above the test set": ([*TINY, "--backend", "numpy", "--mode", "inference", "--batch-sizes", "10001"],
+                                 "batch size 10,001 is larger than the test set (10,000 samples of synthetic)"),
+    "budget past the step limit": ([*TINY[:4], "--threads", "1", "--backend", "numpy", "--samples", "20000000",
+                                    "--batch-sizes", "1,64"],
+                                   "--samples 20000000: 20,000,000 steps at batch size 1; at most 10,000,000 steps"),
+    "epochs past the sample limit": ([*TINY[:4], "--threads", "1", "--backend", "numpy", "--epochs", "20000"],
+                                     "--epochs 20000: 1,200,000,000 samples per batch size"),
+    "empty cache file": (["--data-dir", "{tmp}/cache", "--model", "mlp", "--samples", "64", "--threads", "1",
+                          "--backend", "numpy"], "mnist.npz: not a readable .npz file: the file is empty (0 bytes)"),
+}
+
+
+@pytest.mark.parametrize("name", list(LATE_CORPUS))
+def test_bad_run_is_one_error_line_and_exit_2_before_anything_is_written(name, tmp_path):
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "mnist.npz").write_bytes(b"")
+    args, expected = LATE_CORPUS[name]
+    proc = run_cli(*[a.format(tmp=tmp_path) for a in args], "--out", tmp_path / "out", cwd=tmp_path)
+    lines = proc.stderr.splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert "Traceback" not in proc.stderr and expected in lines[0]
+    assert not (tmp_path / "out").exists()
+    assert (tmp_path / "cache" / "mnist.npz").read_bytes() == b""  # a bad cache is left as it is
+
+
+def test_a_failed_auto_run_leaves_the_out_directory_free(tmp_path):
+    out = tmp_path / "run"
+    proc = run_cli(*TINY, "--backend", "numpy", "--batch-sizes", "auto", "--memory-budget", "1KiB", "--out", out,
+                   cwd=tmp_path)
+    assert proc.returncode == 2 and "even batch 1 does not fit" in proc.stderr and not out.exists()
+    proc = run_cli(*TINY, "--backend", "numpy", "--batch-sizes", "4", "--out", out, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert [r["batch_size"] for r in results(out)] == [4]
+
+
+# --------------------------------------------------------------------------------- --resume checks its settings
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished two-entry run, to be copied and tampered with."""
+    out = tmp_path_factory.mktemp("finished") / "run"
+    proc = run_cli(*TINY, "--batch-sizes", "4,8", "--backend", "numpy", "--out", out, cwd=out.parent)
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def _copy_with_settings(finished, tmp_path, settings):
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(finished, out)
+    lines = (out / "results.jsonl").read_text().splitlines()
+    head = json.loads(lines[0])
+    head["settings"] = settings(head["settings"])
+    (out / "results.jsonl").write_text("\n".join([json.dumps(head)] + lines[1:]) + "\n")
+    return out
+
+
+#: Stored settings as a hand edit or another tool could leave them, and what --resume says about them.
+BAD_STORED = {
+    "empty": (lambda s: {}, "the run's settings in {out}/results.jsonl are empty"),
+    "incomplete": (lambda s: {k: v for k, v in s.items() if k not in ("threads", "seed")},
+                   "the run's settings in {out}/results.jsonl lack threads, seed"),
+    "threads as a string": (lambda s: {**s, "threads": "2"}, 'are not valid: threads is "2", which reads as 2'),
+    "zero batch": (lambda s: {**s, "batch_sizes": [0, 4]},
+                   "are not valid: --batch-sizes: each batch size must be a positive integer; got 0"),
+    "unknown model": (lambda s: {**s, "model": "resnet"}, "are not valid: argument --model: invalid choice: 'resnet'"),
+    "no budget": (lambda s: {**s, "samples": None}, "are not valid: samples is null, which reads as 30000"),
+    "unknown key": (lambda s: {**s, "colour": "red"}, "have unknown keys colour"),
+    "batch above the data": (lambda s: {**s, "batch_sizes": [4, 100000]},
+                             "batch size 100,000 is larger than the training set"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_STORED))
+def test_resume_checks_the_stored_settings_like_fresh_arguments(name, finished, tmp_path):
+    tamper, expected = BAD_STORED[name]
+    out = _copy_with_settings(finished, tmp_path, tamper)
+    before = (out / "results.jsonl").read_bytes()
+    proc = run_cli("--resume", out, cwd=tmp_path)
+    lines = proc.stderr.splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stdout == ""  # not even the banner
+    assert expected.format(out=out) in lines[0]
+    assert (out / "results.jsonl").read_bytes() == before  # nothing appended
+
+
+def test_stored_settings_become_the_arguments_they_came_from():
+    for args in ([*TINY, "--batch-sizes", "4,17", "--lr", "0.3", "--warmup", "5", "--accumulate", "2"],
+                 ["--dataset", "synthetic", "--mode", "inference", "--batch-sizes", "1,8", "--epochs", "2"],
+                 [*TINY, "--optimizer", "adam", "--target-accuracy", "0.9", "--quick"],
+                 [*TINY, "--batch-sizes", "auto", "--memory-budget", "1GiB", "--data-dir", "/tmp"]):
+        settings = cli.resolve(vars(cli.build_parser().parse_args(args)))
+        again = cli.resolve(vars(cli.build_parser().parse_args(cli.settings_arguments(settings.to_dict()))))
+        assert again == settings
+
+
+def test_resume_of_a_finished_run_appends_nothing(finished, tmp_path):
+    out = _copy_with_settings(finished, tmp_path, lambda s: s)
+    before = (out / "results.jsonl").read_bytes()
+    (out / "summary.json").unlink()
+    for _ in range(2):
+        proc = run_cli("--resume", out, cwd=tmp_path)
+        assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+        assert f"nothing to do: all 2 entries finished in {out}" in proc.stdout
+    assert (out / "results.jsonl").read_bytes() == before
+    assert json.loads((out / "summary.json").read_text())["complete"] is True  # derived files rewritten
 
 
 def test_cupy_without_a_gpu_is_a_clean_error(tmp_path):

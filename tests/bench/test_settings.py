@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from minigrad.bench.settings import (Settings, UsageError, format_bytes, parse_batch_sizes, parse_bytes, parse_int,
-                                     parse_real)
+from minigrad.bench.settings import (MAX_STEPS, Settings, UsageError, check_fits_data, format_bytes,
+                                     parse_batch_sizes, parse_bytes, parse_int, parse_real)
 
 
 def test_batch_sizes_any_positive_integers_in_order_without_duplicates():
@@ -34,8 +34,50 @@ def test_numbers():
         parse_int("0", "--x")
     assert parse_real("0.5", "--lr", 0, math.inf) == 0.5
     for bad in ("0", "inf", "nan", "-1", "x"):
-        with pytest.raises(UsageError, match="--lr must be a number in"):
+        with pytest.raises(UsageError, match="--lr must be a finite positive number; got"):
             parse_real(bad, "--lr", 0, math.inf)
+    with pytest.raises(UsageError, match="--x must be at most 1,000; got '1001'"):
+        parse_int("1001", "--x", maximum=1000)
+
+
+@pytest.mark.parametrize("text", ["1", "1.5", "-0.1", "nan", "inf"])
+def test_momentum_interval_is_said_the_same_way_for_every_bad_value(text):
+    """1 and 1.5 are both outside [0, 1): the message says so in both cases."""
+    with pytest.raises(UsageError, match=r"--momentum must be a number in \[0, 1\); got"):
+        parse_real(text, "--momentum", 0, 1, low_open=False, high_open=True)
+    assert parse_real("0", "--momentum", 0, 1, low_open=False, high_open=True) == 0
+    assert parse_real("0.999", "--momentum", 0, 1, low_open=False, high_open=True) == 0.999
+
+
+def test_a_very_long_argument_is_shortened_in_the_message():
+    with pytest.raises(UsageError) as info:
+        parse_int("9" * 200, "--samples", maximum=10**9)
+    assert "(200 characters)" in str(info.value) and len(str(info.value)) < 120
+
+
+def _sets(n_train, n_test):
+    return list(range(n_train)), list(range(n_test))  # check_fits_data needs only len()
+
+
+def test_a_batch_larger_than_its_data_set_is_refused():
+    train, test = _sets(60000, 10000)
+    with pytest.raises(UsageError, match=r"batch size 100,000 is larger than the training set \(60,000 samples"):
+        check_fits_data(Settings(batch_sizes=(64, 100000)), (64, 100000), train, test)
+    inference = Settings(mode="inference", batch_sizes=(10001,))
+    with pytest.raises(UsageError, match=r"batch size 10,001 is larger than the test set \(10,000 samples"):
+        check_fits_data(inference, (10001,), train, test)
+    check_fits_data(Settings(batch_sizes=(60000,)), (60000,), train, test)
+    check_fits_data(Settings(mode="inference", batch_sizes=(10000,)), (10000,), train, test)
+
+
+def test_a_budget_that_cannot_finish_is_refused():
+    train, test = _sets(60000, 10000)
+    with pytest.raises(UsageError, match=r"--epochs 20000: 1,200,000,000 samples per batch size"):
+        check_fits_data(Settings(samples=None, epochs=20000), (64,), train, test)
+    with pytest.raises(UsageError, match=r"--samples 20000000: 20,000,000 steps at batch size 1; at most "
+                                         r"10,000,000 steps"):
+        check_fits_data(Settings(samples=20_000_000), (1, 64), train, test)
+    check_fits_data(Settings(samples=MAX_STEPS), (1,), train, test)  # exactly at the limit
 
 
 def test_settings_round_trip():

@@ -42,6 +42,10 @@ def test_divergence_and_out_of_memory_are_recorded_and_the_sweep_goes_on(tmp_pat
     sweep.run(study, run_dir, sweep.plan(study.settings, {}), set(), on_result=seen.append)
     assert [(r["batch_size"], r["status"]) for r in seen] == [(2, "diverged"), (4, "diverged"), (8, "out_of_memory")]
     assert "loss became" in seen[0]["error"] and "step" in seen[0]["error"]
+    # lr 1e12 blows up on the throwaway copy already, and the message says so (not "step 1" of the timed run)
+    assert seen[0]["error"].startswith(("in the warm-up (untimed steps on a throwaway copy): loss became",
+                                        "in the memory measurement (untimed steps on the throwaway copy): loss became"))
+    assert all(r["threads"] == 1 for r in seen)  # failed rows carry the thread count too
     assert seen[2]["error"] == "MemoryError: Unable to allocate 1.00 TiB for an array"
     assert all(r["lr"] == 1e12 and r["session"] == 0 and r["finished_at"] for r in seen)
 
@@ -80,3 +84,30 @@ def test_finished_entries_are_skipped(tmp_path, synthetic_sets, isolated):
     seen = []
     sweep.run(study, run_dir, sweep.plan(study.settings, {}), {("numpy", 4)}, on_result=seen.append)
     assert [r["batch_size"] for r in seen] == [8]
+
+
+@pytest.mark.parametrize("phase", ["warm-up", "memory measurement", "timed run"])
+def test_a_diverged_entry_says_in_which_phase_the_loss_became_nan(tmp_path, synthetic_sets, isolated, monkeypatch,
+                                                                  phase):
+    """The warm-up and memory steps train a throwaway copy: their "step 1" is not the timed run's."""
+    from minigrad.bench.settings import MEMORY_STEPS, WARMUP_STEPS
+    from minigrad.loop import NonFiniteLoss
+
+    study, run_dir = _study(tmp_path, synthetic_sets, batch_sizes=(4,))
+    engine = study.engines["numpy"]
+    real_fit = engine.fit
+
+    def which(kwargs) -> str:
+        if "desc" in kwargs:
+            return "timed run"
+        return {WARMUP_STEPS: "warm-up", MEMORY_STEPS: "memory measurement"}[kwargs["max_steps"]]
+
+    def fit(model, loader, optimizer, **kwargs):
+        if which(kwargs) == phase:
+            raise NonFiniteLoss("fit: loss became nan at step 1 (epoch 1, batch 1 of the epoch)")
+        return real_fit(model, loader, optimizer, **kwargs)
+
+    monkeypatch.setattr(engine, "fit", fit)
+    row = sweep.measure_entry(study, "numpy", 4, [])
+    assert row["status"] == "diverged"
+    assert row["error"].startswith(f"in the {phase}") and "loss became nan at step 1" in row["error"]
