@@ -45,16 +45,22 @@ def test_a_bad_line_before_the_end_is_an_error(tmp_path):
         run.read()
 
 
+def _start_until(cwd, out, samples: str, ready, what: str) -> subprocess.Popen:
+    """A tiny three-entry bench into ``out`` in the background, returned once ``ready()`` is true."""
+    args = [*TINY, "--samples", samples, "--batch-sizes", "1,2,3", "--backend", "numpy", "--out", str(out)]
+    proc = subprocess.Popen([sys.executable, "-m", "minigrad.bench", *args], cwd=cwd,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 90
+    while not (out / "results.jsonl").exists() or not ready():
+        assert proc.poll() is None and time.monotonic() < deadline, what
+        time.sleep(0.02)
+    return proc
+
+
 def test_resume_after_a_kill_recomputes_nothing_that_finished(tmp_path):
     """SIGKILL (no chance to clean up) right after the first entry is on disk, then --resume."""
     out = tmp_path / "run"
-    args = [*TINY, "--samples", "600", "--batch-sizes", "1,2,3", "--backend", "numpy", "--out", str(out)]
-    proc = subprocess.Popen([sys.executable, "-m", "minigrad.bench", *args], cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 90
-    while not (out / "results.jsonl").exists() or not results(out):
-        assert proc.poll() is None and time.monotonic() < deadline, "no entry finished before the deadline"
-        time.sleep(0.02)
+    proc = _start_until(tmp_path, out, "600", lambda: results(out), "no entry finished before the deadline")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     before = results(out)
@@ -124,13 +130,7 @@ def test_a_run_directory_is_locked_by_the_process_that_owns_it(tmp_path):
 def test_two_resumes_at_once_the_second_is_refused_and_a_kill_frees_the_directory(tmp_path):
     """Two processes: the owner holds the lock for the run's life; after SIGKILL the OS has released it."""
     out = tmp_path / "run"
-    args = [*TINY, "--samples", "3000", "--batch-sizes", "1,2,3", "--backend", "numpy", "--out", str(out)]
-    owner = subprocess.Popen([sys.executable, "-m", "minigrad.bench", *args], cwd=tmp_path,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 90
-    while not (out / "results.jsonl").exists() or not (out / "results.jsonl").read_text():
-        assert owner.poll() is None and time.monotonic() < deadline, "the run did not start"
-        time.sleep(0.02)
+    owner = _start_until(tmp_path, out, "3000", lambda: (out / "results.jsonl").read_text(), "the run did not start")
     second = run_cli("--resume", out, cwd=tmp_path)
     assert owner.poll() is None, "the owner finished before the second process tried: nothing was tested"
     lines = second.stderr.splitlines()
