@@ -95,13 +95,11 @@ def measure_gpu(repeats: int = 10, sizes=SGEMM_SIZES, copy_mb: int = 256, launch
         b = cupy.ones((n, n), dtype=cupy.float32)
         out = cupy.empty((n, n), dtype=cupy.float32)
         sgemm[str(n)] = 2 * n**3 / (best_ms(lambda: cupy.matmul(a, b, out=out)) / 1e3) / 1e9
-        del a, b, out
 
     count = copy_mb * 2**20 // 4
     src = cupy.ones(count, dtype=cupy.float32)
     dst = cupy.empty(count, dtype=cupy.float32)
     copy_gbps = 2 * 4 * count / (best_ms(lambda: cupy.copyto(dst, src)) / 1e3) / 1e9
-    del src, dst
 
     empty = cupy.RawKernel(_EMPTY_KERNEL, "minigrad_empty_kernel")
 

@@ -15,7 +15,6 @@ with the child's traceback.
 
 from __future__ import annotations
 
-import os
 import pickle
 import signal
 import subprocess

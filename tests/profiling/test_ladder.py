@@ -1,5 +1,4 @@
 import numpy as np
-import pytest
 
 import minigrad as mg
 from minigrad.profiling import _harness, ladder
