@@ -115,6 +115,9 @@ def _cells(study: Results, row: dict) -> list[str]:
 def _notes(study: Results) -> list[str]:
     s = study.settings
     notes = []
+    if "numpy" not in s.backends:
+        notes.append("the classic NumPy plateau (epoch time that stops falling) shows with --backend numpy; "
+                     "--backend numpy,numba,torch puts it beside the fast engine and the PyTorch peer")
     if any(r["status"] == "ok" and not r["epoch_measured"] for r in study.rows):
         unit = "training samples" if s.mode == "train" else "test samples"
         notes.append(f"* extrapolated to one epoch from {s.samples:,} {unit} per batch size at the measured "
@@ -166,6 +169,23 @@ def markdown_table(study: Results) -> str:
 # ----------------------------------------------------------------------------------------------- findings
 
 
+def neighbours(ok_rows: list[dict]) -> list[dict]:
+    """Powers of two put to the test: for every pair of measured batch sizes one apart (15/16, 16/17, ...), the
+    change in time per sample from the smaller to the larger (steady state: median step / B) and whether it is
+    beyond the noise, the sum of the two steps' half relative IQRs."""
+    by_b = {r["batch_size"]: r for r in ok_rows}
+    out = []
+    for b in sorted(by_b):
+        if b + 1 not in by_b:
+            continue
+        lo, hi = by_b[b], by_b[b + 1]
+        change = (hi["step_median_s"] / (b + 1)) / (lo["step_median_s"] / b) - 1
+        noise = 0.5 * (lo["step_iqr_s"] / lo["step_median_s"] + hi["step_iqr_s"] / hi["step_median_s"])
+        out.append({"smaller": b, "larger": b + 1, "per_sample_change": change, "noise": noise,
+                    "beyond_noise": abs(change) > noise})
+    return out
+
+
 def findings(study: Results) -> dict:
     """Per backend: the batch sizes that answer the study's questions (fastest, knee, most accurate, ...)."""
     out = {}
@@ -176,6 +196,8 @@ def findings(study: Results) -> dict:
         if ok:
             knee_b, best_b, best = knee([(r["batch_size"], r["samples_per_s"]) for r in ok])
             f.update(best_throughput_batch=best_b, best_samples_per_s=best, knee_batch=knee_b)
+            if neighbours(ok):
+                f["neighbours"] = neighbours(ok)
             if study.settings.mode == "train":
                 fastest = min(ok, key=lambda r: r["epoch_seconds"])
                 accurate = max(ok, key=lambda r: r["test_accuracy"])
@@ -233,6 +255,12 @@ def findings_text(study: Results) -> list[str]:
                 f"{f['lowest_latency_batch']}; best throughput {f['best_samples_per_s']:,.0f} samples/s at "
                 f"B={f['best_throughput_batch']}; the knee (smallest batch within {KNEE_TOLERANCE:.0%} of it) is "
                 f"B={f['knee_batch']}.")
+        for n in f.get("neighbours", []):
+            verdict = ("beyond the noise" if n["beyond_noise"] else
+                       "within the noise: the power of two buys nothing measurable here")
+            lines.append(f"{name}: B={n['larger']} against B={n['smaller']}: "
+                         f"{100 * abs(n['per_sample_change']):.1f}% {'more' if n['per_sample_change'] > 0 else 'less'}"
+                         f" time per sample (noise ±{100 * n['noise']:.1f}%), {verdict}.")
         noisy = [f"B={r['batch_size']}" for r in ok if r["step_iqr_s"] > NOISY_IQR * r["step_median_s"]]
         if noisy:
             lines.append(f"{name}: {', '.join(noisy)}: step times varied widely (IQR above {NOISY_IQR:.0%} of the "
