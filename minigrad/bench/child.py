@@ -90,7 +90,10 @@ def _process_facts() -> dict:
 def main() -> int:
     reply_to = sys.stdout.buffer
     sys.stdout = sys.stderr  # anything printed while measuring must not corrupt the reply
-    request = pickle.load(sys.stdin.buffer)
+    try:
+        request = pickle.load(sys.stdin.buffer)
+    except EOFError:  # the bench was interrupted before it sent the request: nothing to do, nothing to say
+        return 130
     try:
         reply = {"result": _serve(request)}
     except KeyboardInterrupt:
