@@ -186,6 +186,19 @@ def neighbours(ok_rows: list[dict]) -> list[dict]:
     return out
 
 
+def inference_split(name: str, row: dict) -> str:
+    """Why samples/s and the latency per sample disagree: the latency is the forward pass alone (logits on the
+    host); samples/s is measured over the whole loop, which also waits for the loader and runs the loop itself."""
+    b = row["batch_size"]
+    total = 1e6 / row["samples_per_s"]
+    forward = 1e6 * row["latency_median_s"] / b
+    data = 1e6 * row["data_median_s"] / b
+    return (f"{name}: at B={b} a sample takes {total:,.1f} µs by samples/s ({row['samples_per_s']:,.0f}/s) and "
+            f"{forward:,.1f} µs by the latency (the forward pass alone, logits on the host); the difference is "
+            f"waiting for the loader, {data:,.1f} µs, and the loop around them, {total - forward - data:,.1f} µs "
+            "(Python, the timer; medians against a mean, so the parts need not add up exactly).")
+
+
 def findings(study: Results) -> dict:
     """Per backend: the batch sizes that answer the study's questions (fastest, knee, most accurate, ...)."""
     out = {}
@@ -250,6 +263,7 @@ def findings_text(study: Results) -> list[str]:
                 else:
                     lines.append(f"{name}: no batch size reached {target} test accuracy within the budget.")
         else:
+            lines.append(inference_split(name, first))
             lines.append(
                 f"{name}: lowest latency {1e3 * f['lowest_latency_s']:.3f} ms per batch at B="
                 f"{f['lowest_latency_batch']}; best throughput {f['best_samples_per_s']:,.0f} samples/s at "

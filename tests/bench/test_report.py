@@ -9,7 +9,7 @@ from minigrad.bench.settings import Settings
 def _row(b, step, iqr, **kw):
     return {"record": "result", "backend": "numpy", "mode": "inference", "batch_size": b, "status": "ok",
             "step_median_s": step, "step_iqr_s": iqr, "samples_per_s": b / step, "latency_median_s": step,
-            "epoch_measured": False, **kw}
+            "epoch_measured": False, "data_median_s": 0.0, **kw}
 
 
 def test_neighbours_say_whether_a_power_of_two_is_beyond_the_noise():
@@ -36,3 +36,11 @@ def test_a_study_without_numpy_says_which_flag_shows_the_classic_plateau():
     settings = Settings(model="mlp", backends=("numba",), batch_sizes=(16,), mode="inference", threads=1)
     records = [{"record": "run", "settings": settings.to_dict(), "data": {}, "session": 0}]
     assert any("classic NumPy plateau" in n and "--backend numpy" in n for n in report._notes(report.Results(records)))
+
+
+def test_inference_explains_samples_per_s_against_the_latency():
+    row = _row(1, 410e-6, 1e-6, latency_median_s=115e-6, data_median_s=200e-6)
+    row["samples_per_s"] = 1 / 410e-6
+    text = report.inference_split("numpy", row)
+    assert text.startswith("numpy: at B=1 a sample takes 410.0 µs by samples/s (2,439/s) and 115.0 µs by the latency")
+    assert "waiting for the loader, 200.0 µs, and the loop around them, 95.0 µs" in text
