@@ -124,6 +124,10 @@ def worker(args) -> dict:
 
     if args.worker == "parity":
         return {"worst": first_step_parity(args.models)}
+    if args.worker == "minigrad-numba":
+        from minigrad import backend
+
+        backend.load_module("numba")  # loaded first, so that set_threads sets its threads too
     set_threads(args.threads, peer=args.worker == "torch")
     out = {}
     if args.worker == "minigrad-numba":

@@ -61,19 +61,17 @@ def user_environment() -> dict:
 
 
 def _numba_runtime():
-    """minigrad's numba runtime when numba is installed, else None. Numba's threads are read and set through it
-    only: its calls apply the backend's OpenMP wait policy before Numba's thread pool starts."""
-    if importlib.util.find_spec("numba") is None:
-        return None
-    try:
-        return importlib.import_module("minigrad.kernels.numba_runtime")
-    except ImportError:
-        return None
+    """minigrad's numba runtime when the numba backend has been loaded, else None: numba is imported only by a
+    process that uses it (load the backend first, e.g. ``backend.load_module("numba")``). Numba's threads are
+    read and set through the runtime only: its calls apply the backend's OpenMP wait policy before Numba's
+    thread pool starts."""
+    return sys.modules.get("minigrad.kernels.numba_runtime")
 
 
 def set_threads(n: int, peer: bool = False) -> None:
     """Limit every thread pool a training step may use to ``n`` threads, for the rest of the process: BLAS
-    (threadpoolctl) and numba in minigrad's process; BLAS and torch in the torch peer's process (``peer``),
+    (threadpoolctl) and numba (when its backend is loaded) in minigrad's process; BLAS and torch in the torch
+    peer's process (``peer``),
     which never touches numba: starting numba's pool there would apply minigrad's OpenMP wait policy to the
     process, and torch's OpenMP runtime would read it."""
     from threadpoolctl import threadpool_limits

@@ -1,7 +1,7 @@
 """What would help, measured: the same training steps rerun under one change at a time, each in a fresh process.
 
 Every counterfactual in ``VARIANTS`` is a change applied to a child process that otherwise does exactly what
-the baseline child does: ``machine.set_threads(threads)``, select the backend, load the same data, build
+the baseline child does: select the backend, ``machine.set_threads(threads)``, load the same data, build
 ``_harness.Harness(model, batch_size, train_set, warmup + steps)`` (seed 0: same weights, same batches), take
 ``warmup`` updates, then time ``steps`` updates. A child reports the median step time (the loop's compute
 seconds), its IQR, the minor page faults per timed step and the facts that show its change really happened
@@ -453,8 +453,8 @@ def _serve(request: dict) -> dict:
 
     if request["flush_denormals"] and not denormals_flushed():
         mxcsr_update(0xFFFFFFFF, FTZ | DAZ)  # started with -m instead of the boot: late, but set
+    backend.set_backend(request["backend"])  # first: set_threads sets numba's threads once its backend is loaded
     set_threads(request["threads"])
-    backend.set_backend(request["backend"])
     if request["blas_threads"] is not None:
         threadpoolctl.threadpool_limits(limits=request["blas_threads"], user_api="blas")  # holds until changed
     train_set, _ = data.load_dataset(request["dataset"], data_dir=request["data_dir"])
