@@ -105,8 +105,9 @@ class Curve:
         return asdict(self)
 
 
-def analyse(pts: list[Point], n_epoch: int, fall: float = DEFAULT_FALL) -> Curve:
-    """Read the curve: the plateau batch and its range, the falls between neighbours, the speedups."""
+def analyse(pts: list[Point], n_epoch: int, fall: float = DEFAULT_FALL, fit: plateau.PlateauModel | None = None) -> Curve:
+    """Read the curve: the plateau batch and its range, the falls between neighbours, the speedups. ``fit``: the
+    plateau model of the same points when the caller has it already (else fitted here)."""
     if len(pts) < 2:
         raise ValueError("analyse: need epoch times at two or more batch sizes")
     if not 0 < fall < 1:
@@ -119,7 +120,7 @@ def analyse(pts: list[Point], n_epoch: int, fall: float = DEFAULT_FALL) -> Curve
                       "fall_high": fall_per_doubling(a.high, b.low, a.batch_size, b.batch_size)})
     best = min(pts, key=lambda p: p.epoch_seconds)
     steps = [p.epoch_seconds * p.batch_size / n_epoch for p in pts]
-    fit = plateau.fit([p.batch_size for p in pts], steps, n_epoch)
+    fit = fit or plateau.fit([p.batch_size for p in pts], steps, n_epoch)
     first = pts[0]
     step_1 = fit.t_fixed + fit.t_sample_at(1) if first.batch_size > 1 else steps[0]
     best_i = min(range(len(pts)), key=lambda i: fit.sample_seconds[i])

@@ -193,8 +193,8 @@ def explain(model_name: str = "lenet5", batch_sizes=DEFAULT_BATCH_SIZES, dataset
         peak, bandwidth = gpu["peak_gflops"], gpu["copy_gbps"]
     stage("ceilings")
     rows = step_rows or step_sweep(model_name, batch_sizes, train_set, budget, 10 if quick else 30, repeats)
-    measured = curve.analyse(curve.points(rows, n_epoch), n_epoch, fall)
     fit = plateau.fit([r["batch_size"] for r in rows], [r["step_seconds"] for r in rows], n_epoch)
+    measured = curve.analyse(curve.points(rows, n_epoch), n_epoch, fall, fit)
     for r in rows:
         r["epoch_seconds"] = n_epoch / r["batch_size"] * r["step_seconds"]
         r["predicted_epoch_seconds"] = fit.predict_epoch_seconds(r["batch_size"])

@@ -209,8 +209,9 @@ def findings(study: Results) -> dict:
         if ok:
             knee_b, best_b, best = knee([(r["batch_size"], r["samples_per_s"]) for r in ok])
             f.update(best_throughput_batch=best_b, best_samples_per_s=best, knee_batch=knee_b)
-            if neighbours(ok):
-                f["neighbours"] = neighbours(ok)
+            pairs = neighbours(ok)
+            if pairs:
+                f["neighbours"] = pairs
             if study.settings.mode == "train":
                 fastest = min(ok, key=lambda r: r["epoch_seconds"])
                 accurate = max(ok, key=lambda r: r["test_accuracy"])
