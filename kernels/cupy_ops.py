@@ -2,8 +2,9 @@
 
 Same names, shapes and caches' meaning as ``numpy_ops.py``; arrays are CuPy arrays on the current device.
 Each ``cuda/<layer>.cu`` file is compiled once by NVRTC through ``cupy.RawModule`` on first use; its
-kernels are extern "C" (``<kernel>_f32`` / ``<kernel>_f64``) and run grid-stride loops whose launch
-geometry is chosen in one place, ``LAUNCH``.
+kernels are extern "C" (``<kernel>_f32`` / ``<kernel>_f64``, and ``..._i32`` with 32-bit index arithmetic,
+chosen by ``_launch`` whenever the sizes allow) and run grid-stride loops whose launch geometry is chosen in
+one place, ``LAUNCH``.
 
 Importing this module never needs CuPy: ``check_available()`` (called by ``minigrad.backend.load_module``)
 says what is missing on a machine without a usable GPU. The wrappers reach CuPy only through
@@ -147,9 +148,24 @@ def _runtime() -> _Runtime:
     return _Runtime(xp=cupy, kernel=kernel, synchronize=lambda: cupy.cuda.Device().synchronize())
 
 
+#: The largest index a 32-bit entry point may meet (C's INT_MAX).
+INT32_MAX = 2**31 - 1
+
+
+def _index_suffix(work: int, args) -> str:
+    """"_i32" (the 32-bit index entry point) when every index the kernel forms fits in an int, else "".
+
+    A kernel's indices never exceed the size of an array it reads or writes, and its grid-stride loop's
+    counter stops below ``work`` plus the threads of the largest grid: the check covers both, so the
+    64-bit entry is kept exactly for tensors of more than about 2^31 elements.
+    """
+    largest = max([int(work), *(a.size for a in args if a is not None and not isinstance(a, np.generic))])
+    return "_i32" if largest + LAUNCH.block * LAUNCH.max_grid <= INT32_MAX else ""
+
+
 def _launch(stem: str, kernel: str, dtype, work: int, *args) -> None:
-    """Run ``<kernel>_<f32|f64>`` from ``cuda/<stem>.cu`` over ``work`` items (grid-stride)."""
-    fn = _runtime().kernel(stem, f"{kernel}_{_SUFFIX[np.dtype(dtype)]}")
+    """Run ``<kernel>_<f32|f64>[_i32]`` from ``cuda/<stem>.cu`` over ``work`` items (grid-stride)."""
+    fn = _runtime().kernel(stem, f"{kernel}_{_SUFFIX[np.dtype(dtype)]}{_index_suffix(work, args)}")
     fn((LAUNCH.grid(int(work)),), (LAUNCH.block,), args)
 
 

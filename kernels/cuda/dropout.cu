@@ -13,33 +13,23 @@ __device__ __forceinline__ double uniform_from_seed(u64 seed, idx_t i) {
 }
 
 // mask = keep / (1 - p) (scale is 0 when p == 1), y = x * mask; the mask is the backward's cache.
-template <typename T>
-__device__ __forceinline__ void dropout_forward(const T* x, T* y, T* mask, u64 seed, double p, T scale,
-                                                idx_t n) {
-    GRID_STRIDE_LOOP(e, n) {
+template <typename T, typename I>
+__device__ __forceinline__ void dropout_forward(const T* x, T* y, T* mask, u64 seed, double p, T scale, I n) {
+    GRID_STRIDE_LOOP(I, e, n) {
         const T m = uniform_from_seed(seed, e) >= p ? scale : T(0);
         mask[e] = m;
         y[e] = x[e] * m;
     }
 }
 
-extern "C" __global__ void dropout_forward_f32(const float* x, float* y, float* mask, u64 seed, double p,
-                                               float scale, idx_t n) {
-    dropout_forward(x, y, mask, seed, p, scale, n);
-}
-extern "C" __global__ void dropout_forward_f64(const double* x, double* y, double* mask, u64 seed, double p,
-                                               double scale, idx_t n) {
-    dropout_forward(x, y, mask, seed, p, scale, n);
+MG_KERNEL(dropout_forward,
+          (const T* x, T* y, T* mask, u64 seed, double p, T scale, idx_t n),
+          (x, y, mask, seed, p, scale, n))
+
+template <typename T, typename I>
+__device__ __forceinline__ void dropout_backward(const T* dy, const T* mask, T* dx, I n) {
+    GRID_STRIDE_LOOP(I, e, n) { dx[e] = dy[e] * mask[e]; }
 }
 
-template <typename T>
-__device__ __forceinline__ void dropout_backward(const T* dy, const T* mask, T* dx, idx_t n) {
-    GRID_STRIDE_LOOP(e, n) { dx[e] = dy[e] * mask[e]; }
-}
+MG_KERNEL(dropout_backward, (const T* dy, const T* mask, T* dx, idx_t n), (dy, mask, dx, n))
 
-extern "C" __global__ void dropout_backward_f32(const float* dy, const float* mask, float* dx, idx_t n) {
-    dropout_backward(dy, mask, dx, n);
-}
-extern "C" __global__ void dropout_backward_f64(const double* dy, const double* mask, double* dx, idx_t n) {
-    dropout_backward(dy, mask, dx, n);
-}

@@ -2,14 +2,10 @@
 #include "minigrad_cuda.h"
 
 // y (rows, cols) += b (cols,) broadcast over rows, in place on the GEMM output.
-template <typename T>
-__device__ __forceinline__ void add_bias_rows(T* y, const T* b, idx_t rows, idx_t cols) {
-    GRID_STRIDE_LOOP(e, rows * cols) { y[e] += b[e % cols]; }
+template <typename T, typename I>
+__device__ __forceinline__ void add_bias_rows(T* y, const T* b, I rows, I cols) {
+    GRID_STRIDE_LOOP(I, e, rows * cols) { y[e] += b[e % cols]; }
 }
 
-extern "C" __global__ void add_bias_rows_f32(float* y, const float* b, idx_t rows, idx_t cols) {
-    add_bias_rows(y, b, rows, cols);
-}
-extern "C" __global__ void add_bias_rows_f64(double* y, const double* b, idx_t rows, idx_t cols) {
-    add_bias_rows(y, b, rows, cols);
-}
+MG_KERNEL(add_bias_rows, (T* y, const T* b, idx_t rows, idx_t cols), (y, b, rows, cols))
+

@@ -5,16 +5,16 @@
 // One thread per output. The scan is strict (>) from the window's first element, so ties keep the FIRST
 // maximum in row-major window order, the rule of reference.py that the gradient follows. A NaN counts as
 // the maximum (the first one wins), as numpy_ops' argmax does, so NaN propagates instead of vanishing.
-template <typename T>
-__device__ __forceinline__ void maxpool2d_forward(const T* x, T* y, int* arg, idx_t N, idx_t C, idx_t H,
-                                                  idx_t W, idx_t kernel, idx_t stride, idx_t OH, idx_t OW) {
-    GRID_STRIDE_LOOP(e, N * C * OH * OW) {
-        const idx_t j = e % OW, i = (e / OW) % OH, nc = e / (OW * OH);
+template <typename T, typename I>
+__device__ __forceinline__ void maxpool2d_forward(const T* x, T* y, int* arg, I N, I C, I H, I W, I kernel, I
+                                                  stride, I OH, I OW) {
+    GRID_STRIDE_LOOP(I, e, N * C * OH * OW) {
+        const I j = e % OW, i = (e / OW) % OH, nc = e / (OW * OH);
         const T* win = x + (nc * H + i * stride) * W + j * stride;
         T best = win[0];
         int best_at = 0;
-        for (idx_t r = 0; r < kernel; ++r) {
-            for (idx_t q = 0; q < kernel; ++q) {
+        for (I r = 0; r < kernel; ++r) {
+            for (I q = 0; q < kernel; ++q) {
                 const T v = win[r * W + q];
                 if (v > best || (v != v && best == best)) {
                     best = v;
@@ -27,33 +27,27 @@ __device__ __forceinline__ void maxpool2d_forward(const T* x, T* y, int* arg, id
     }
 }
 
-extern "C" __global__ void maxpool2d_forward_f32(const float* x, float* y, int* arg, idx_t N, idx_t C, idx_t H,
-                                                 idx_t W, idx_t kernel, idx_t stride, idx_t OH, idx_t OW) {
-    maxpool2d_forward(x, y, arg, N, C, H, W, kernel, stride, OH, OW);
-}
-extern "C" __global__ void maxpool2d_forward_f64(const double* x, double* y, int* arg, idx_t N, idx_t C,
-                                                 idx_t H, idx_t W, idx_t kernel, idx_t stride, idx_t OH,
-                                                 idx_t OW) {
-    maxpool2d_forward(x, y, arg, N, C, H, W, kernel, stride, OH, OW);
-}
+MG_KERNEL(maxpool2d_forward,
+          (const T* x, T* y, int* arg, idx_t N, idx_t C, idx_t H, idx_t W, idx_t kernel, idx_t stride, idx_t OH,
+           idx_t OW),
+          (x, y, arg, N, C, H, W, kernel, stride, OH, OW))
 
 // The backward as a gather: one thread per input pixel visits the windows that contain it (rows
 // i*stride <= h < i*stride + kernel, likewise columns) and adds dy of those whose argmax is this pixel.
 // Overlapping windows (stride < kernel) therefore need no atomics.
-template <typename T>
-__device__ __forceinline__ void maxpool2d_backward(const T* dy, const int* arg, T* dx, idx_t N, idx_t C,
-                                                   idx_t H, idx_t W, idx_t kernel, idx_t stride, idx_t OH,
-                                                   idx_t OW) {
-    GRID_STRIDE_LOOP(e, N * C * H * W) {
-        const idx_t w = e % W, h = (e / W) % H, nc = e / (W * H);
-        const idx_t i_lo = h >= kernel ? (h - kernel) / stride + 1 : 0;
-        const idx_t j_lo = w >= kernel ? (w - kernel) / stride + 1 : 0;
-        const idx_t i_hi = h / stride < OH - 1 ? h / stride : OH - 1;
-        const idx_t j_hi = w / stride < OW - 1 ? w / stride : OW - 1;
+template <typename T, typename I>
+__device__ __forceinline__ void maxpool2d_backward(const T* dy, const int* arg, T* dx, I N, I C, I H, I W, I kernel,
+                                                   I stride, I OH, I OW) {
+    GRID_STRIDE_LOOP(I, e, N * C * H * W) {
+        const I w = e % W, h = (e / W) % H, nc = e / (W * H);
+        const I i_lo = h >= kernel ? (h - kernel) / stride + 1 : 0;
+        const I j_lo = w >= kernel ? (w - kernel) / stride + 1 : 0;
+        const I i_hi = h / stride < OH - 1 ? h / stride : OH - 1;
+        const I j_hi = w / stride < OW - 1 ? w / stride : OW - 1;
         T sum = T(0);
-        for (idx_t i = i_lo; i <= i_hi; ++i) {
-            for (idx_t j = j_lo; j <= j_hi; ++j) {
-                const idx_t o = (nc * OH + i) * OW + j;
+        for (I i = i_lo; i <= i_hi; ++i) {
+            for (I j = j_lo; j <= j_hi; ++j) {
+                const I o = (nc * OH + i) * OW + j;
                 if (arg[o] == (h - i * stride) * kernel + (w - j * stride)) sum += dy[o];
             }
         }
@@ -61,13 +55,8 @@ __device__ __forceinline__ void maxpool2d_backward(const T* dy, const int* arg, 
     }
 }
 
-extern "C" __global__ void maxpool2d_backward_f32(const float* dy, const int* arg, float* dx, idx_t N, idx_t C,
-                                                  idx_t H, idx_t W, idx_t kernel, idx_t stride, idx_t OH,
-                                                  idx_t OW) {
-    maxpool2d_backward(dy, arg, dx, N, C, H, W, kernel, stride, OH, OW);
-}
-extern "C" __global__ void maxpool2d_backward_f64(const double* dy, const int* arg, double* dx, idx_t N,
-                                                  idx_t C, idx_t H, idx_t W, idx_t kernel, idx_t stride,
-                                                  idx_t OH, idx_t OW) {
-    maxpool2d_backward(dy, arg, dx, N, C, H, W, kernel, stride, OH, OW);
-}
+MG_KERNEL(maxpool2d_backward,
+          (const T* dy, const int* arg, T* dx, idx_t N, idx_t C, idx_t H, idx_t W, idx_t kernel, idx_t stride, idx_t
+           OH, idx_t OW),
+          (dy, arg, dx, N, C, H, W, kernel, stride, OH, OW))
+

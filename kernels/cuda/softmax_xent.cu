@@ -4,51 +4,42 @@
 
 // One thread per row (C is a class count): probs[n, :] = softmax(logits[n, :]) and
 // row_loss[n] = log(sum exp z) - z[target], z = logits - max, so huge logits stay finite.
-template <typename T>
-__device__ __forceinline__ void softmax_xent_forward(const T* logits, const idx_t* targets, T* probs,
-                                                     T* row_loss, idx_t N, idx_t C) {
-    GRID_STRIDE_LOOP(n, N) {
+template <typename T, typename I>
+__device__ __forceinline__ void softmax_xent_forward(const T* logits, const idx_t* targets, T* probs, T* row_loss, I
+                                                     N, I C) {
+    GRID_STRIDE_LOOP(I, n, N) {
         const T* row = logits + n * C;
         T m = row[0];
-        for (idx_t c = 1; c < C; ++c) m = row[c] > m ? row[c] : m;
+        for (I c = 1; c < C; ++c) m = row[c] > m ? row[c] : m;
         double s = 0.0;
-        for (idx_t c = 0; c < C; ++c) {
+        for (I c = 0; c < C; ++c) {
             const T p = exp(row[c] - m);
             probs[n * C + c] = p;
             s += (double)p;
         }
         const T sum = (T)s;
-        for (idx_t c = 0; c < C; ++c) probs[n * C + c] /= sum;
+        for (I c = 0; c < C; ++c) probs[n * C + c] /= sum;
         row_loss[n] = (T)log(s) - (row[targets[n]] - m);
     }
 }
 
-extern "C" __global__ void softmax_xent_forward_f32(const float* logits, const idx_t* targets, float* probs,
-                                                    float* row_loss, idx_t N, idx_t C) {
-    softmax_xent_forward(logits, targets, probs, row_loss, N, C);
-}
-extern "C" __global__ void softmax_xent_forward_f64(const double* logits, const idx_t* targets, double* probs,
-                                                    double* row_loss, idx_t N, idx_t C) {
-    softmax_xent_forward(logits, targets, probs, row_loss, N, C);
-}
+MG_KERNEL(softmax_xent_forward,
+          (const T* logits, const idx_t* targets, T* probs, T* row_loss, idx_t N, idx_t C),
+          (logits, targets, probs, row_loss, N, C))
 
 // dlogits = dloss * (probs - onehot(target)) / N, one thread per element. dloss is read from device memory
 // (a 0-d array) so that the backward never waits on a device-to-host copy.
-template <typename T>
-__device__ __forceinline__ void softmax_xent_backward(const T* dloss, const T* probs, const idx_t* targets,
-                                                      T* dlogits, idx_t N, idx_t C) {
-    GRID_STRIDE_LOOP(e, N * C) {
-        const idx_t c = e % C, n = e / C;
+template <typename T, typename I>
+__device__ __forceinline__ void softmax_xent_backward(const T* dloss, const T* probs, const idx_t* targets, T*
+                                                      dlogits, I N, I C) {
+    GRID_STRIDE_LOOP(I, e, N * C) {
+        const I c = e % C, n = e / C;
         const T onehot = c == targets[n] ? T(1) : T(0);
         dlogits[e] = (probs[e] - onehot) * (dloss[0] / (T)N);
     }
 }
 
-extern "C" __global__ void softmax_xent_backward_f32(const float* dloss, const float* probs,
-                                                     const idx_t* targets, float* dlogits, idx_t N, idx_t C) {
-    softmax_xent_backward(dloss, probs, targets, dlogits, N, C);
-}
-extern "C" __global__ void softmax_xent_backward_f64(const double* dloss, const double* probs,
-                                                     const idx_t* targets, double* dlogits, idx_t N, idx_t C) {
-    softmax_xent_backward(dloss, probs, targets, dlogits, N, C);
-}
+MG_KERNEL(softmax_xent_backward,
+          (const T* dloss, const T* probs, const idx_t* targets, T* dlogits, idx_t N, idx_t C),
+          (dloss, probs, targets, dlogits, N, C))
+

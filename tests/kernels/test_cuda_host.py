@@ -7,8 +7,9 @@
    swapped for NumPy arrays + the shim (the GEMMs and the few array-library calls, i.e. the bias-gradient
    sums, the loss mean and contiguity copies, then run on NumPy; everything else is the CUDA C), and each
    result is compared with numpy_ops on the same inputs, in float32 and float64 (every kernel has both),
-   under the production launch geometry and under a tiny one (3 threads x 2 blocks) so that every
-   grid-stride loop takes many turns.
+   under the production launch geometry with 32-bit and with 64-bit index arithmetic (every kernel has both
+   entry points) and under a tiny geometry (3 threads x 2 blocks) so that every grid-stride loop takes many
+   turns. Kernels that use __syncthreads run one fiber per thread (the shim's cooperative launcher).
 The shim also checks every launch's arguments against the kernel's C signature (pointer element types,
 scalar C types), which is exactly what CuPy's RawKernel passes without checking.
 
@@ -27,6 +28,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import types
 
 import numpy as np
 import pytest
@@ -43,25 +45,31 @@ BUILD_DIR = pathlib.Path(tempfile.gettempdir()) / "minigrad-cuda-build"
 NVCC_FLAGS = ["-ptx", "-arch=compute_80", "-std=c++17", "-Werror", "all-warnings"]
 GXX_FLAGS = ["-std=c++17", "-O1", "-shared", "-fPIC", "-fvisibility=hidden", "-Wall", "-Wextra", "-Werror"]
 
-_KERNEL_DECL = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(\w+)\s*\(([^)]*)\)')
+# MG_KERNEL(name, (params written with T), (args)): the four extern "C" entries of kernels/cuda/minigrad_cuda.h
+_KERNEL_DECL = re.compile(r"^MG_KERNEL\((\w+),\s*\(([^)]*)\),\s*\([^)]*\)\)", re.M)
+_ENTRIES = {"_f32": "float", "_f64": "double", "_f32_i32": "float", "_f64_i32": "double"}
 
 
 @functools.lru_cache(maxsize=None)
 def kernel_signatures(cu: pathlib.Path) -> dict[str, list[str]]:
-    """name -> parameter C types (without names) of every extern "C" kernel in ``cu``."""
+    """name -> parameter C types (without names) of every extern "C" entry point declared in ``cu``."""
     out = {}
     for name, params in _KERNEL_DECL.findall(cu.read_text()):
-        out[name] = [" ".join(p.split()[:-1]).replace(" *", "*") for p in params.split(",")]
+        types = [" ".join(p.split()[:-1]).replace(" *", "*") for p in params.split(",")]
+        for suffix, scalar in _ENTRIES.items():
+            out[name + suffix] = [re.sub(r"\bT\b", scalar, t) for t in types]
     return out
 
 
 ALL_KERNELS = {name: (cu.stem, sig) for cu in CU_FILES for name, sig in kernel_signatures(cu).items()}
 
 
-def test_kernel_sources_declare_both_dtypes_of_every_kernel():
+def test_kernel_sources_declare_every_entry_point_of_every_kernel():
     assert len(CU_FILES) >= 9 and ALL_KERNELS
-    bases = {n.rsplit("_", 1)[0] for n in ALL_KERNELS}
-    assert {f"{b}_{s}" for b in bases for s in ("f32", "f64")} == set(ALL_KERNELS)
+    for cu in CU_FILES:  # every extern "C" kernel is declared through MG_KERNEL, which the shim can read
+        assert "extern \"C\"" not in cu.read_text() and _KERNEL_DECL.search(cu.read_text()), cu.name
+    bases = {n.removesuffix("_i32").rsplit("_", 1)[0] for n in ALL_KERNELS}
+    assert {b + s for b in bases for s in _ENTRIES} == set(ALL_KERNELS)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -111,8 +119,10 @@ def ptx(stem: str) -> str:
 def shim_library(stem: str) -> ctypes.CDLL:
     """g++-compiled library of cuda/<stem>.cu under the shim, exporting launch_<kernel> for every kernel."""
     cu = CUDA_DIR / f"{stem}.cu"
+    # kernels that synchronise their block run one fiber per thread; the others, each thread in turn
+    export = "SHIM_EXPORT_COOPERATIVE" if "__syncthreads" in cu.read_text() else "SHIM_EXPORT"
     unit = "".join([f'#include "{SHIM_HEADER.name}"\n', f'#include "{cu.name}"\n',
-                    *(f"SHIM_EXPORT({name})\n" for name in kernel_signatures(cu))])
+                    *(f"{export}({name})\n" for name in kernel_signatures(cu))])
     key = _digest(unit, cu, SHIM_HEADER, *_headers(), " ".join(GXX_FLAGS), _compiler("g++"))
     src = BUILD_DIR / f"{stem}-{key}.cpp"
     if not src.exists():
@@ -198,14 +208,28 @@ needs_gxx = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not i
 LAUNCHES = {"production": cupy_ops.LaunchConfig(), "tiny-grid": cupy_ops.LaunchConfig(block=3, max_grid=2)}
 
 
-@pytest.fixture(params=list(LAUNCHES))
+def force_64bit_indices(monkeypatch):
+    """Make every launch take the 64-bit entry points (kept for tensors of more than 2^31 elements)."""
+    monkeypatch.setattr(cupy_ops, "INT32_MAX", 0)
+
+
+# (launch geometry, 64-bit indices forced): production with each index width; the tiny grid with the 32-bit
+# indices that small tensors get
+GEOMETRIES = {"production": ("production", False), "production-64bit-indices": ("production", True),
+              "tiny-grid": ("tiny-grid", False)}
+
+
+@pytest.fixture(params=list(GEOMETRIES))
 def cuda_ops(request, monkeypatch):
     """cupy_ops running its real wrappers and kernels on the CPU (NumPy arrays, g++-compiled kernels)."""
     if shutil.which("g++") is None:
         pytest.skip("g++ is not installed")
     runtime = host_runtime(set())
     monkeypatch.setattr(cupy_ops, "_runtime", lambda: runtime)
-    monkeypatch.setattr(cupy_ops, "LAUNCH", LAUNCHES[request.param])
+    launch, wide = GEOMETRIES[request.param]
+    monkeypatch.setattr(cupy_ops, "LAUNCH", LAUNCHES[launch])
+    if wide:
+        force_64bit_indices(monkeypatch)
     return cupy_ops
 
 
@@ -498,6 +522,10 @@ def test_every_kernel_of_every_cu_file_runs_under_the_shim(monkeypatch, rng):
     monkeypatch.setattr(cupy_ops, "_runtime", lambda: runtime)
     for dtype in DTYPES:
         _tour(cupy_ops, dtype, rng)
+    assert launched == {n for n in ALL_KERNELS if n.endswith("_i32")}  # small tensors: 32-bit indices
+    force_64bit_indices(monkeypatch)
+    for dtype in DTYPES:
+        _tour(cupy_ops, dtype, rng)
     assert launched == set(ALL_KERNELS)
 
 
@@ -520,6 +548,19 @@ def test_the_shim_rejects_arguments_that_do_not_match_the_kernel_signature():
         relu((1,), (4,), (x, x, 4))
     with pytest.raises(AssertionError, match="2 arguments for 3"):
         relu((1,), (4,), (x, x))
+
+
+def test_32bit_indices_are_chosen_exactly_when_every_index_fits_in_an_int():
+    threads = cupy_ops.LAUNCH.block * cupy_ops.LAUNCH.max_grid  # the grid-stride counter's overshoot
+    fits = cupy_ops.INT32_MAX - threads
+
+    def array(size):
+        return types.SimpleNamespace(size=size)
+
+    assert cupy_ops._index_suffix(10, (array(fits), np.int64(2**40), None)) == "_i32"  # scalars are no index
+    assert cupy_ops._index_suffix(10, (array(fits + 1),)) == ""
+    assert cupy_ops._index_suffix(fits + 1, (array(10),)) == ""
+    assert cupy_ops._index_suffix(fits, ()) == "_i32"
 
 
 def test_tiny_launch_grid_is_smaller_than_the_work():
