@@ -44,6 +44,9 @@ class StepRecord:
     correct: int
     data_seconds: float    # waiting for the loader
     compute_seconds: float  # forward + loss + backward (+ update), synchronised: the step time
+    # Data-parallel runs only (``TrainLoop(reduce=...)``): the gradient all-reduce, a part of compute_seconds.
+    allreduce_seconds: float = 0.0
+    allreduce_bytes: int = 0
 
     @property
     def seconds(self) -> float:
@@ -98,16 +101,23 @@ class TrainLoop:
     warmup: an object with ``step()`` called before every optimizer update (e.g. optim.LinearWarmup).
     around: a context-manager factory entered around the compute part of every step (the tracer's
         ``Tracer.step``), or None.
+    reduce: data parallelism's hook between backward and the optimizer update (``minigrad.distributed``), or
+        None. Called as ``reduce(samples, summed)`` with this process's sample count of the group and whether
+        its gradients hold the batch *sum* (``accumulate > 1``) rather than the mean; it must leave the mean
+        over every process's samples and return the bytes it reduced. Its time is part of the step time and
+        is also recorded apart (``StepRecord.allreduce_seconds``/``allreduce_bytes``).
     """
 
     def __init__(self, model, optimizer, *, accumulate: int = 1, warmup=None, adapter=MINIGRAD,
-                 around: Callable[[], ContextManager] | None = None):
+                 around: Callable[[], ContextManager] | None = None,
+                 reduce: Callable[[int, bool], int] | None = None):
         if isinstance(accumulate, bool) or not isinstance(accumulate, int) or accumulate < 1:
             raise ValueError(f"TrainLoop: accumulate must be a positive integer; got {accumulate!r}")
         self.model, self.optimizer, self.accumulate, self.warmup = model, optimizer, accumulate, warmup
-        self.adapter, self.around = adapter, around or contextlib.nullcontext
+        self.adapter, self.around, self.reduce = adapter, around or contextlib.nullcontext, reduce
         self.step = self.update = 0
         self._pending = self._in_group = 0  # samples / micro-batches accumulated but not yet applied
+        self._reduced_seconds, self._reduced_bytes = 0.0, 0  # the current step's all-reduce
 
     def epoch(self, loader, epoch: int = 1, max_steps: int | None = None) -> Iterator[StepRecord]:
         """One pass over ``loader`` (at most ``max_steps`` micro-batches counted over the whole run), one
@@ -143,17 +153,25 @@ class TrainLoop:
                     self._apply()
                 a.synchronize()
             t2 = _clock()
-            yield StepRecord(epoch, self.step, self.update, n, value, a.correct(logits, y), t1 - t0, t2 - t1)
+            record = StepRecord(epoch, self.step, self.update, n, value, a.correct(logits, y), t1 - t0, t2 - t1,
+                                self._reduced_seconds, self._reduced_bytes)
+            self._reduced_seconds, self._reduced_bytes = 0.0, 0
+            yield record
 
     def flush(self) -> bool:
         """Apply a group that ``max_steps`` cut short; True when there was one."""
         if not self._pending:
             return False
         self._apply()
+        self._reduced_seconds, self._reduced_bytes = 0.0, 0  # outside any step: no StepRecord holds it
         return True
 
     def _apply(self) -> None:
-        if self.accumulate > 1:
+        if self.reduce is not None:
+            t0 = _clock()
+            self._reduced_bytes += self.reduce(self._pending, self.accumulate > 1)
+            self._reduced_seconds += _clock() - t0
+        elif self.accumulate > 1:
             self.adapter.scale_grads(self.model, 1.0 / self._pending)
         if self.warmup is not None:
             self.warmup.step()

@@ -20,10 +20,13 @@ class DataLoader:
     shuffle: a fresh permutation at every ``iter()`` (every epoch), drawn from ``np.random.default_rng(seed)``
     made once here when ``seed`` is given, else from minigrad's global generator (``mg.manual_seed``).
     drop_last: skip the final partial batch. ``n_samples`` is the number of samples one epoch yields.
+    sampler: which part of each epoch's order this process takes, as ``sampler.spans(len(dataset),
+        batch_size)`` -> [(start, stop), ...] into the order, one per batch (``minigrad.distributed.
+        DistributedSampler``: a rank's shard); None takes every batch in turn.
     """
 
     def __init__(self, dataset: ArrayDataset, batch_size: int, shuffle: bool = False, drop_last: bool = False,
-                 seed: int | None = None, normalize: bool = False, dtype: str | np.dtype = "float32"):
+                 seed: int | None = None, normalize: bool = False, dtype: str | np.dtype = "float32", sampler=None):
         if not isinstance(dataset, ArrayDataset):
             raise TypeError(f"DataLoader: dataset must be an ArrayDataset; got {type(dataset).__name__}")
         if not _is_int(batch_size) or batch_size < 1:
@@ -36,15 +39,25 @@ class DataLoader:
             float_dtype = None
         if float_dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
             raise ValueError(f"DataLoader: dtype must be float32 or float64; got {dtype!r}")
+        if sampler is not None and drop_last:
+            raise ValueError("DataLoader: drop_last cannot be combined with a sampler (the sampler decides what "
+                             "each batch holds); drop one of them")
         self.dataset = dataset
         self.batch_size = int(batch_size)
         self.shuffle = bool(shuffle)
         self.drop_last = bool(drop_last)
         self.normalize = bool(normalize)
         self.dtype = float_dtype
+        self.seed, self.sampler = seed, sampler
         self._rng = np.random.default_rng(seed) if seed is not None else None
         n = len(dataset)
-        self.n_samples = n - n % self.batch_size if self.drop_last else n
+        if sampler is not None:
+            self._spans = sampler.spans(n, self.batch_size)
+            self.n_samples = sum(stop - start for start, stop in self._spans)
+        else:
+            self.n_samples = n - n % self.batch_size if self.drop_last else n
+            self._spans = [(s, min(s + self.batch_size, self.n_samples)) for s in range(0, self.n_samples,
+                                                                                          self.batch_size)]
         # Scaling to [0, 1] and normalising folded into one affine map: x = pixels * scale - shift.
         if self.normalize:
             self._scale, self._shift = 1.0 / (255.0 * MNIST_STD), MNIST_MEAN / MNIST_STD
@@ -52,7 +65,7 @@ class DataLoader:
             self._scale, self._shift = 1.0 / 255.0, 0.0
 
     def __len__(self) -> int:
-        return -(-self.n_samples // self.batch_size)
+        return len(self._spans)
 
     def __iter__(self) -> Iterator[tuple[object, object]]:
         order = None
@@ -67,8 +80,7 @@ class DataLoader:
 
         images, labels = self.dataset.images, self.dataset.labels
         height, width = images.shape[1:]
-        for start in range(0, self.n_samples, self.batch_size):
-            stop = start + self.batch_size
+        for start, stop in self._spans:
             index = order[start:stop] if order is not None else slice(start, stop)
             x = np.multiply(images[index], self._scale, dtype=self.dtype)
             if self._shift:
