@@ -107,9 +107,26 @@ class LaunchConfig:
 
     block: int = 256
     max_grid: int = 4096
+    #: Per-channel reductions (cuda/reduce.cu): one pass while each thread sums at most this many rows ...
+    reduce_single_pass_rows: int = 128
+    #: ... else the rows are split into chunks of about this many rows per thread, over at most
+    #: ``reduce_blocks`` blocks, and a second pass adds the chunks' partial sums. Sized to fill an H100
+    #: (132 SMs) a few blocks deep; first guesses, to be tuned on the device.
+    reduce_rows_per_thread: int = 32
+    reduce_blocks: int = 512
 
     def grid(self, work: int) -> int:
         return max(1, min(self.max_grid, -(-work // self.block)))
+
+    def reduce_rows(self, A: int, L: int) -> int:
+        """Rows per chunk for column_sums over an (A, L) matrix: A itself for one pass."""
+        lanes = min(L, 32, self.block)
+        row_lanes = self.block // lanes
+        if A <= row_lanes * self.reduce_single_pass_rows:
+            return max(A, 1)
+        groups = -(-L // lanes)
+        chunks = min(-(-A // (row_lanes * self.reduce_rows_per_thread)), max(1, self.reduce_blocks // groups))
+        return -(-A // chunks)
 
 
 #: The one place launch parameters are chosen.
@@ -163,10 +180,12 @@ def _index_suffix(work: int, args) -> str:
     return "_i32" if largest + LAUNCH.block * LAUNCH.max_grid <= INT32_MAX else ""
 
 
-def _launch(stem: str, kernel: str, dtype, work: int, *args) -> None:
-    """Run ``<kernel>_<f32|f64>[_i32]`` from ``cuda/<stem>.cu`` over ``work`` items (grid-stride)."""
+def _launch(stem: str, kernel: str, dtype, work: int, *args, blocks: int | None = None) -> None:
+    """Run ``<kernel>_<f32|f64>[_i32]`` from ``cuda/<stem>.cu`` over ``work`` items (grid-stride), or over
+    ``blocks`` units of one block each (block-stride, for the block reductions)."""
     fn = _runtime().kernel(stem, f"{kernel}_{_SUFFIX[np.dtype(dtype)]}{_index_suffix(work, args)}")
-    fn((LAUNCH.grid(int(work)),), (LAUNCH.block,), args)
+    grid = LAUNCH.grid(int(work)) if blocks is None else max(1, min(LAUNCH.max_grid, int(blocks)))
+    fn((grid,), (LAUNCH.block,), args)
 
 
 def _i(v) -> np.int64:
@@ -213,6 +232,35 @@ def _check_in_place(op: str, dtype, **arrays) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# per-channel sums (bias gradients, batch norm's statistics)
+
+
+def channel_sums(x, A: int, C: int, B: int, y=None, shift=None, scale: float = 1.0):
+    """(C,) sums of ``x`` viewed as (A, C, B) over A and B, times ``scale``; with ``y`` and/or ``shift`` the
+    summed term is ``(x - shift[c]) * (y - shift[c])`` (``y`` of x's shape, ``shift`` of shape (C,)).
+
+    Block reductions of cuda/reduce.cu (coalesced reads, shared-memory trees, no atomics, so the result is
+    deterministic): one pass when the rows are few, else partial sums over chunks of rows and a second
+    pass over them; the split is ``LAUNCH.reduce_rows``.
+    """
+    xp = _runtime().xp
+    L = C * B
+    rows = LAUNCH.reduce_rows(A, L)
+    chunks = -(-A // rows)
+    groups = -(-L // min(L, 32, LAUNCH.block))
+    one_pass = chunks == 1 and B == 1
+    partial = xp.empty(C if one_pass else (chunks, L), dtype=x.dtype)
+    _launch("reduce", "column_sums", x.dtype, x.size, x, y, shift, partial, _i(A), _i(C), _i(B), _i(rows),
+            np.float64(scale if one_pass else 1.0), blocks=groups * chunks)
+    if one_pass:
+        return partial
+    out = xp.empty(C, dtype=x.dtype)
+    _launch("reduce", "segment_sums", x.dtype, partial.size, partial, out, _i(chunks), _i(C), _i(B),
+            np.float64(scale), blocks=C)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
 # conv2d: im2col kernel, one cuBLAS GEMM, layout+bias kernel
 
 
@@ -253,11 +301,9 @@ def conv2d_forward(x, w, b, stride, padding):
 
 
 def conv2d_backward(dy, cache):
-    """dW = dY^T cols, dcols = dY W (cuBLAS), dx = col2im(dcols), db = column sums of dY.
-
-    db is a reduction over N*OH*OW rows; CuPy's reduction (a shared-memory tree) does it, since a
-    one-thread-per-channel loop would serialise up to ~150k additions per thread at large batches.
-    """
+    """dW = dY^T cols, dcols = dY W (cuBLAS), dx = col2im(dcols), db = column sums of dY's (N*OH*OW, F)
+    rows (channel_sums: on an H100, CuPy's ``sum(axis=0)`` of this tall, narrow matrix took 10-30x cuDNN's
+    whole convolution)."""
     cols, w, x_shape, has_bias, stride, padding = cache
     F, C, KH, KW = w.shape
     N, _, H, W = x_shape
@@ -271,7 +317,7 @@ def conv2d_backward(dy, cache):
     dw = xp.matmul(dout.T, cols).reshape(w.shape)
     dcols = xp.matmul(dout, _c(w).reshape(F, -1))
     dx = col2im(dcols, x_shape, KH, KW, stride, padding, OH, OW)
-    db = dout.sum(axis=0) if has_bias else None
+    db = channel_sums(dout, N * OH * OW, F, 1) if has_bias else None
     return dx, dw, db
 
 
@@ -321,12 +367,13 @@ def linear_forward(x, w, b):
 
 
 def linear_backward(dy, cache):
-    """dx = dy w, dw = dy^T x (cuBLAS); db = column sums of dy (CuPy's reduction, as in conv2d)."""
+    """dx = dy w, dw = dy^T x (cuBLAS); db = column sums of dy (channel_sums, as in conv2d)."""
     x, w, has_bias = cache
-    _checks.check_grad("linear", dy, (x.shape[0], w.shape[0]))
+    N, OUT = x.shape[0], w.shape[0]
+    _checks.check_grad("linear", dy, (N, OUT))
     xp = _runtime().xp
     dy = _like(dy, x.dtype)
-    return xp.matmul(dy, _c(w)), xp.matmul(dy.T, _c(x)), (dy.sum(axis=0) if has_bias else None)
+    return xp.matmul(dy, _c(w)), xp.matmul(dy.T, _c(x)), (channel_sums(dy, N, OUT, 1) if has_bias else None)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -438,16 +485,22 @@ def dropout_backward(dy, cache):
 
 def batchnorm2d_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps):
     """x: (N, C, H, W) -> gamma * xhat + beta. Running stats updated in place when training (unbiased var);
-    they must be contiguous and of x's dtype (the kernel writes them). cache: (xhat, gamma, inv_std,
-    training)."""
+    they must be contiguous and of x's dtype (the kernel writes them). The batch mean and (biased, two-pass)
+    variance are channel_sums over N, H, W. cache: (xhat, gamma, inv_std, training)."""
     C = _checks.check_batchnorm2d(x, gamma, beta, running_mean, running_var)
     _check_in_place("batchnorm2d", x.dtype, running_mean=running_mean, running_var=running_var)
     N, _, H, W = x.shape
     xp = _runtime().xp
     x, gamma, beta = _c(x), _c(gamma), _c(beta)
-    mean, inv_std = xp.empty(C, dtype=x.dtype), xp.empty(C, dtype=x.dtype)
-    _launch("batchnorm2d", "batchnorm2d_stats", x.dtype, C, x, running_mean, running_var, mean, inv_std, _i(N),
-            _i(C), _i(H * W), _i(bool(training)), np.float64(momentum), np.float64(eps))
+    m = N * H * W
+    if training:
+        mean = channel_sums(x, N, C, H * W, scale=1.0 / m)
+        var = channel_sums(x, N, C, H * W, y=x, shift=mean, scale=1.0 / m)
+    else:
+        mean, var = xp.empty(C, dtype=x.dtype), None
+    inv_std = xp.empty(C, dtype=x.dtype)
+    _launch("batchnorm2d", "batchnorm2d_stats", x.dtype, C, var, running_mean, running_var, mean, inv_std, _i(C),
+            _i(m), np.float64(momentum), np.float64(eps))
     xhat, y = xp.empty_like(x), xp.empty_like(x)
     _launch("batchnorm2d", "batchnorm2d_normalize", x.dtype, x.size, x, mean, inv_std, gamma, beta, xhat, y,
             _i(N), _i(C), _i(H * W))
@@ -455,14 +508,14 @@ def batchnorm2d_forward(x, gamma, beta, running_mean, running_var, training, mom
 
 
 def batchnorm2d_backward(dy, cache):
+    """dbeta = sum(dy), dgamma = sum(dy * xhat) per channel (channel_sums), then dx one thread per element."""
     xhat, gamma, inv_std, training = cache
     N, C, H, W = xhat.shape
     _checks.check_grad("batchnorm2d", dy, xhat.shape)
     xp = _runtime().xp
     dy = _like(dy, xhat.dtype)
-    dgamma, dbeta = xp.empty(C, dtype=xhat.dtype), xp.empty(C, dtype=xhat.dtype)
-    _launch("batchnorm2d", "batchnorm2d_param_grads", xhat.dtype, C, dy, xhat, dgamma, dbeta, _i(N), _i(C),
-            _i(H * W))
+    dbeta = channel_sums(dy, N, C, H * W)
+    dgamma = channel_sums(dy, N, C, H * W, y=xhat)
     dx = xp.empty_like(xhat)
     _launch("batchnorm2d", "batchnorm2d_input_grad", xhat.dtype, dx.size, dy, xhat, gamma, inv_std, dgamma,
             dbeta, dx, _i(N), _i(C), _i(H * W), _i(bool(training)))

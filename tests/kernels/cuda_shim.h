@@ -2,7 +2,8 @@
 //
 // CUDA's built-in thread coordinates become thread-local globals and the launch becomes two loops over
 // the grid and the block. Threads run in REVERSE order, so a kernel that wrongly relies on a lower-numbered
-// thread having written something first fails here too.
+// thread having written something first fails here too; MINIGRAD_SHIM_ORDER=forward runs them in forward
+// order (a test runs the block-synchronising kernels both ways, so a missing barrier fails in one of them).
 //
 // Two launchers:
 //   * SHIM_EXPORT: each simulated thread runs to completion before the next starts. Faithful for kernels
@@ -51,6 +52,15 @@ using std::sqrt;
     std::abort();
 }
 
+// The simulated threads' order: reverse unless MINIGRAD_SHIM_ORDER=forward (read at each launch).
+inline bool shim_forward_order() {
+    const char* order = std::getenv("MINIGRAD_SHIM_ORDER");
+    return order != nullptr && order[0] == 'f';
+}
+
+// Thread k of n in the order the shim runs them.
+inline unsigned shim_nth(unsigned k, unsigned n, bool forward) { return forward ? k : n - 1 - k; }
+
 // The fibers of the block being run cooperatively (null under the plain launcher).
 struct ShimBlock {
     enum State { RUNNABLE, AT_BARRIER, DONE };
@@ -93,8 +103,10 @@ inline void shim_run_block_cooperatively(unsigned block, const std::function<voi
         makecontext(&blk.fibers[t], shim_fiber_main, 0);
     }
     shim_block = &blk;
+    const bool forward = shim_forward_order();
     for (;;) {
-        for (unsigned t = block; t-- > 0;) {
+        for (unsigned k = 0; k < block; ++k) {
+            const unsigned t = shim_nth(k, block, forward);
             if (blk.state[t] != ShimBlock::RUNNABLE) continue;
             blk.current = t;
             threadIdx = dim3{t, 0, 0};
@@ -119,10 +131,11 @@ struct ShimLauncher<void(Args...)> {
     static void launch(unsigned grid, unsigned block, Args... args) {
         gridDim = dim3{grid, 1, 1};
         blockDim = dim3{block, 1, 1};
-        for (unsigned b = grid; b-- > 0;) {
-            for (unsigned t = block; t-- > 0;) {
-                blockIdx = dim3{b, 0, 0};
-                threadIdx = dim3{t, 0, 0};
+        const bool forward = shim_forward_order();
+        for (unsigned kb = 0; kb < grid; ++kb) {
+            for (unsigned kt = 0; kt < block; ++kt) {
+                blockIdx = dim3{shim_nth(kb, grid, forward), 0, 0};
+                threadIdx = dim3{shim_nth(kt, block, forward), 0, 0};
                 Kernel(args...);
             }
         }
@@ -133,8 +146,9 @@ struct ShimLauncher<void(Args...)> {
         gridDim = dim3{grid, 1, 1};
         blockDim = dim3{block, 1, 1};
         const std::function<void()> body = [&] { Kernel(args...); };
-        for (unsigned b = grid; b-- > 0;) {
-            blockIdx = dim3{b, 0, 0};
+        const bool forward = shim_forward_order();
+        for (unsigned kb = 0; kb < grid; ++kb) {
+            blockIdx = dim3{shim_nth(kb, grid, forward), 0, 0};
             shim_run_block_cooperatively(block, body);
         }
     }

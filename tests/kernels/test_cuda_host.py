@@ -259,6 +259,60 @@ def rng():
 
 
 # ----------------------------------------------------------------------------------------------------------
+# per-channel sums (reduce.cu: block reductions in shared memory)
+
+# (A, C, B): a column sum of rows (B = 1) narrower and wider than a warp, batch norm's (N, C, H*W) layout
+SUM_CASES = [(1, 1, 1), (7, 3, 1), (300, 6, 1), (517, 40, 1), (90, 70, 1), (5, 3, 7), (33, 4, 10), (1, 2, 5)]
+# block sizes and split thresholds: production; a two-pass split at every size on an odd block; a block
+# narrower than a warp (so the column groups are narrower than the rows)
+SUM_LAUNCHES = {
+    "production": cupy_ops.LaunchConfig(),
+    "split-odd-block": cupy_ops.LaunchConfig(block=48, max_grid=5, reduce_single_pass_rows=1,
+                                             reduce_rows_per_thread=1, reduce_blocks=7),
+    "tiny-block": cupy_ops.LaunchConfig(block=3, max_grid=2, reduce_single_pass_rows=2, reduce_rows_per_thread=2),
+}
+
+
+@needs_gxx
+@pytest.mark.parametrize("order", ["reverse", "forward"])
+@pytest.mark.parametrize("launch", list(SUM_LAUNCHES))
+@pytest.mark.parametrize("case", SUM_CASES, ids=str)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_channel_sums_equal_numpy(monkeypatch, rng, case, launch, order, dtype):
+    A, C, B = case
+    launched = set()
+    runtime = host_runtime(launched)
+    monkeypatch.setattr(cupy_ops, "_runtime", lambda: runtime)
+    monkeypatch.setattr(cupy_ops, "LAUNCH", SUM_LAUNCHES[launch])
+    monkeypatch.setenv("MINIGRAD_SHIM_ORDER", order)  # a missing barrier fails in one order or the other
+    x = rng.standard_normal((A, C, B)).astype(dtype)
+    y = rng.standard_normal((A, C, B)).astype(dtype)
+    shift = rng.standard_normal(C).astype(dtype)
+    s = shift[None, :, None]
+    close(cupy_ops.channel_sums(x, A, C, B), x.sum(axis=(0, 2)), dtype)
+    close(cupy_ops.channel_sums(x, A, C, B, y=y, scale=0.5), 0.5 * (x * y).sum(axis=(0, 2)), dtype)
+    close(cupy_ops.channel_sums(x, A, C, B, y=x, shift=shift, scale=1 / 3), ((x - s) ** 2).sum(axis=(0, 2)) / 3,
+          dtype)
+    split = SUM_LAUNCHES[launch].reduce_rows(A, C * B) < A
+    assert ("segment_sums" in {n.split("_f")[0] for n in launched}) == (split or B > 1)
+
+
+@pytest.mark.parametrize("launch", ["split-odd-block", "tiny-block"])
+def test_channel_sum_cases_take_both_the_one_pass_and_the_split_path(launch):
+    assert {SUM_LAUNCHES[launch].reduce_rows(A, C * B) < A for A, C, B in SUM_CASES} == {True, False}
+
+
+def test_reduce_rows_splits_tall_matrices_over_blocks_and_keeps_short_ones_in_one_pass():
+    launch = cupy_ops.LaunchConfig()
+    assert launch.reduce_rows(676, 32) == 676  # convnet conv1's bias at B=1: 8 row-lanes x 85 rows, one pass
+    assert launch.reduce_rows(1024, 32) == 1024
+    rows = launch.reduce_rows(1024 * 26 * 26, 32)  # ... at B=1024: 692k rows over 512 blocks
+    assert -(-1024 * 26 * 26 // rows) == launch.reduce_blocks
+    assert launch.reduce_rows(5_000, 6) == 5_000  # 6 columns: 42 row-lanes, <= 128 rows each
+    assert launch.reduce_rows(1024, 32 * 676) == 1024  # batch norm: 676 column groups fill the GPU already
+
+
+# ----------------------------------------------------------------------------------------------------------
 # conv2d: im2col / col2im and the whole layer
 
 # (N, C, H, W, F, K, stride, padding): batch 1, odd sizes, padding 1/2, stride 2/3, 1x1 kernels, non-square
