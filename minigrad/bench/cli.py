@@ -26,6 +26,7 @@ from minigrad import backend, data, models
 from . import sweep
 from .engines import TORCH, check_engine
 from ..machine import describe, machine_info, set_threads, usable_cores, versions
+from . import ranks
 from .outputs import write_outputs
 from .report import Results, findings_text, text_table
 from .settings import (DEFAULT_BATCH_SIZES, DEFAULT_LR, DEFAULT_MEMORY_BUDGET, DEFAULT_SAMPLES, MAX_SAMPLES,
@@ -96,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("--memory-budget", metavar="SIZE",
         help=f"memory that --batch-sizes auto must fit in, e.g. 512MiB (default {DEFAULT_MEMORY_BUDGET})")
     add("--threads", metavar="N", help=f"threads for BLAS, numba and torch alike (default: all {usable_cores()} cores)")
+    add("--ranks", metavar="R",
+        help="also measure every entry on R data-parallel ranks (mpiexec -n R, launched by the bench; needs the "
+             ".[mpi] extra): samples/s, the gradient all-reduce and scaling efficiency against one rank (default 1; "
+             "with R > 1, --threads defaults to cores / R)")
     add("--seed", metavar="N", help="seed of the initial weights and the data order, shared by every entry (default 0)")
     add("--out", metavar="DIR", help="run directory to create (default runs/<time>-<model>-<backend>/); one process "
                                      "at a time may use it")
@@ -199,6 +204,11 @@ def resolve(given: dict) -> Settings:
     check_threads(s.threads)
     if "seed" in given:
         s.seed = parse_int(given["seed"], "--seed", minimum=0)
+    if "ranks" in given:
+        s.ranks = parse_int(given["ranks"], "--ranks")
+        if "threads" not in given:
+            s.threads = max(1, usable_cores() // s.ranks)
+    ranks.check(s)
     return s
 
 
@@ -218,7 +228,7 @@ def settings_arguments(stored: dict) -> list[str]:
         argv.append(f"{_option(dest)}={value}")
 
     for dest in ("model", "backends", "batch_sizes", "epochs", "samples", "dataset", "data_dir", "dtype", "mode",
-                 "memory_budget", "threads", "seed"):
+                 "memory_budget", "threads", "seed", "ranks"):
         add("backend" if dest == "backends" else dest, stored.get(dest))
     if train:
         for dest in ("optimizer", "lr", "lr_scaling", "base_batch_size", "warmup", "accumulate", "target_accuracy",

@@ -13,6 +13,7 @@ from minigrad.batch_sizes import KNEE_TOLERANCE, knee
 
 from .settings import (EVAL_BATCH_SIZE, MEMORY_STEPS, STEADY_SKIP_MAX, WARMUP_STEPS, Settings,
                        format_bytes)
+from .ranks import COLUMNS as RANKS_COLUMNS, findings_lines as ranks_findings
 from .store import SCHEMA_VERSION, clean_json
 
 #: The columns of a result row, in results.csv order (README: "Output schema").
@@ -32,7 +33,7 @@ RESULT_COLUMNS = (
     "eval_every_samples", "target_accuracy", "target_reached", "time_to_target_s", "samples_to_target",
     "updates_to_target",
     "entry_seconds", "session", "finished_at",
-)
+) + RANKS_COLUMNS  # --ranks only
 #: Test accuracy below this counts as "did not learn" in the findings (chance is 10% on 10 balanced classes).
 CHANCE_LEVEL = 0.15
 #: A step-time IQR above this share of the median flags an entry as noisy in the findings.
@@ -282,6 +283,7 @@ def findings_text(study: Results) -> list[str]:
                          f"median), the mark of a busy machine; rerun them, or use fewer --threads than cores.")
         if f["failed"]:
             lines.append(f"{name}: " + ", ".join(f"B={b} {s.replace('_', ' ')}" for b, s in f["failed"].items()) + ".")
+    lines += ranks_findings(study.rows)
     for record in study.autobatch:
         lines.append(f"{record['backend']} auto (memory): {record['memory_explanation']}.")
         lines.append(f"{record['backend']} auto (knee): {record['knee_explanation']}.")

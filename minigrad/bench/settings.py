@@ -69,6 +69,7 @@ class Settings:
     seed: int = 0
     quick: bool = False
     explain: bool = False
+    ranks: int = 1  # data-parallel ranks per entry (--ranks); 1: the bench's own process only
 
     def to_dict(self) -> dict:
         out = asdict(self)

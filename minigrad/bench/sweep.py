@@ -103,6 +103,11 @@ def choose_batch_sizes(study: Study, name: str) -> dict:
 
 def _measure(study: Study, engine, batch_size: int) -> dict:
     s = study.settings
+    if s.ranks > 1:
+        from .ranks import measure_entry
+
+        return measure_entry(engine, s, batch_size, study.train_set, study.test_set, study.init_state,
+                             study.progress)
     if engine.isolated:
         return child.call(s.mode, s, batch_size=batch_size, init_state=study.init_state, progress=study.progress)
     if s.mode == "train":

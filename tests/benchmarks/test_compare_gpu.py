@@ -1,0 +1,55 @@
+"""benchmarks/compare_gpu.py: its skip without a GPU, its steps, its checks and its table (measured figures
+need a GPU: the tests here drive the report with stated inputs)."""
+
+from __future__ import annotations
+
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from benchmarks import compare_gpu
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.skipif(compare_gpu.gpu_unavailable() is None, reason="a usable GPU is present here")
+def test_without_a_gpu_it_skips_with_one_line_naming_what_is_missing():
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.compare_gpu"], capture_output=True, text=True,
+                          cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("compare_gpu: skipped, no GPU to measure on (backend 'cupy' is not available: ")
+
+
+def test_steps_per_repeat_are_bounded_both_ways():
+    assert compare_gpu.steps_per_repeat(1, 8192) == compare_gpu.MAX_STEPS
+    assert compare_gpu.steps_per_repeat(64, 8192) == 128
+    assert compare_gpu.steps_per_repeat(4096, 8192) == compare_gpu.MIN_STEPS
+
+
+def _point(rate, loss_start=2.3, loss_end=1.0, trained=4096):
+    return {"rate": rate, "loss_start": loss_start, "loss_end": loss_end, "trained": trained, "repeats": [1.0]}
+
+
+def test_report_gives_each_ratio_and_names_the_batch_sizes_that_miss_the_target():
+    results = {"minigrad-cupy": {"lenet5": {1: _point(300.0), 64: _point(9000.0)}},
+               "torch-cuda": {"lenet5": {1: _point(600.0), 64: _point(6000.0)}}}
+    lines = compare_gpu.report(results, ["lenet5"], [1, 64])
+    assert "     1         300         600       0.50x" in lines
+    assert "    64        9000        6000       1.50x" in lines
+    assert lines[-1] == "lenet5: missed at B=1 (0.50x); worst 0.50x, best 1.50x"
+
+
+def test_loss_failures_name_non_finite_and_non_decreasing_losses_once_enough_was_trained():
+    results = {"minigrad-cupy": {"convnet": {1: _point(1.0, loss_end=float("nan")),
+                                             16: _point(1.0, loss_end=2.5),
+                                             64: _point(1.0, loss_end=2.5, trained=64)}},  # too few to judge
+               "torch-cuda": {"convnet": {1: _point(1.0)}}}
+    failures = compare_gpu.loss_failures(results)
+    assert len(failures) == 2
+    assert failures[0].startswith("minigrad-cupy convnet B=1: loss 2.3000 -> nan")
+    assert failures[1].startswith("minigrad-cupy convnet B=16: loss 2.3000 -> 2.5000")
