@@ -195,6 +195,31 @@ def test_lenet_sized_layers_match_numpy_ops(monkeypatch, launch):
 
 
 @on_gpu
+@pytest.mark.parametrize("shape", [(1024 * 26 * 26, 32, 1), (64 * 24 * 24, 64, 1), (4096, 10, 1), (256, 32, 676)],
+                         ids=["convnet-conv1-B1024", "convnet-conv2-B64", "linear-B4096", "batchnorm-B256"])
+def test_channel_sums_at_scale_match_numpy(shape):
+    A, C, B = shape
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal(shape).astype(np.float32)
+    want = x.astype(np.float64).sum(axis=(0, 2))
+    _close(cupy_ops.channel_sums(cupy_ops.asarray(x), A, C, B), want, 1e-5)
+
+
+@on_gpu
+def test_conv2d_with_64bit_indices_matches_the_32bit_path(monkeypatch):
+    rng = np.random.default_rng(5)
+    shapes = ((8, 6, 12, 12), (16, 6, 5, 5), 16)
+    x, w, b = (cupy_ops.asarray(rng.standard_normal(s).astype(np.float32)) for s in shapes)
+    y32, cache32 = cupy_ops.conv2d_forward(x, w, b, 1, 0)
+    grads32 = cupy_ops.conv2d_backward(y32, cache32)
+    monkeypatch.setattr(cupy_ops, "INT32_MAX", 0)  # every launch takes the 64-bit entry points
+    y64, cache64 = cupy_ops.conv2d_forward(x, w, b, 1, 0)
+    _close(y64, cupy_ops.to_numpy(y32), 1e-6)  # the same kernels but for the index width (cuBLAS in between)
+    for g64, g32 in zip(cupy_ops.conv2d_backward(y64, cache64), grads32):
+        _close(g64, cupy_ops.to_numpy(g32), 1e-6)
+
+
+@on_gpu
 def test_one_lenet5_training_step_matches_numpy():
     rng = np.random.default_rng(3)
     x = rng.standard_normal((16, 1, 28, 28)).astype(np.float32)

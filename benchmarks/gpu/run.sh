@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The GPU check in one call, on a machine with a CUDA device, cupy and torch (CUDA) installed and no package
+# registry: the GPU tests, then benchmarks/compare_gpu.py. Every output lands under $OUT; each part runs
+# under `timeout`, so the whole stays under 8 minutes. Nothing here reads MNIST (compare_gpu trains on
+# synthetic data), so no data has to travel with the tree.
+#
+#     OUT=/some/dir bash benchmarks/gpu/run.sh        # from the project root
+#
+# It lays the package out inside the tree (kernels/ -> minigrad/kernels, profiling/ -> minigrad/profiling,
+# as an install does), which is why it refuses to run where there is no GPU: that tree is a throwaway copy.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+if [ -z "${OUT:-}" ] || ! command -v nvidia-smi >/dev/null; then
+    echo "benchmarks/gpu/run.sh: run it on the GPU machine with OUT set (it rewrites minigrad/kernels in this tree)" >&2
+    exit 2
+fi
+mkdir -p "$OUT"
+rm -rf minigrad/kernels minigrad/profiling
+cp -r kernels minigrad/kernels
+cp -r profiling minigrad/profiling
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+status=0
+{
+    date -u
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+    python3 -c "import cupy, numpy, torch; print('cupy', cupy.__version__, 'numpy', numpy.__version__, 'torch', torch.__version__)"
+} 2>&1 | tee "$OUT/device.txt"
+
+echo "== GPU tests"
+timeout 150 python3 -m pytest tests -k "cupy or cuda" -q -p no:cacheprovider 2>&1 | tee "$OUT/tests.log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+
+echo "== compare_gpu"
+timeout 300 python3 -m benchmarks.compare_gpu --json "$OUT/compare_gpu.json" 2>&1 | tee "$OUT/compare_gpu.log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+exit $status
