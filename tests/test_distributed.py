@@ -231,7 +231,8 @@ def test_nccl_communicator_passes_the_buffer_and_gets_the_id_from_rank_0():
     comm = distributed.NCCLCommunicator(mpi, nccl, _FakeCupy)
     comm.allreduce_(_DeviceArray(10, "float64"))
     comm.broadcast_(_DeviceArray(4, "float32"), root=0)
-    assert nccl.calls == [("init", 2, (1, 2, 3), 1), ("allReduce", 1234, 1234, 10, 8, 0, 99), ("bcast", 1234, 4, 7, 0, 99)]
+    assert nccl.calls == [("init", 2, (1, 2, 3), 1), ("allReduce", 1234, 1234, 10, 8, 0, 99),
+                          ("bcast", 1234, 4, 7, 0, 99)]
     assert _FakeCupy.cuda.stream.synced == 2
     with pytest.raises(TypeError, match="float32 or float64; got int32"):
         comm.allreduce_(_DeviceArray(3, "int32"))
