@@ -111,16 +111,17 @@ def scale_lr(base_lr: float, batch_size: int, base_batch_size: int = 64, rule: s
     """Learning rate for ``batch_size`` given one tuned at ``base_batch_size``.
 
     "linear" (Goyal et al. 2017: lr grows with B), "sqrt" (keeps the gradient-noise scale: lr ~ sqrt(B)),
-    "none" (unchanged).
+    "linear-sqrt" (linear below ``base_batch_size``, sqrt above: small batches get the small lr their noisy
+    gradients need, large ones do not grow it as fast as linear), "none" (unchanged).
     """
     ratio = batch_size / base_batch_size
     if rule == "none":
         return base_lr
-    if rule == "linear":
+    if rule == "linear" or (rule == "linear-sqrt" and ratio < 1):
         return base_lr * ratio
-    if rule == "sqrt":
+    if rule in ("sqrt", "linear-sqrt"):
         return base_lr * math.sqrt(ratio)
-    raise ValueError(f"scale_lr: rule must be 'none', 'linear' or 'sqrt'; got {rule!r}")
+    raise ValueError(f"scale_lr: rule must be 'none', 'linear', 'sqrt' or 'linear-sqrt'; got {rule!r}")
 
 
 class LinearWarmup:

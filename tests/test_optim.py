@@ -57,6 +57,8 @@ def test_lr_scaling_rules():
     assert optim.scale_lr(0.1, 256, 64, "linear") == pytest.approx(0.4)
     assert optim.scale_lr(0.1, 256, 64, "sqrt") == pytest.approx(0.2)
     assert optim.scale_lr(0.1, 256, 64, "none") == 0.1
+    assert optim.scale_lr(0.1, 16, 64, "linear-sqrt") == pytest.approx(0.025)
+    assert optim.scale_lr(0.1, 256, 64, "linear-sqrt") == pytest.approx(0.2)
     with pytest.raises(ValueError, match="rule must be"):
         optim.scale_lr(0.1, 256, 64, "cubic")
 

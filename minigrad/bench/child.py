@@ -69,7 +69,7 @@ def _serve(request: dict):
         return autobatch.choose(engine, settings, train_set, request["init_state"])
     if task == "train":
         return measure.measure_train(engine, settings, request["batch_size"], train_set, test_set,
-                                     request["init_state"], request["progress"])
+                                     request["init_state"], request["progress"], request.get("lr"))
     if task == "inference":
         return measure.measure_inference(engine, settings, request["batch_size"], test_set, request["init_state"],
                                          request["progress"])

@@ -23,15 +23,16 @@ from pathlib import Path
 
 from minigrad import backend, data, models
 
-from . import sweep
+from . import sweep, tune
 from .engines import TORCH, check_engine
 from ..machine import describe, machine_info, set_threads, usable_cores, versions
 from . import ranks
 from .outputs import write_outputs
 from .report import Results, findings_text, text_table
-from .settings import (DEFAULT_BATCH_SIZES, DEFAULT_LR, DEFAULT_MEMORY_BUDGET, DEFAULT_SAMPLES, MAX_SAMPLES,
-                       MAX_STEPS, QUICK_BATCH_SIZES, QUICK_SAMPLES, Settings, UsageError, check_fits_data, load_data,
-                       parse_batch_sizes, parse_bytes, parse_int, parse_real)
+from .settings import (DEFAULT_BATCH_SIZES, DEFAULT_LR, DEFAULT_LR_GRID, DEFAULT_LR_SCALING, DEFAULT_MEMORY_BUDGET,
+                       DEFAULT_SAMPLES, DEFAULT_TARGET_ACCURACY, MAX_SAMPLES, MAX_STEPS, QUICK_BATCH_SIZES,
+                       QUICK_SAMPLES, Settings, UsageError, check_fits_data, load_data, parse_batch_sizes, parse_bytes,
+                       parse_int, parse_real)
 from .store import RESULTS, SCHEMA_VERSION, RunDir, WriteFailed, check_out_dir
 
 DESCRIPTION = """How epoch time, throughput, memory and model quality change with batch size: every batch size
@@ -52,6 +53,14 @@ def _power(n: int) -> str:
 
 def _sizes(sizes) -> str:
     return ",".join(map(str, sizes))
+
+
+def _factors(factors) -> str:
+    return ",".join(f"{f:.3g}" for f in factors)
+
+
+def _targets() -> str:
+    return ", ".join(f"{t:g} on {name}" for name, t in DEFAULT_TARGET_ACCURACY.items()) + ", else none"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,8 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("--lr", metavar="LR", help=f"learning rate at --base-batch-size (default {DEFAULT_LR['sgd']} for sgd, "
                                    f"{DEFAULT_LR['adam']} for adam)")
     add("--momentum", metavar="M", help="SGD momentum in [0, 1) (default 0.9)")
-    add("--lr-scaling", choices=("none", "linear", "sqrt"),
-        help="scale lr with the virtual batch (K x B) over --base-batch-size: x ratio, x sqrt(ratio) (default none)")
+    add("--lr-scaling", choices=("none", "linear", "sqrt", "linear-sqrt"),
+        help="scale lr with the virtual batch (K x B) over --base-batch-size: x ratio, x sqrt(ratio), or x ratio "
+             f"below it and x sqrt(ratio) above (default {DEFAULT_LR_SCALING['sgd']} for sgd, "
+             f"{DEFAULT_LR_SCALING['adam']} for adam)")
     add("--base-batch-size", metavar="N", help="batch size at which --lr holds unscaled (default 64)")
     add("--warmup", metavar="N", help="ramp lr up linearly over the first N optimizer updates (default 0)")
     add("--accumulate", metavar="K", help="one optimizer update every K batches: a virtual batch of K x B (default 1)")
@@ -91,9 +102,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="train, or inference: forward-only latency and samples/s, eval mode, no autograd; training options "
              "(--optimizer, --lr, ...) are refused there (default train)")
     add("--target-accuracy", metavar="FRAC",
-        help="also report training time until test accuracy first reaches FRAC, e.g. 0.95 (train mode)")
+        help="report training time and updates until test accuracy first reaches FRAC, e.g. 0.95, or 'none' "
+             f"(train mode; default {_targets()})")
     add("--eval-every", metavar="N",
         help="evaluate on the test set every N training samples (default with --target-accuracy: budget / 10)")
+    add("--tune-lr", metavar="FACTORS", nargs="?", const=DEFAULT_LR_GRID,
+        help=f"train each batch size at a grid of lrs (its lr times FACTORS, default "
+             f"{_factors(DEFAULT_LR_GRID)}) and keep the best: {tune.CRITERION}")
+    add("--train-subset", metavar="N", help="train on the first N training samples only (default: all)")
     add("--memory-budget", metavar="SIZE",
         help=f"memory that --batch-sizes auto must fit in, e.g. 512MiB (default {DEFAULT_MEMORY_BUDGET})")
     add("--threads", metavar="N", help=f"threads for BLAS, numba and torch alike (default: all {usable_cores()} cores)")
@@ -116,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 #: Options that only mean something when training (dest names); inference refuses them.
 TRAIN_ONLY = ("optimizer", "lr", "momentum", "lr_scaling", "base_batch_size", "warmup", "accumulate",
-              "target_accuracy", "eval_every")
+              "target_accuracy", "eval_every", "tune_lr", "train_subset")
 
 
 def _option(dest: str) -> str:
@@ -187,7 +203,7 @@ def resolve(given: dict) -> Settings:
         if s.optimizer != "sgd":
             raise UsageError("--momentum applies to --optimizer sgd only")
         s.momentum = parse_real(given["momentum"], "--momentum", 0, 1, low_open=False, high_open=True)
-    s.lr_scaling = given.get("lr_scaling", s.lr_scaling)
+    s.lr_scaling = given.get("lr_scaling", DEFAULT_LR_SCALING[s.optimizer])
     if "base_batch_size" in given:
         s.base_batch_size = parse_int(given["base_batch_size"], "--base-batch-size")
     if "warmup" in given:
@@ -196,9 +212,17 @@ def resolve(given: dict) -> Settings:
         s.accumulate = parse_int(given["accumulate"], "--accumulate")
 
     if "target_accuracy" in given:
-        s.target_accuracy = parse_real(given["target_accuracy"], "--target-accuracy", 0, 1)
+        text = given["target_accuracy"]
+        s.target_accuracy = (None if str(text).strip().lower() == "none" else
+                             parse_real(text, "--target-accuracy", 0, 1))
+    elif s.mode == "train":
+        s.target_accuracy = DEFAULT_TARGET_ACCURACY.get(s.dataset)
     if "eval_every" in given:
         s.eval_every = parse_int(given["eval_every"], "--eval-every")
+    if "tune_lr" in given:
+        s.tune_lr = parse_factors(given["tune_lr"])
+    if "train_subset" in given:
+        s.train_subset = parse_int(given["train_subset"], "--train-subset")
 
     s.threads = parse_int(given["threads"], "--threads") if "threads" in given else usable_cores()
     check_threads(s.threads)
@@ -231,9 +255,12 @@ def settings_arguments(stored: dict) -> list[str]:
                  "memory_budget", "threads", "seed", "ranks"):
         add("backend" if dest == "backends" else dest, stored.get(dest))
     if train:
-        for dest in ("optimizer", "lr", "lr_scaling", "base_batch_size", "warmup", "accumulate", "target_accuracy",
-                     "eval_every"):
+        for dest in ("optimizer", "lr", "lr_scaling", "base_batch_size", "warmup", "accumulate", "eval_every",
+                     "train_subset"):
             add(dest, stored.get(dest))
+        add("target_accuracy", "none" if stored.get("target_accuracy") is None else stored["target_accuracy"])
+        if stored.get("tune_lr"):
+            add("tune_lr", stored["tune_lr"])
         if stored.get("optimizer") == "sgd":
             add("momentum", stored.get("momentum"))
     argv += [_option(flag) for flag in ("quick", "explain") if stored.get(flag)]
@@ -265,6 +292,17 @@ def resume_settings(stored, run_dir: RunDir) -> Settings:
     if changed:
         raise UsageError(f"{where} are not valid: {'; '.join(changed)}; cannot resume it")
     return settings
+
+
+def parse_factors(value) -> tuple[float, ...]:
+    """``--tune-lr``'s factors: the default grid, or a comma list of two or more distinct positive numbers."""
+    if not isinstance(value, str):
+        return tuple(value)
+    factors = sorted({parse_real(part, "--tune-lr: each factor", 0, math.inf) for part in value.split(",")})
+    if len(factors) < 2:
+        raise UsageError(f"--tune-lr needs two or more distinct factors (e.g. {_factors(DEFAULT_LR_GRID)}); "
+                         f"got {value!r}")
+    return tuple(factors)
 
 
 def check_threads(threads: int) -> None:
@@ -418,6 +456,13 @@ def _run(args: list[str]) -> int:
         if settings.batch_sizes == "auto":
             check_fits_data(settings, [b for b, _, _ in entries], train_set, test_set)
 
+        noise = None
+        if settings.mode == "train" and settings.target_accuracy is not None and \
+                not any(r.get("record") == "noise_scale" for r in records):
+            print("measuring the gradient noise scale B_simple (the headline's regimes) ...", flush=True)
+            noise = sweep.measure_noise_scale(study)
+            print(noise["summary"], flush=True)
+
         # Everything checked and probed: from here on, the run directory is written.
         made_dir = not out.exists()
         if session == 0:
@@ -426,7 +471,7 @@ def _run(args: list[str]) -> int:
             if session:
                 run_dir.repair()
             run_dir.append(header)
-            for record in new_picks:
+            for record in new_picks + ([noise] if noise else []):
                 run_dir.append(record)
         except BaseException as exc:
             if session == 0:

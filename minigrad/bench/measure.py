@@ -204,17 +204,19 @@ def training_steps(engine, model, optimizer, make_loader, accumulate: int, steps
 
 
 def measure_train(engine, settings: Settings, batch_size: int, train_set, test_set, init_state: dict,
-                  progress: bool | None) -> dict:
-    """Train a fresh model at ``batch_size`` and measure it (phases in the module docstring).
+                  progress: bool | None, lr: float | None = None) -> dict:
+    """Train a fresh model at ``batch_size`` and measure it (phases in the module docstring); ``lr``: the
+    learning rate (default: the study's lr for this batch size; ``--tune-lr`` passes each of its grid).
 
     Raises NonFiniteLoss and out-of-memory errors to the caller, which records them.
     """
     engine.activate()
     k = settings.accumulate
-    lr = settings.lr_for(batch_size)
+    lr = settings.lr_for(batch_size) if lr is None else lr
     row = _new_row(engine, settings, batch_size)
     row.update(optimizer=settings.optimizer, lr=lr, momentum=settings.momentum if settings.optimizer == "sgd" else None,
-               accumulate=k, virtual_batch_size=k * batch_size, warmup_updates=settings.warmup)
+               accumulate=k, virtual_batch_size=k * batch_size, warmup_updates=settings.warmup, lr_grid=None,
+               lr_at_grid_edge=None)  # --tune-lr fills these in (tune.tune)
 
     def loader():
         return data_loader(train_set, batch_size, settings, shuffle=True)

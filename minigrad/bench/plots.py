@@ -133,8 +133,8 @@ def write_plots(run_dir: Path, study, findings: dict) -> list[str]:
     fig, (ax,) = _figure(study, title)
     _lines(ax, study, "samples_per_s")
     for i, (name, f) in enumerate(findings.items()):
-        if "knee_batch" in f:
-            row = next(r for r in study.ok_rows(name) if r["batch_size"] == f["knee_batch"])
+        row = next((r for r in study.ok_rows(name) if r["batch_size"] == f.get("knee_batch")), None)
+        if row is not None:
             ax.plot([row["batch_size"]], [row["samples_per_s"]], "*", color=f"C{i}", markersize=16,
                     markeredgecolor="black")
     _batch_axis(ax, sizes)
@@ -183,7 +183,50 @@ def write_plots(run_dir: Path, study, findings: dict) -> list[str]:
 
     if any(len(r.get("evaluations") or []) > 1 for r in study.rows):
         _accuracy_vs_time(study, out, written)
+    if s.mode == "train" and any(r.get("updates_to_target") for r in study.rows):
+        _to_target(study, out, written)
     return written
+
+
+def _to_target(study, out: Path, written: list[str]) -> None:
+    """The headline: updates and time to the target against B, with B_simple and the regimes it predicts
+    (McCandlish et al.'s updates = S_min (1 + B_simple / B), S_min fitted to the first backend's counts)."""
+    from .report import REGIME_FACTOR
+
+    target = f"{100 * study.settings.target_accuracy:g}%"
+    title = f"Updates and time to {target} test accuracy vs batch size (labels: lr)"
+    fig, (upd, sec) = _figure(study, title, 2)
+    _lines(upd, study, "updates_to_target", hollow_when=lambda r: r["samples_to_target"] <= r["eval_every_samples"])
+    _lines(sec, study, "time_to_target_s")
+    for r in study.ok_rows(study.backends[0]):
+        if r.get("updates_to_target"):
+            upd.annotate(f"{r['lr']:.2g}", (r["batch_size"], r["updates_to_target"]), fontsize=7,
+                         textcoords="offset points", xytext=(0, 6), ha="center", color="C0")
+    upd.set_ylabel(f"optimizer updates to {target} (hollow: at the first evaluation, an upper bound)")
+    sec.set_ylabel(f"training seconds to {target}")
+    sizes = _sizes(study)
+    est = (study.noise_scale or {}).get("estimate", {})
+    b = est.get("b_simple")
+    if b is not None and math.isfinite(b) and b > 0:
+        lo, hi = min(sizes) / 2, max(sizes) * 2
+        for ax in (upd, sec):
+            ax.axvspan(lo, min(hi, b / REGIME_FACTOR), color="green", alpha=0.07, label="perfect scaling (B_simple)")
+            if b / REGIME_FACTOR < hi:
+                ax.axvspan(b / REGIME_FACTOR, min(hi, REGIME_FACTOR * b), color="orange", alpha=0.07,
+                           label="diminishing returns")
+            if REGIME_FACTOR * b < hi:
+                ax.axvspan(REGIME_FACTOR * b, hi, color="red", alpha=0.07, label="no further benefit")
+            ax.axvline(b, color="gray", linestyle="--", label=f"B_simple ~ {b:,.0f}")
+            ax.set_xlim(lo, hi)
+        rows = [r for r in study.ok_rows(study.backends[0]) if r.get("updates_to_target")]
+        s_min = float(sorted(r["updates_to_target"] / (1 + b / r["batch_size"]) for r in rows)[len(rows) // 2])
+        xs = [lo * (hi / lo) ** (i / 100) for i in range(101)]
+        upd.plot(xs, [s_min * (1 + b / x) for x in xs], ":", color="black",
+                 label=f"S_min (1 + B_simple/B), S_min = {s_min:,.0f}")
+    for ax in (upd, sec):
+        _batch_axis(ax, sizes)
+        _log_y(ax)
+    _save(fig, out, "time_to_accuracy.png", written, study)
 
 
 def _accuracy_vs_time(study, out: Path, written: list[str]) -> None:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 
 from minigrad.batch_sizes import KNEE_TOLERANCE, knee
 
+from . import tune
 from .settings import (EVAL_BATCH_SIZE, MEMORY_STEPS, STEADY_SKIP_MAX, WARMUP_STEPS, Settings,
                        format_bytes)
 from .ranks import COLUMNS as RANKS_COLUMNS, findings_lines as ranks_findings
@@ -19,7 +21,7 @@ from .store import SCHEMA_VERSION, clean_json
 #: The columns of a result row, in results.csv order (README: "Output schema").
 RESULT_COLUMNS = (
     "backend", "mode", "batch_size", "status", "error", "chosen_by",
-    "dtype", "threads", "optimizer", "lr", "momentum", "accumulate", "virtual_batch_size", "warmup_updates",
+    "dtype", "threads", "optimizer", "lr", "lr_grid", "lr_at_grid_edge", "momentum", "accumulate", "virtual_batch_size", "warmup_updates",
     "samples", "steps", "updates", "epochs_run",
     "train_seconds", "samples_per_s", "steady_samples_per_s",
     "step_median_s", "step_q1_s", "step_q3_s", "step_iqr_s", "step_min_s", "step_max_s", "step_count", "step_skipped",
@@ -51,6 +53,7 @@ class Results:
         self.settings = Settings.from_dict(self.sessions[0]["settings"])
         self.data = self.sessions[0]["data"]
         self.autobatch = [r for r in records if r.get("record") == "autobatch"]
+        self.noise_scale = next((r for r in records if r.get("record") == "noise_scale"), None)
         order = {name: i for i, name in enumerate(self.settings.backends)}
         self.rows = sorted((r for r in records if r.get("record") == "result"),
                            key=lambda r: (order.get(r["backend"], len(order)), r["batch_size"]))
@@ -86,6 +89,23 @@ def _to_target(r: dict) -> str:
     return "not reached" if r.get("time_to_target_s") is None else f"{r['time_to_target_s']:,.1f}"
 
 
+def _updates_to_target(r: dict) -> str:
+    if r.get("updates_to_target") is None:
+        return "not reached"
+    return ("<= " if _at_first_evaluation(r) else "") + f"{r['updates_to_target']:,}"
+
+
+def _at_first_evaluation(r: dict) -> bool:
+    """The target was met at the first evaluation: the counts to it are upper bounds, not measurements."""
+    return r.get("samples_to_target") is not None and r["samples_to_target"] <= (r.get("eval_every_samples") or 0)
+
+
+def _lr_grid(r: dict) -> str:
+    """The lrs tried (--tune-lr), the chosen one in brackets, a diverged one crossed (x)."""
+    return " ".join(f"[{t['lr']:.2g}]" if t.get("chosen") else f"{t['lr']:.2g}" + ("x" if t["status"] != "ok" else "")
+                    for t in r.get("lr_grid") or [])
+
+
 def _columns(study: Results) -> list[tuple[str, object]]:
     """(header, cell getter) for the table of this study's mode."""
     s = study.settings
@@ -95,9 +115,13 @@ def _columns(study: Results) -> list[tuple[str, object]]:
         cols += [("epoch s", _epoch), ("samples/s", _num("samples_per_s", ",.0f")),
                  ("step ms", _num("step_median_s", ".2f", 1e3)), ("IQR ms", _num("step_iqr_s", ".2f", 1e3)),
                  ("warm-up s", _num("warmup_seconds", ".2f")), memory, ("updates", _num("updates", ",d")),
-                 ("lr", _num("lr", ".4g")), ("loss", _num("final_train_loss", ".3f")), ("test acc", _accuracy)]
+                 ("lr", _num("lr", ".4g"))]
+        if s.tune_lr:
+            cols.append(("lr grid", _lr_grid))
+        cols += [("loss", _num("final_train_loss", ".3f")), ("test acc", _accuracy)]
         if s.target_accuracy is not None:
-            cols.append((f"to {100 * s.target_accuracy:g}% s", _to_target))
+            cols += [(f"to {100 * s.target_accuracy:g}% s", _to_target),
+                     (f"to {100 * s.target_accuracy:g}% updates", _updates_to_target)]
     else:
         cols += [("latency ms", _num("latency_median_s", ".3f", 1e3)), ("IQR ms", _num("latency_iqr_s", ".3f", 1e3)),
                  ("us/sample", lambda r: f"{1e6 * r['latency_median_s'] / r['batch_size']:.1f}"),
@@ -137,6 +161,8 @@ def _notes(study: Results) -> list[str]:
             "a forward pass, above the model"
         notes.append(f"memory: peak bytes allocated during {what} ({', '.join(measures)}; measured over "
                      f"{MEMORY_STEPS} separate untimed steps)")
+    if s.mode == "train":
+        notes.append(_lr_note(s))
     if s.mode == "train" and s.accumulate > 1:
         notes.append(f"--accumulate {s.accumulate}: one optimizer update every {s.accumulate} batches "
                      f"(virtual batch = {s.accumulate} x batch)")
@@ -148,6 +174,21 @@ def _notes(study: Results) -> list[str]:
     for r in failed:
         notes.append(f"{r['backend']} B={r['batch_size']} {r['status'].replace('_', ' ')}: {r['error']}")
     return notes
+
+
+def _lr_note(s: Settings) -> str:
+    """Where each row's lr came from: the scaling rule, and with --tune-lr the grid and the criterion."""
+    rule = {"none": f"{s.lr:g} at every batch size", "linear": f"{s.lr:g} x B/{s.base_batch_size}",
+            "sqrt": f"{s.lr:g} x sqrt(B/{s.base_batch_size})"}.get(s.lr_scaling, f"{s.lr:g}, {s.lr_scaling} "
+                                                                                f"from B={s.base_batch_size}")
+    if s.accumulate > 1 and s.lr_scaling != "none":
+        rule += f" (B: the virtual batch, {s.accumulate} x batch)"
+    text = f"lr: {rule}"
+    if s.tune_lr:
+        factors = ", ".join(f"{f:.3g}" for f in s.tune_lr)
+        text = (f"lr: the best of a grid per batch size (lr grid: that lr times {factors}; chosen in brackets, x: "
+                f"diverged; {rule}), by {tune.CRITERION}")
+    return text
 
 
 def text_table(study: Results) -> str:
@@ -187,6 +228,59 @@ def neighbours(ok_rows: list[dict]) -> list[dict]:
     return out
 
 
+#: Shallue et al. (2019)'s regimes, read off the updates to the target when the batch doubles, as a share of the
+#: updates before: at most PERFECT_SCALING is perfect scaling (ideal: 0.5), at least NO_FURTHER_BENEFIT is no further
+#: benefit, in between diminishing returns. Under McCandlish et al.'s model (updates = S_min (1 + B_simple / B)) the
+#: share is (1 + B_simple / 2B) / (1 + B_simple / B): at most 0.6 for B <= B_simple / 4, at least 0.9 for
+#: B >= 4 B_simple, so these thresholds put the predicted regimes' borders at B_simple / 4 and 4 B_simple.
+PERFECT_SCALING = 0.6
+NO_FURTHER_BENEFIT = 0.9
+REGIME_FACTOR = 4
+
+
+def regime(share_per_doubling: float) -> str:
+    if share_per_doubling <= PERFECT_SCALING:
+        return "perfect scaling"
+    return "no further benefit" if share_per_doubling >= NO_FURTHER_BENEFIT else "diminishing returns"
+
+
+def predicted_regime(batch_size: int, b_simple: float) -> str:
+    """The regime that B_simple predicts at ``batch_size`` (McCandlish et al.'s model; thresholds above)."""
+    x = b_simple / batch_size
+    return regime((1 + x / 2) / (1 + x))
+
+
+def scaling(ok_rows: list[dict]) -> list[dict]:
+    """The measured regimes: for each pair of consecutive batch sizes that reached the target, the share of the
+    updates to it that remain per doubling of B, (U_large / U_small) ** (1 / log2(B_large / B_small)).
+    ``bounded``: one of the two reached the target at the first evaluation, so its count is only an upper bound."""
+    reached = [r for r in ok_rows if r.get("updates_to_target")]
+    out = []
+    for lo, hi in zip(reached, reached[1:]):
+        share = (hi["updates_to_target"] / lo["updates_to_target"]) ** (
+            1 / math.log2(hi["batch_size"] / lo["batch_size"]))
+        bounded = _at_first_evaluation(lo) or _at_first_evaluation(hi)
+        out.append({"smaller": lo["batch_size"], "larger": hi["batch_size"], "updates_share_per_doubling": share,
+                    "regime": None if bounded else regime(share), "bounded": bounded})
+    return out
+
+
+def noise_scale_text(record: dict) -> str:
+    """B_simple as measured, and the batch sizes where its model puts the three regimes."""
+    est = record["estimate"]
+    text = (f"gradient noise scale ({record['backend']}, B={record['batch_size']} in {record['micro_batches']} "
+            f"micro-batches, lr {record['lr']:.4g}, {record['steps']} steps from the initial weights): "
+            f"{record['summary']}")
+    b = est.get("b_simple")
+    if b is not None and math.isfinite(b) and b > 0:
+        text += (f". Under McCandlish et al.'s model (updates to a target = S_min (1 + B_simple / B)), doubling the "
+                 f"batch is perfect scaling below about B_simple/{REGIME_FACTOR} = {b / REGIME_FACTOR:,.0f}, "
+                 f"diminishing returns up to about {REGIME_FACTOR} B_simple = {REGIME_FACTOR * b:,.0f}, and no "
+                 f"further benefit beyond (Shallue et al. 2019's regimes); B_simple grows as training goes on, so "
+                 f"these borders move up for a higher target")
+    return text
+
+
 def inference_split(name: str, row: dict) -> str:
     """Why samples/s and the latency per sample disagree: the latency is the forward pass alone (logits on the
     host); samples/s is measured over the whole loop, which also waits for the loader and runs the loop itself."""
@@ -203,13 +297,20 @@ def inference_split(name: str, row: dict) -> str:
 def findings(study: Results) -> dict:
     """Per backend: the batch sizes that answer the study's questions (fastest, knee, most accurate, ...)."""
     out = {}
+    auto = {r["backend"]: r for r in study.autobatch}
     for name in study.backends:
         ok = study.ok_rows(name)
         f = {"failed": {str(r["batch_size"]): r["status"] for r in study.rows
                         if r["backend"] == name and r["status"] != "ok"}}
-        if ok:
+        if ok and name in auto:  # --batch-sizes auto: the knee is the probe's, never one the auto step rejected
+            record = auto[name]
+            f.update(best_throughput_batch=record["best_throughput_batch"], knee_batch=record["knee_pick"],
+                     best_samples_per_s=max(p["samples_per_s"] for p in record["throughput_probe"]),
+                     knee_from="the auto probe")
+        elif ok:
             knee_b, best_b, best = knee([(r["batch_size"], r["samples_per_s"]) for r in ok])
             f.update(best_throughput_batch=best_b, best_samples_per_s=best, knee_batch=knee_b)
+        if ok:
             pairs = neighbours(ok)
             if pairs:
                 f["neighbours"] = pairs
@@ -221,12 +322,35 @@ def findings(study: Results) -> dict:
                 reached = [r for r in ok if r.get("target_reached")]
                 if reached:
                     first = min(reached, key=lambda r: r["time_to_target_s"])
-                    f.update(fastest_to_target_batch=first["batch_size"], fastest_to_target_s=first["time_to_target_s"])
+                    fewest = min(reached, key=lambda r: r["updates_to_target"])
+                    f.update(fastest_to_target_batch=first["batch_size"], fastest_to_target_s=first["time_to_target_s"],
+                             fewest_updates_to_target_batch=fewest["batch_size"],
+                             fewest_updates_to_target=fewest["updates_to_target"], scaling=scaling(ok))
+                f["lr_at_grid_edge"] = [r["batch_size"] for r in ok if r.get("lr_at_grid_edge")]
             else:
                 quick = min(ok, key=lambda r: r["latency_median_s"])
                 f.update(lowest_latency_batch=quick["batch_size"], lowest_latency_s=quick["latency_median_s"])
         out[name] = f
     return out
+
+
+def _target_findings(study: Results, name: str, f: dict) -> list[str]:
+    """The headline in sentences: the fastest batch to the target, the fewest updates, the regimes measured."""
+    target = f"{100 * study.settings.target_accuracy:g}%"
+    if "fastest_to_target_batch" not in f:
+        return [f"{name}: no batch size reached {target} test accuracy within the budget."]
+    lines = [f"{name}: reached {target} test accuracy fastest at B={f['fastest_to_target_batch']}, after "
+             f"{f['fastest_to_target_s']:,.1f} s of training; in the fewest updates at "
+             f"B={f['fewest_updates_to_target_batch']} ({f['fewest_updates_to_target']:,})."]
+    missed = [f"B={r['batch_size']}" for r in study.ok_rows(name) if not r.get("target_reached")]
+    if missed:
+        lines.append(f"{name}: {', '.join(missed)} did not reach {target} within the budget.")
+    if f["scaling"]:
+        pairs = [f"B={p['smaller']}->{p['larger']} x{p['updates_share_per_doubling']:.2f} ("
+                 + (p["regime"] or "no regime: a count is bounded by the first evaluation") + ")" for p in f["scaling"]]
+        lines.append(f"{name}: updates to {target} per doubling of the batch (0.5: perfect scaling, 1: no benefit): "
+                     + "; ".join(pairs) + ".")
+    return lines
 
 
 def findings_text(study: Results) -> list[str]:
@@ -246,7 +370,8 @@ def findings_text(study: Results) -> list[str]:
                 f"{last['epoch_seconds']:,.1f} s at B={last['batch_size']} (fastest {f['fastest_epoch_seconds']:,.1f}"
                 f" s at B={f['fastest_epoch_batch']}); the throughput knee, the smallest batch within "
                 f"{KNEE_TOLERANCE:.0%} of the best ({f['best_samples_per_s']:,.0f} samples/s at "
-                f"B={f['best_throughput_batch']}), is B={f['knee_batch']}.")
+                f"B={f['best_throughput_batch']}{', in ' + f['knee_from'] if 'knee_from' in f else ''}), "
+                f"is B={f['knee_batch']}.")
             lines.append(
                 f"{name}: best test accuracy {100 * f['best_test_accuracy']:.2f}% at B={f['best_accuracy_batch']} "
                 f"({by_b[f['best_accuracy_batch']]['updates']:,} updates); with the same samples, "
@@ -258,12 +383,10 @@ def findings_text(study: Results) -> list[str]:
                 lines.append(f"{name}: {', '.join(chance)} stayed near chance level (10 classes): no learning with "
                              f"these settings at that batch size (try --lr, --lr-scaling or --warmup).")
             if study.settings.target_accuracy is not None:
-                target = f"{100 * study.settings.target_accuracy:g}%"
-                if "fastest_to_target_batch" in f:
-                    lines.append(f"{name}: reached {target} test accuracy fastest at B={f['fastest_to_target_batch']}"
-                                 f", after {f['fastest_to_target_s']:,.1f} s of training.")
-                else:
-                    lines.append(f"{name}: no batch size reached {target} test accuracy within the budget.")
+                lines += _target_findings(study, name, f)
+            if f["lr_at_grid_edge"]:
+                lines.append(f"{name}: the best lr of {', '.join(f'B={b}' for b in f['lr_at_grid_edge'])} is at the "
+                             f"edge of its grid: a wider grid (--tune-lr with more factors) may do better there.")
         else:
             lines.append(inference_split(name, first))
             lines.append(
@@ -283,6 +406,8 @@ def findings_text(study: Results) -> list[str]:
                          f"median), the mark of a busy machine; rerun them, or use fewer --threads than cores.")
         if f["failed"]:
             lines.append(f"{name}: " + ", ".join(f"B={b} {s.replace('_', ' ')}" for b, s in f["failed"].items()) + ".")
+    if study.noise_scale is not None:
+        lines.append(noise_scale_text(study.noise_scale) + ".")
     lines += ranks_findings(study.rows)
     for record in study.autobatch:
         lines.append(f"{record['backend']} auto (memory): {record['memory_explanation']}.")
@@ -318,6 +443,7 @@ def summary(study: Results, complete: bool, plots: list[str]) -> dict:
             "inputs": "pixels / 255, normalised with MNIST's mean and standard deviation (every dataset)",
         },
         "autobatch": study.autobatch,
+        "noise_scale": study.noise_scale,
         "results": [{k: v for k, v in r.items() if k != "record"} for r in study.rows],
         "findings": findings(study),
         "plots": plots,
@@ -335,6 +461,7 @@ def csv_text(study: Results) -> str:
         if row["threads"] is None and "threads" not in r:  # rows recorded before they carried their threads
             row["threads"] = study.settings.threads
         row["chosen_by"] = "; ".join(r.get("chosen_by") or [])
+        row["lr_grid"] = tune.grid_text(r.get("lr_grid"))
         row.update(model=study.settings.model, dataset=study.data["dataset"], data_kind=data_kind(study.data),
                    cpu=machine["cpu"], cores=machine["usable_cores"],
                    blas="; ".join(f"{b['library']} {b['version']}" for b in machine["blas"]),
@@ -344,6 +471,42 @@ def csv_text(study: Results) -> str:
                    **{k: versions.get(k) for k in ("python", "numpy", "numba", "torch", "minigrad")})
         writer.writerow({k: "" if v is None else v for k, v in clean_json(row).items()})
     return buf.getvalue()
+
+
+def headline(study: Results) -> list[str]:
+    """report.md's first section in a training study with a target: time and updates to it against B, with the
+    regimes measured between neighbours and those B_simple predicts (empty without a target)."""
+    s = study.settings
+    if s.mode != "train" or s.target_accuracy is None:
+        return []
+    target = f"{100 * s.target_accuracy:g}%"
+    b_simple = (study.noise_scale or {}).get("estimate", {}).get("b_simple")
+    b_simple = b_simple if b_simple is not None and math.isfinite(b_simple) and b_simple > 0 else None
+    found = findings(study)
+    lines = [f"## Headline: time and updates to {target} test accuracy", "",
+             f"| backend | batch | lr | updates to {target} | samples to {target} | time to {target} s | "
+             "updates per doubling, to the next batch | regime B_simple predicts |", "|---:" * 8 + "|"]
+    for name in study.backends:
+        pairs = {p["smaller"]: p for p in found[name].get("scaling", [])}
+        for r in study.ok_rows(name):
+            p = pairs.get(r["batch_size"])
+            measured = "-" if p is None else (f"x{p['updates_share_per_doubling']:.2f} "
+                                             + (p["regime"] or "(bounded by the first evaluation)"))
+            samples = "not reached" if r.get("samples_to_target") is None else \
+                ("<= " if _at_first_evaluation(r) else "") + f"{r['samples_to_target']:,}"
+            lines.append(f"| {name} | {r['batch_size']} | {r['lr']:.4g} | {_updates_to_target(r)} | {samples} | "
+                         f"{_to_target(r)} | {measured} | "
+                         f"{'-' if b_simple is None else predicted_regime(r['batch_size'], b_simple)} |")
+    every = ", ".join(f"{e:,}" for e in sorted({r["eval_every_samples"] for r in study.rows
+                                                 if r.get("eval_every_samples")}))
+    lines += ["", f"- Counts are read at the periodic evaluations (every {every} training samples): '<=' marks a "
+              "target met at the first one, an upper bound; time counts training steps only.",
+              "- Updates per doubling: the share of the updates to the target left when the batch doubles (0.5: "
+              f"perfect scaling; <= {PERFECT_SCALING} perfect scaling, >= {NO_FURTHER_BENEFIT} no further benefit, "
+              "diminishing returns between; Shallue et al. 2019)."]
+    if study.noise_scale is not None:
+        lines.append("- " + noise_scale_text(study.noise_scale) + ".")
+    return lines + [""]
 
 
 def markdown(study: Results, complete: bool, plots: list[str]) -> str:
@@ -370,6 +533,7 @@ def markdown(study: Results, complete: bool, plots: list[str]) -> str:
               f"- Started {first['started_at']}" + (f", resumed {len(study.sessions) - 1} time(s)"
                                                     if len(study.sessions) > 1 else ""), ""]
     notes = [f"- {n}".replace("- * ", "- \\* ", 1) for n in _notes(study)]  # a bare "* " would start a list
+    lines += headline(study)
     lines += ["## Results", "", markdown_table(study), ""] + notes + [""]
     lines += ["## Findings", ""] + [f"- {t}" for t in findings_text(study)] + [""]
     if plots:

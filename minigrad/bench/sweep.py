@@ -17,10 +17,10 @@ import numpy as np
 from minigrad import models, progress as _progress, rng
 from minigrad.train import NonFiniteLoss
 
-from . import autobatch, child
+from . import autobatch, child, tune
 from .engines import make_engine
 from .measure import measure_inference, measure_train
-from .settings import Settings, UsageError
+from .settings import Settings, UsageError, data_loader
 from .store import RunDir
 
 
@@ -101,6 +101,32 @@ def choose_batch_sizes(study: Study, name: str) -> dict:
                          f"({str(exc).removeprefix('fit: ')})") from None
 
 
+#: B_simple is measured at this batch (split into NOISE_MICRO_BATCHES) over 2 x noise_scale.MIN_STEPS steps from the
+#: study's initial weights, with the study's optimizer and its lr at that batch.
+NOISE_BATCH = 64
+NOISE_MICRO_BATCHES = 4
+
+
+def measure_noise_scale(study: Study) -> dict:
+    """The ``noise_scale`` record: the gradient noise scale B_simple (``profiling.noise_scale``), measured on the
+    study's first minigrad backend (numpy when the study runs torch alone), once per study."""
+    from minigrad.profiling import noise_scale
+
+    s = study.settings
+    name = next((n for n in s.backends if not study.engines[n].isolated), "numpy")
+    engine = study.engines[name] if name in study.engines else make_engine(name)
+    engine.activate()
+    batch = min(NOISE_BATCH, len(study.train_set) // NOISE_MICRO_BATCHES * NOISE_MICRO_BATCHES)
+    steps = 2 * noise_scale.MIN_STEPS
+    model = engine.model(s, study.init_state)
+    lr = s.lr_for(batch)
+    estimate = noise_scale.track(model, data_loader(study.train_set, batch, s, shuffle=True),
+                                 engine.optimizer(model, s, lr), steps, micro_batches=NOISE_MICRO_BATCHES)
+    return {"record": "noise_scale", "backend": name, "batch_size": batch, "micro_batches": NOISE_MICRO_BATCHES,
+            "lr": lr, "steps": steps, "estimate": estimate.to_dict(), "summary": estimate.summary(),
+            "session": study.session}
+
+
 def _measure(study: Study, engine, batch_size: int) -> dict:
     s = study.settings
     if s.ranks > 1:
@@ -108,11 +134,26 @@ def _measure(study: Study, engine, batch_size: int) -> dict:
 
         return measure_entry(engine, s, batch_size, study.train_set, study.test_set, study.init_state,
                              study.progress)
+    if s.mode == "train" and s.tune_lr:
+        from tqdm.auto import tqdm
+
+        tqdm.write(f"{engine.name:>6} B={batch_size:<5} lr grid ({len(s.tune_lr)} runs):")
+        return tune.tune(lambda lr: _train(study, engine, batch_size, lr), tune.grid(s, batch_size), tqdm.write)
+    if s.mode == "train":
+        return _train(study, engine, batch_size, None)
     if engine.isolated:
         return child.call(s.mode, s, batch_size=batch_size, init_state=study.init_state, progress=study.progress)
-    if s.mode == "train":
-        return measure_train(engine, s, batch_size, study.train_set, study.test_set, study.init_state, study.progress)
     return measure_inference(engine, s, batch_size, study.test_set, study.init_state, study.progress)
+
+
+def _train(study: Study, engine, batch_size: int, lr: float | None) -> dict:
+    """One training run at ``batch_size`` (``lr``: None for the study's own lr at that batch size)."""
+    s = study.settings
+    if engine.isolated:
+        return child.call("train", s, batch_size=batch_size, init_state=study.init_state, progress=study.progress,
+                          lr=lr)
+    return measure_train(engine, s, batch_size, study.train_set, study.test_set, study.init_state, study.progress,
+                         lr)
 
 
 def _failed(name: str, settings: Settings, batch_size: int, status: str, message: str) -> dict:
@@ -131,7 +172,10 @@ def one_line(row: dict) -> str:
     if row["mode"] == "train":
         mark = "" if row["epoch_measured"] else "*"
         text += (f"  epoch {row['epoch_seconds']:,.1f} s{mark}  step {1e3 * row['step_median_s']:.2f} ms  "
-                 f"loss {row['final_train_loss']:.3f}  test acc {100 * row['test_accuracy']:.2f}%")
+                 f"lr {row['lr']:.3g}  loss {row['final_train_loss']:.3f}  test acc {100 * row['test_accuracy']:.2f}%")
+        if row.get("target_accuracy") is not None:
+            text += ("  target not reached" if not row["target_reached"] else
+                     f"  to target {row['time_to_target_s']:,.1f} s, {row['updates_to_target']:,} updates")
     else:
         text += f"  latency {1e3 * row['latency_median_s']:.3f} ms"
     return text + f"  ({row['entry_seconds']:.1f} s)"

@@ -8,6 +8,7 @@ import pytest
 
 from minigrad.bench import cli
 from minigrad.bench.report import CONTEXT_COLUMNS, RESULT_COLUMNS
+from minigrad.bench.settings import DEFAULT_LR
 
 from .conftest import HAS_TORCH, TINY, read_jsonl, results, run_cli
 
@@ -82,7 +83,7 @@ def test_accumulate_divides_updates_and_lr_scales_with_the_virtual_batch(run):
         assert r["steps"] == steps and r["samples"] == steps * b
         assert r["updates"] == math.ceil(steps / 2)  # --accumulate 2: one update per two batches
         assert r["accumulate"] == 2 and r["virtual_batch_size"] == 2 * b
-        assert r["lr"] == pytest.approx(0.01 * 2 * b / 64)  # --lr-scaling linear from --base-batch-size 64
+        assert r["lr"] == pytest.approx(DEFAULT_LR["sgd"] * 2 * b / 64)  # --lr-scaling linear from B=64
 
 
 @pytest.mark.skipif(not HAS_TORCH, reason="torch is not importable")
@@ -170,8 +171,10 @@ def test_auto_picks_by_memory_and_by_knee_and_explains_both(tmp_path, isolated, 
                      "--out", str(out)]) == 0
     record = next(r for r in read_jsonl(out / "results.jsonl") if r["record"] == "autobatch")
     fit = record["memory_fit"]
-    predicted = fit["state_bytes"] + fit["intercept_bytes"] + fit["slope_bytes_per_sample"] * record["memory_pick"]
-    assert predicted <= 12 * 2**20 < predicted + fit["slope_bytes_per_sample"] + 1  # the largest that fits
+    line = int((12 * 2**20 - fit["state_bytes"] - fit["intercept_bytes"]) // fit["slope_bytes_per_sample"])
+    # the largest that the line says fits, capped by the 64-sample budget (at least 10 steps), then measured
+    assert record["memory_predicted"] == min(line, 64 // 10) and record["memory_cap"] == "sample budget"
+    assert record["memory_check"][-1]["fits"] and record["memory_pick"] == record["memory_check"][-1]["batch_size"]
     assert [p["batch_size"] for p in record["memory_probe"]][:5] == [1, 2, 4, 8, 16]
     probed = {p["batch_size"]: p["samples_per_s"] for p in record["throughput_probe"]}
     assert probed[record["knee_pick"]] >= 0.9 * max(probed.values())
@@ -347,7 +350,7 @@ BAD_STORED = {
     "zero batch": (lambda s: {**s, "batch_sizes": [0, 4]},
                    "are not valid: --batch-sizes: each batch size must be a positive integer; got 0"),
     "unknown model": (lambda s: {**s, "model": "resnet"}, "are not valid: argument --model: invalid choice: 'resnet'"),
-    "no budget": (lambda s: {**s, "samples": None}, "are not valid: samples is null, which reads as 30000"),
+    "no budget": (lambda s: {**s, "samples": None}, "are not valid: samples is null, which reads as 60000"),
     "unknown key": (lambda s: {**s, "colour": "red"}, "have unknown keys colour"),
     "batch above the data": (lambda s: {**s, "batch_sizes": [4, 100000]},
                              "batch size 100,000 is larger than the training set"),

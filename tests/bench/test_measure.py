@@ -36,9 +36,9 @@ def test_accumulate_divides_the_updates(synthetic_sets, isolated, accumulate):
 
 
 @pytest.mark.parametrize("rule,expected", [("none", 0.01), ("linear", 0.01 * 32 / 64),
-                                           ("sqrt", 0.01 * math.sqrt(32 / 64))])
+                                           ("sqrt", 0.01 * math.sqrt(32 / 64)), ("linear-sqrt", 0.01 * 32 / 64)])
 def test_lr_follows_the_scaling_rule_on_the_virtual_batch(synthetic_sets, isolated, rule, expected):
-    row = _train(synthetic_sets, 16, lr_scaling=rule, accumulate=2)
+    row = _train(synthetic_sets, 16, lr=0.01, lr_scaling=rule, accumulate=2)
     assert row["lr"] == pytest.approx(expected)
 
 

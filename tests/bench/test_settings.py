@@ -91,7 +91,7 @@ def test_settings_round_trip():
 
 @pytest.mark.parametrize("rule,accumulate,batch,expected", [
     ("none", 1, 256, 0.01), ("linear", 1, 256, 0.04), ("linear", 4, 16, 0.01), ("sqrt", 1, 16, 0.005),
-    ("sqrt", 2, 128, 0.02)])
+    ("sqrt", 2, 128, 0.02), ("linear-sqrt", 1, 16, 0.0025), ("linear-sqrt", 1, 256, 0.02)])
 def test_lr_is_scaled_with_the_virtual_batch(rule, accumulate, batch, expected):
     s = Settings(lr=0.01, lr_scaling=rule, accumulate=accumulate, base_batch_size=64)
     assert s.lr_for(batch) == pytest.approx(expected)

@@ -28,7 +28,7 @@ def test_plan_is_batch_major_and_auto_merges_equal_picks():
 
 def test_divergence_and_out_of_memory_are_recorded_and_the_sweep_goes_on(tmp_path, synthetic_sets, isolated,
                                                                          monkeypatch):
-    study, run_dir = _study(tmp_path, synthetic_sets, batch_sizes=(2, 4, 8), lr=1e12)
+    study, run_dir = _study(tmp_path, synthetic_sets, batch_sizes=(2, 4, 8), lr=1e12, lr_scaling="none")
     engine = study.engines["numpy"]
     real_fit = engine.fit
 
