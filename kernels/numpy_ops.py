@@ -65,11 +65,21 @@ def conv2d_forward(x, w, b, stride, padding):
     """
     N, C, H, W, F, KH, KW, OH, OW = _checks.check_conv2d(x, w, b, stride, padding)
     cols = im2col(x, KH, KW, stride, padding)
-    out = cols @ w.reshape(F, -1).T  # (N*OH*OW, F): the one GEMM
+    y = _gemm_out_to_nchw(cols @ w.reshape(F, -1).T, b, N, OH, OW)  # (N*OH*OW, F): the one GEMM
+    return y, (cols, w, x.shape, b is not None, stride, padding)
+
+
+def _gemm_out_to_nchw(out, b, N, OH, OW):
+    """The GEMM's (N*OH*OW, F) rows as an (N, F, OH, OW) array, the bias added first (in place)."""
     if b is not None:
         out += b
-    y = np.ascontiguousarray(out.reshape(N, OH, OW, F).transpose(0, 3, 1, 2))
-    return y, (cols, w, x.shape, b is not None, stride, padding)
+    return np.ascontiguousarray(out.reshape(N, OH, OW, out.shape[1]).transpose(0, 3, 1, 2))
+
+
+def _nchw_to_gemm_in(dy):
+    """dy (N, F, OH, OW) as the (N*OH*OW, F) rows the backward GEMMs read (one transposing copy)."""
+    N, F, OH, OW = dy.shape
+    return dy.transpose(0, 2, 3, 1).reshape(N * OH * OW, F)
 
 
 def conv2d_backward(dy, cache):
@@ -77,7 +87,7 @@ def conv2d_backward(dy, cache):
     cols, w, x_shape, has_bias, stride, padding = cache
     F, C, KH, KW = w.shape
     N, _, OH, OW = dy.shape
-    dout = dy.transpose(0, 2, 3, 1).reshape(N * OH * OW, F)
+    dout = _nchw_to_gemm_in(dy)
     dw = (dout.T @ cols).reshape(w.shape)
     dcols = dout @ w.reshape(F, -1)
     dx = col2im(dcols, x_shape, KH, KW, stride, padding, OH, OW)

@@ -8,6 +8,9 @@ Subcommands:
   lines      line_profiler of the hot kernels at the smallest and largest batch size (.lprof + .txt)
   ladder     the vectorization ladder (per-sample loop, NumPy, Numba, CuPy)
   noise      the gradient noise scale B_simple during training
+  predict    epoch time from first principles: every kernel call priced by this machine's calibration
+             (measured once per machine and cached; --recalibrate), with --measure the errors against the
+             same batch sizes run, and per kernel against the tracer at --kernels-at
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("command", nargs="?", default="explain",
-                   choices=("explain", "ceilings", "trace", "cprofile", "lines", "ladder", "noise"))
+                   choices=("explain", "ceilings", "trace", "cprofile", "lines", "ladder", "noise", "predict"))
     p.add_argument("--model", choices=sorted(models.MODELS), default="lenet5", help="reference model")
     p.add_argument("--backend", choices=backend.registered_backends(), default=None,
                    help="kernel backend (default: the fastest available)")
@@ -86,8 +89,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "--epochs epochs); runs nothing")
     p.add_argument("--epochs", type=_positive("--epochs"), default=1, help="--from-times: epochs the times cover")
     p.add_argument("--n-samples", type=_positive("--n-samples"), default=60000,
-                   help="--from-times: samples per epoch (default 60000, MNIST's training set)")
+                   help="--from-times, predict: samples per epoch (default 60000, MNIST's training set; "
+                        "predict --measure uses the dataset's)")
     p.add_argument("--remeasure", action="store_true", help="ceilings: measure again instead of using the cache")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="predict: the models' dtype")
+    p.add_argument("--measure", action="store_true",
+                   help="predict: also run every batch size (and trace --kernels-at) and print the errors")
+    p.add_argument("--kernels-at", type=_batch_sizes, default=None, metavar="B,...",
+                   help="predict: list every kernel call at these batch sizes (default: the smallest and largest)")
+    p.add_argument("--recalibrate", action="store_true", help="predict: measure the calibration again")
     return p
 
 
@@ -164,6 +174,8 @@ def _run(args, out: Path) -> int:
         print(report.headline(result))
         print(f"\nreport: {paths['md']}")
         return 0
+    if args.command == "predict":
+        return _predict(args, out)
     train_set = _train_set(args)
     if args.command == "trace":
         for row in explain.traced_sweep(args.model, args.batch_sizes, train_set, args.steps):
@@ -190,6 +202,39 @@ def _run(args, out: Path) -> int:
                                 allow_few_steps=args.allow_few_steps)
         print(est.summary(), file=sys.stderr)
         print(json.dumps(est.to_dict(), indent=2))
+    return 0
+
+
+def _predict(args, out: Path) -> int:
+    """Predict (and with --measure, measure) step and epoch time at every batch size; predict.json in out."""
+    from minigrad import backend
+    from minigrad.profiling import calibration, predict
+
+    name = backend.get_backend()
+    cal = calibration.load(name, args.dtype, args.threads, remeasure=args.recalibrate,
+                           progress=lambda text: print(f"calibrating: {text}", file=sys.stderr, flush=True))
+    train_set = _train_set(args) if args.measure else None
+    n_samples = len(train_set) if args.measure else args.n_samples
+    preds = predict.predict(args.model, args.batch_sizes, name, args.dtype, args.threads, n_samples, cal)
+    kernels_at = args.kernels_at or sorted({min(args.batch_sizes), max(args.batch_sizes)})
+    measured, traced = {}, {}
+    if args.measure:
+        for b in args.batch_sizes:
+            m = predict.measure(args.model, b, train_set, args.dtype, kernels=b in kernels_at)
+            measured[b] = m
+            traced[b] = m.get("by_kernel")
+            print(f"measured B={b}: {1e3 * m['step_seconds']:.3f} ms per step", file=sys.stderr, flush=True)
+    print(f"{args.model} on {name}, {args.dtype}, {args.threads} thread(s); calibration of "
+          f"{cal.data['measured_at']} ({cal.data['cpu']}); epoch = {n_samples:,} samples / B steps\n")
+    print(predict.format_table(preds, measured))
+    for p in preds:
+        if p.batch_size in kernels_at:
+            print("\n" + predict.format_kernels(p, traced.get(p.batch_size)))
+    (out / "predict.json").write_text(json.dumps(
+        {"model": args.model, "backend": name, "dtype": args.dtype, "threads": args.threads,
+         "calibrated_at": cal.data["measured_at"], "predicted": [p.to_dict() for p in preds],
+         "measured": [measured[b] for b in args.batch_sizes if b in measured]}, indent=2))
+    print(f"\npredict.json in {out}")
     return 0
 
 

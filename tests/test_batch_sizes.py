@@ -17,6 +17,15 @@ def test_parse_keeps_order_drops_duplicates_and_names_the_bad_item():
             batch_sizes.parse(bad)
 
 
+def test_a_range_doubles_from_its_start_up_to_its_end():
+    assert batch_sizes.parse("1-512") == (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+    assert batch_sizes.parse("3-50, 12, 5") == (3, 6, 12, 24, 48, 5)
+    with pytest.raises(ValueError, match="a range a-b needs a <= b; got '8-4'"):
+        batch_sizes.parse("8-4")
+    with pytest.raises(ValueError, match="got '1-x'"):
+        batch_sizes.parse("1-x")
+
+
 def test_one_default_sweep_for_the_bench_and_the_profilers():
     from minigrad import profile
     from minigrad.bench import settings

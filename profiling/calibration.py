@@ -1,0 +1,456 @@
+"""The machine calibration of the cost model (``profiling/predict.py``): what this machine does with each
+primitive a training step is made of, measured once per machine and cached with its date.
+
+Measured (never on a reference model; every array is synthetic, with shapes chosen unlike theirs):
+
+* ``gemm``: seconds of a BLAS product over a grid of (m, n, k) from 1 to 262,144 in each of the four
+  operand layouts the kernels use, with BLAS on the threads the backend gives it (the Numba backend's
+  GEMMs run on one thread inside its own block split). Cells whose product is too large to time quickly are
+  filled at the rate of the nearest measured cell (a large GEMM runs at the BLAS peak);
+* ``curves``: seconds against elements for each memory pass of the backend (``plans.py`` names them: im2col,
+  col2im, layout changes, fills, reductions) and for each whole kernel without a GEMM (relu, pooling, the
+  loss, the optimizer update), from 16 to 4M elements;
+* ``tiny``: raw step-level times the model turns into fixed overheads: a GEMM kernel called on the smallest
+  shapes, a chain of layers through the autograd tape, an optimizer over many one-element parameters, and the
+  training loop's step on a one-layer model.
+
+``Calibration`` answers the model's lookups: log-log interpolation between measured sizes, the per-element
+cost of the largest size beyond it, the smallest size's time below it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import plans
+
+VERSION = 1
+GEMM_DIMS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096, 16384, 65536, 262144)
+GEMM_LAYOUTS = ("nn", "nt", "tn", "tt")
+GEMM_MAX_FLOPS = 2 ** 28          # larger products are filled at the rate of a measured one
+GEMM_MAX_ELEMENTS = 2 ** 22       # per operand
+CURVE_SIZES = tuple(4 ** i for i in range(2, 12))  # 16 .. 4,194,304 elements
+TINY_LAYERS = 32                  # the chains that measure per-layer and per-parameter overheads
+
+
+def _seconds(fn, budget: float = 2e-3, repeats: int = 5) -> float:
+    """Median seconds of one call of ``fn`` (after a warm-up call), each repeat running it often enough to
+    last about ``budget`` seconds. Every result of a repeat is kept until the repeat ends, as a training step
+    keeps its kernels' outputs until the backward pass: each call allocates fresh memory (and pays its page
+    faults) instead of reusing the block the previous call freed."""
+    fn()
+    t0 = time.perf_counter()
+    fn()
+    one = time.perf_counter() - t0
+    calls = max(1, int(budget / max(one, 1e-7)))
+    times = []
+    for _ in range(repeats if one < 0.05 else 3):
+        kept = []
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            kept.append(fn())
+        times.append((time.perf_counter() - t0) / calls)
+        del kept
+    return float(np.median(times))
+
+
+# -- GEMMs -----------------------------------------------------------------------------------------------------
+
+
+def _operands(layout: str, m: int, n: int, k: int, dtype, rng):
+    a = rng.standard_normal((k, m) if layout[0] == "t" else (m, k)).astype(dtype)
+    b = rng.standard_normal((n, k) if layout[1] == "t" else (k, n)).astype(dtype)
+    return (a.T if layout[0] == "t" else a), (b.T if layout[1] == "t" else b)
+
+
+def _fits(m, n, k) -> bool:
+    return 2 * m * n * k <= GEMM_MAX_FLOPS and max(m * k, k * n, m * n) <= GEMM_MAX_ELEMENTS
+
+
+def measure_gemm(dtype: str, layouts=GEMM_LAYOUTS, progress=None) -> dict:
+    """{layout: seconds as a nested list [i_m][i_n][i_k] over GEMM_DIMS}: measured where the product fits,
+    else the time of the largest fitting product along the largest dimension scaled by the work."""
+    rng = np.random.default_rng(0)
+    d = len(GEMM_DIMS)
+    out = {}
+    for layout in layouts:
+        grid = np.full((d, d, d), np.nan)
+        for i, j, l in itertools.product(range(d), repeat=3):
+            m, n, k = GEMM_DIMS[i], GEMM_DIMS[j], GEMM_DIMS[l]
+            if _fits(m, n, k):
+                a, b = _operands(layout, m, n, k, dtype, rng)
+                grid[i, j, l] = _seconds(lambda: a @ b, budget=5e-4, repeats=3)
+        for i, j, l in itertools.product(range(d), repeat=3):
+            if np.isnan(grid[i, j, l]):
+                grid[i, j, l] = _filled(grid, (i, j, l))
+        out[layout] = grid.tolist()
+        if progress:
+            progress(f"gemm {layout} {dtype}")
+    return out
+
+
+def _filled(grid, idx) -> float:
+    """A cell too large to time: step its largest dimension down until the product was measured, and scale the
+    time by the work (the rate of large products is the BLAS peak's)."""
+    idx = list(idx)
+    scale = 1.0
+    while np.isnan(grid[tuple(idx)]):
+        axis = int(np.argmax([GEMM_DIMS[i] for i in idx]))
+        scale *= GEMM_DIMS[idx[axis]] / GEMM_DIMS[idx[axis] - 1]
+        idx[axis] -= 1
+    return float(grid[tuple(idx)] * scale)
+
+
+# -- memory passes and whole kernels --------------------------------------------------------------------------
+
+
+def _rows(target: int, per_row: int) -> int:
+    return max(1, round(target / per_row))
+
+
+def _pass_cases(backend: str, dtype: str):
+    """{name: make(target elements) -> (fn, elements)}: each pass the plans of ``backend`` name, run on
+    synthetic arrays (2 input channels of 12x12, 3x3 kernels, 8 filters; a chunk of n samples)."""
+    from minigrad.kernels import numpy_ops
+
+    rng = np.random.default_rng(1)
+
+    def arr(*shape):
+        return rng.standard_normal(shape).astype(dtype)
+
+    C, H, KS, F = 2, 12, 3, 8
+    OH = H - KS + 1
+    P, K = OH * OH, C * KS * KS
+
+    def pad(t):
+        n = _rows(t, C * (H + 2) ** 2)
+        x = arr(n, C, H, H)
+        return (lambda: np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))), n * C * (H + 2) ** 2
+
+    def column_sum(t):
+        a = arr(_rows(t, F), F)
+        return (lambda: a.sum(axis=0)), a.size
+
+    def bias_add(t):
+        y, b = arr(_rows(t, 16), 16), arr(16)
+
+        def run():
+            y.__iadd__(b)
+        return run, y.size
+
+    cases = {"pad": pad, "column_sum": column_sum, "bias_add": bias_add}
+    if backend == "numpy":
+        def im2col(t):
+            x = arr(_rows(t, P * K), C, H, H)
+            return (lambda: numpy_ops.im2col(x, KS, KS, 1, 0)), x.shape[0] * P * K
+
+        def col2im(t):
+            n = _rows(t, P * K)
+            d = arr(n * P, K)
+            return (lambda: numpy_ops.col2im(d, (n, C, H, H), KS, KS, 1, 0, OH, OH)), d.size
+
+        def to_nchw(t):
+            n = _rows(t, P * F)
+            out, b = arr(n * P, F), arr(F)
+            return (lambda: numpy_ops._gemm_out_to_nchw(out, b, n, OH, OH)), out.size
+
+        def from_nchw(t):
+            dy = arr(_rows(t, P * F), F, OH, OH)
+            return (lambda: numpy_ops._nchw_to_gemm_in(dy)), dy.size
+
+        cases.update(im2col=im2col, col2im=col2im, gemm_out_to_nchw=to_nchw, nchw_to_gemm_in=from_nchw)
+        return cases
+
+    from minigrad.kernels import numba_ops
+
+    def direct(ks):
+        def make(t):
+            Hd, Fd = 16, 4
+            L = (Hd - ks) * Hd + Hd - ks + 1
+            n = _rows(t, Fd * C * ks * ks * L)
+            x, w, b = arr(n, C, Hd, Hd), arr(Fd, C, ks, ks), arr(Fd)
+            y = np.empty((n, Fd, Hd - ks + 1, Hd - ks + 1), dtype=dtype)
+            fwd = numba_ops._direct_forward(ks, ks)
+            return (lambda: fwd(x, w, b, y)), n * Fd * C * ks * ks * L
+        return make
+
+    def im2col(t):
+        n = _rows(t, P * K)
+        x, cols = arr(n, C, H, H), np.empty((K, n * P), dtype=dtype)
+        return (lambda: numba_ops._im2col(x, KS, KS, 1, OH, OH, cols)), cols.size
+
+    def col2im(t):
+        n = _rows(t, P * K)
+        d, dx = arr(K, n * P), np.zeros((n, C, H, H), dtype=dtype)
+        return (lambda: numba_ops._col2im(d, KS, KS, 1, OH, OH, dx)), d.size
+
+    def to_nchw(t):
+        n = _rows(t, P * F)
+        yw, b, y = arr(F, n * P), arr(F), np.empty((n, F, P), dtype=dtype)
+        return (lambda: numba_ops._gemm_out_to_nchw(yw, b, y)), yw.size
+
+    def from_nchw(t):
+        n = _rows(t, P * F)
+        dy, dyw, db = arr(n, F, P), np.empty((F, n * P), dtype=dtype), np.zeros(F, dtype=dtype)
+        return (lambda: numba_ops._nchw_to_gemm_in(dy, dyw, db)), dy.size
+
+    def fill(t):
+        return (lambda: np.zeros(t, dtype=dtype)), t
+
+    def crop(t):
+        x = arr(_rows(t, C * H * H), C, H + 2, H + 2)
+        return (lambda: np.ascontiguousarray(x[:, :, 1:-1, 1:-1])), x.shape[0] * C * H * H
+
+    def transpose(t):
+        a = arr(16, _rows(t, 16))
+        return (lambda: np.ascontiguousarray(a.T)), a.size
+
+    def outer_sum(t):
+        rows = _rows(t, 64)
+        dy, x, dw = arr(1, rows), arr(1, 64), np.empty((rows, 64), dtype=dtype)
+        return (lambda: numba_ops._outer_sum(dy, x, dw)), dw.size
+
+    cases.update({f"direct_conv_{ks}x{ks}": direct(ks) for ks in (3, 5)})
+    cases.update(im2col=im2col, col2im=col2im, gemm_out_to_nchw=to_nchw, nchw_to_gemm_in=from_nchw, fill=fill,
+                 crop=crop, transpose=transpose, outer_sum=outer_sum)
+    return cases
+
+
+def _kernel_cases(ops, dtype: str):
+    """{kernel: make(target elements of its forward input) -> (fn, elements)} for the kernels priced whole."""
+    rng = np.random.default_rng(2)
+
+    def arr(*shape):
+        return rng.standard_normal(shape).astype(dtype)
+
+    def flat(t):
+        return arr(_rows(t, 64), 64)
+
+    def pool_input(t):
+        return arr(_rows(t, 4 * 16 * 16), 4, 16, 16)
+
+    def logits(t):
+        return arr(_rows(t, 16), 16)
+
+    def targets(x):
+        return rng.integers(0, x.shape[1], x.shape[0]).astype(np.int64)
+
+    def forward(name, make_x, *extra):
+        def make(t):
+            x = make_x(t)
+            args = (x, *(e(x) for e in extra))
+            return (lambda: getattr(ops, name)(*args)), x.size
+        return make
+
+    def backward(name, make_x, grad, *extra):
+        def make(t):
+            x = make_x(t)
+            out, cache = getattr(ops, name.replace("backward", "forward"))(x, *(e(x) for e in extra))
+            dy = grad(out)
+            return (lambda: getattr(ops, name)(dy, cache)), x.size
+        return make
+
+    def like(out):
+        return np.ones_like(out)
+
+    def scalar(out):
+        return np.ones((), dtype=dtype)
+
+    def pool_args(x):
+        return 2
+
+    def sgd(t):
+        p, g, buf = arr(t), arr(t), np.zeros(t, dtype=dtype)
+        return (lambda: ops.sgd_update(p, g, buf, 0.01, 0.9, False, 0.0)), t
+
+    return {
+        "relu_forward": forward("relu_forward", flat), "relu_backward": backward("relu_backward", flat, like),
+        "maxpool2d_forward": forward("maxpool2d_forward", pool_input, pool_args, pool_args),
+        "maxpool2d_backward": backward("maxpool2d_backward", pool_input, like, pool_args, pool_args),
+        "softmax_xent_forward": forward("softmax_xent_forward", logits, targets),
+        "softmax_xent_backward": backward("softmax_xent_backward", logits, scalar, targets),
+        "log_softmax_forward": forward("log_softmax_forward", logits),
+        "log_softmax_backward": backward("log_softmax_backward", logits, like),
+        "sgd_update": sgd,
+    }
+
+
+def _curve(make, sizes=CURVE_SIZES) -> list[list[float]]:
+    points = []
+    for target in sizes:
+        fn, elements = make(target)
+        if points and elements <= points[-1][0]:
+            continue
+        points.append([int(elements), _seconds(fn)])
+    return points
+
+
+# -- fixed overheads: raw times, turned into per-call, per-layer, per-parameter and per-step costs by the model
+
+
+#: The smallest shapes of the GEMM kernels, on which their call cost is measured (one filter, one feature).
+TINY_SHAPES = {
+    "conv2d": dict(N=1, C=1, H=4, W=4, F=1, KH=3, KW=3, stride=1, padding=0, bias=True),
+    "linear": dict(N=1, IN=1, OUT=1, bias=True),
+}
+
+
+def _tiny(backend: str, dtype: str) -> dict:
+    from minigrad import backend as be, data, functional, nn, optim, rng
+    from minigrad.loop import TrainLoop
+    from minigrad.tensor import Tensor
+
+    ops = be.k
+    r = np.random.default_rng(3)
+    c, li = TINY_SHAPES["conv2d"], TINY_SHAPES["linear"]
+    x4 = r.standard_normal((c["N"], c["C"], c["H"], c["W"])).astype(dtype)
+    w4 = r.standard_normal((c["F"], c["C"], c["KH"], c["KW"])).astype(dtype)
+    b1 = r.standard_normal(c["F"]).astype(dtype)
+    y4, cache4 = ops.conv2d_forward(x4, w4, b1, 1, 0)
+    x2, w2 = r.standard_normal((li["N"], li["IN"])).astype(dtype), r.standard_normal((li["OUT"], li["IN"])).astype(dtype)
+    y2, cache2 = ops.linear_forward(x2, w2, b1)
+    out = {
+        "conv2d_forward": _seconds(lambda: ops.conv2d_forward(x4, w4, b1, 1, 0)),
+        "conv2d_backward": _seconds(lambda: ops.conv2d_backward(np.ones_like(y4), cache4)),
+        "linear_forward": _seconds(lambda: ops.linear_forward(x2, w2, b1)),
+        "linear_backward": _seconds(lambda: ops.linear_backward(np.ones_like(y2), cache2)),
+    }
+
+    rng.manual_seed(0)
+    xs = Tensor(r.standard_normal((1, 8)).astype(dtype))
+    targets = np.zeros(1, dtype=np.int64)
+
+    def chain(layers):
+        model = nn.Sequential(nn.Linear(8, 8, dtype=dtype), *[nn.ReLU() for _ in range(layers)])
+
+        def run():
+            functional.cross_entropy(model(xs), targets).backward()
+        return _seconds(run, budget=5e-3)
+    out["chain_1"], out["chain_n"] = chain(1), chain(1 + TINY_LAYERS)
+
+    def params(count):
+        ps = [nn.Parameter(np.zeros(1), dtype=dtype) for _ in range(count)]
+        opt = optim.SGD(ps, lr=0.01, momentum=0.9)
+
+        def run():
+            for p in ps:
+                p.grad = np.ones(1, dtype=dtype)
+            opt.step()
+            opt.zero_grad()
+        return _seconds(run, budget=5e-3)
+    out["params_1"], out["params_n"] = params(1), params(1 + TINY_LAYERS)
+
+    model = step_model(dtype)
+    ds = data.ArrayDataset(r.integers(0, 256, (512, 28, 28)).astype(np.uint8), r.integers(0, 2, 512).astype(np.uint8),
+                           "calibration", synthetic=True)
+    loop = TrainLoop(model, optim.SGD(model.parameters(), lr=0.01, momentum=0.9))
+    records = []
+    while len(records) < 600:
+        records += list(loop.epoch(data.DataLoader(ds, 1, dtype=dtype)))
+    out["step"] = float(np.median([rec.compute_seconds for rec in records[100:]]))
+    return out
+
+
+def step_model(dtype: str):
+    """The one-layer model whose training step measures the loop's own cost per step."""
+    from minigrad import nn
+
+    return nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 2, dtype=dtype))
+
+
+# -- the calibration ------------------------------------------------------------------------------------------
+
+
+def measure(backend: str, dtype: str = "float32", threads: int = 1, progress=None) -> dict:
+    """Every primitive of ``backend`` (numpy or numba) at ``dtype``, with the current thread settings (the
+    caller sets ``threads`` with ``machine.set_threads``; it is recorded). A minute or two."""
+    from minigrad import backend as be
+    from minigrad.machine import cpu_model
+
+    if backend not in plans.BACKENDS:
+        raise ValueError(f"calibration: backend must be one of {plans.BACKENDS}; got {backend!r}")
+    say = progress or (lambda text: None)
+    with be.use_backend(backend):
+        result = {"version": VERSION, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cpu": cpu_model(),
+                  "backend": backend, "dtype": dtype, "threads": threads, "gemm_dims": list(GEMM_DIMS)}
+        curves = {}
+        for name, make in _pass_cases(backend, dtype).items():
+            curves[name] = _curve(make)
+            say(f"pass {name}")
+        for name, make in _kernel_cases(be.k, dtype).items():
+            curves[name] = _curve(make)
+            say(f"kernel {name}")
+        result["curves"] = curves
+        if backend == "numba":
+            from minigrad.kernels.numba_runtime import OneBlasThread, run_split
+
+            with OneBlasThread():
+                result["gemm"] = measure_gemm(dtype, progress=say)
+            result["split_seconds"] = (_seconds(lambda: run_split(lambda s, e: None, threads, 1 << 62))
+                                       if threads > 1 else 0.0)
+        else:
+            result["gemm"] = measure_gemm(dtype, progress=say)
+        result["tiny"] = _tiny(backend, dtype)
+        say("fixed overheads")
+    return result
+
+
+def load(backend: str, dtype: str = "float32", threads: int = 1, remeasure: bool = False, cache_dir=None,
+         progress=None) -> "Calibration":
+    """This machine's calibration for ``backend`` at ``dtype`` and ``threads`` (cached; measured when absent)."""
+    import os
+
+    from minigrad.machine import cpu_model
+
+    from .ceilings import cached_measurement
+
+    key = f"{VERSION}|{cpu_model()}|{os.cpu_count()}|{backend}|{dtype}|{threads}"
+    return Calibration(cached_measurement("calibration", key, measure, remeasure, cache_dir, backend=backend,
+                                          dtype=dtype, threads=threads, progress=progress))
+
+
+@dataclass
+class Calibration:
+    data: dict
+
+    @property
+    def backend(self) -> str:
+        return self.data["backend"]
+
+    @property
+    def threads(self) -> int:
+        return int(self.data["threads"])
+
+    def gemm_seconds(self, layout: str, m: int, n: int, k: int) -> float:
+        """Trilinear interpolation of log seconds over log2 of the dimensions; beyond the grid's largest
+        dimension the time grows with the work."""
+        dims = np.log2(self.data["gemm_dims"])
+        grid = np.log(np.asarray(self.data["gemm"][layout]))
+        top = self.data["gemm_dims"][-1]
+        scale = max(m / top, 1) * max(n / top, 1) * max(k / top, 1)
+        point = [math.log2(min(v, top)) for v in (m, n, k)]
+        lo = [min(int(np.searchsorted(dims, p, side="right")) - 1, len(dims) - 2) for p in point]
+        frac = [(p - dims[i]) / (dims[i + 1] - dims[i]) for p, i in zip(point, lo)]
+        value = 0.0
+        for corner in itertools.product((0, 1), repeat=3):
+            weight = math.prod(f if c else 1 - f for f, c in zip(frac, corner))
+            value += weight * grid[lo[0] + corner[0], lo[1] + corner[1], lo[2] + corner[2]]
+        return float(math.exp(value) * scale)
+
+    def curve_seconds(self, name: str, elements: int) -> float:
+        """Log-log interpolation of the named curve; below its first size the first time, beyond its last the
+        last time scaled by the elements."""
+        if name not in self.data["curves"]:
+            raise KeyError(f"the {self.backend} calibration has no curve {name!r}")
+        points = np.asarray(self.data["curves"][name], dtype=np.float64)
+        sizes, seconds = points[:, 0], points[:, 1]
+        if elements <= sizes[0]:
+            return float(seconds[0])
+        if elements >= sizes[-1]:
+            return float(seconds[-1] * elements / sizes[-1])
+        return float(np.exp(np.interp(math.log(elements), np.log(sizes), np.log(seconds))))

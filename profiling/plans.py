@@ -1,0 +1,192 @@
+"""What each backend does inside each kernel call, as terms the machine calibration can price.
+
+A kernel call is priced as the sum of its terms:
+
+* ``gemm``: a BLAS matrix product of shape (m, n, k) in one of four operand layouts (``nn``: A @ B, ``nt``:
+  A @ B.T, ``tn``: A.T @ B, ``tt``: A.T @ B.T, where A is m x k and B is k x n as the product sees them),
+  priced by the calibration's GEMM table;
+* ``pass``: one of the backend's own memory passes (an im2col, a layout change, a reduction, a fill), priced
+  by its curve of seconds against elements measured on synthetic arrays;
+* ``kernel``: a whole kernel without GEMMs (relu, pooling, the loss, the optimizer update), priced by its own
+  curve of seconds against elements;
+* ``call``: what a GEMM kernel's wrapper costs on top of its terms (validation, allocation, the BLAS thread
+  guard), measured on the smallest shapes;
+* ``split``: handing a block of work to the Numba backend's worker threads.
+
+The plans read the Numba backend's decisions (direct or im2col convolution, chunk sizes, when to split over
+threads) from its ``TUNING``, so a retuned backend is priced as it now runs. Every plan is a reading of the
+kernel's code: change a kernel, change its plan (``tests/profiling/test_plans.py`` checks each plan against
+the tracer on small shapes).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Term:
+    kind: str        # gemm | pass | kernel | call | split
+    what: str        # the GEMM's layout, the pass's or kernel's curve name
+    size: tuple      # (m, n, k) for a GEMM; (elements,) otherwise
+    count: int = 1   # how many times the call runs it (chunks, blocks)
+
+
+@dataclass(frozen=True)
+class Call:
+    """One kernel call of a training step and the shapes that price it."""
+    kernel: str
+    shape: dict
+
+
+# Kernels priced whole by a curve over this many elements (of the argument named).
+CURVE_KERNELS = {
+    "relu_forward": "x", "relu_backward": "x",
+    "maxpool2d_forward": "x", "maxpool2d_backward": "x",
+    "softmax_xent_forward": "x", "softmax_xent_backward": "x",
+    "log_softmax_forward": "x", "log_softmax_backward": "x",
+    "sgd_update": "x",
+}
+
+
+def _elements(shape) -> int:
+    return int(math.prod(shape))
+
+
+def plan(backend: str, call: Call, threads: int) -> list[Term]:
+    """The terms of ``call`` on ``backend`` ("numpy" or "numba") running ``threads`` threads. Every plan takes
+    the call's shapes, ``threads`` and ``itemsize``, whether or not its backend's decisions depend on them."""
+    if call.kernel in CURVE_KERNELS:
+        return [Term("kernel", call.kernel, (_elements(call.shape["x"]),))]
+    planner = _PLANS.get((backend, call.kernel))
+    if planner is None:
+        raise KeyError(f"no plan for kernel {call.kernel!r} on the {backend} backend")
+    return [Term("call", call.kernel, ())] + planner(threads=threads, **call.shape)
+
+
+# -- numpy: strided im2col + one GEMM per conv, BLAS on every thread -------------------------------------------
+
+
+def _conv_geometry(N, C, H, W, F, KH, KW, stride, padding):
+    OH = (H + 2 * padding - KH) // stride + 1
+    OW = (W + 2 * padding - KW) // stride + 1
+    return OH, OW, C * KH * KW, OH * OW
+
+
+def _numpy_conv2d_forward(N, C, H, W, F, KH, KW, stride, padding, bias, threads, itemsize):
+    OH, OW, K, P = _conv_geometry(N, C, H, W, F, KH, KW, stride, padding)
+    terms = [Term("pass", "pad", (N * C * (H + 2 * padding) * (W + 2 * padding),))] if padding else []
+    return terms + [Term("pass", "im2col", (N * P * K,)),
+                    Term("gemm", "nt", (N * P, F, K)),
+                    Term("pass", "gemm_out_to_nchw", (N * P * F,))]
+
+
+def _numpy_conv2d_backward(N, C, H, W, F, KH, KW, stride, padding, bias, threads, itemsize):
+    OH, OW, K, P = _conv_geometry(N, C, H, W, F, KH, KW, stride, padding)
+    M = N * P
+    terms = [Term("pass", "nchw_to_gemm_in", (M * F,)),
+             Term("gemm", "tn", (F, K, M)),
+             Term("gemm", "nn", (M, K, F)),
+             Term("pass", "col2im", (M * K,))]
+    return terms + ([Term("pass", "column_sum", (M * F,))] if bias else [])
+
+
+def _numpy_linear_forward(N, IN, OUT, bias, threads, itemsize):
+    return [Term("gemm", "nt", (N, OUT, IN))] + ([Term("pass", "bias_add", (N * OUT,))] if bias else [])
+
+
+def _numpy_linear_backward(N, IN, OUT, bias, threads, itemsize):
+    return ([Term("gemm", "nn", (N, IN, OUT)), Term("gemm", "tn", (OUT, IN, N))]
+            + ([Term("pass", "column_sum", (N * OUT,))] if bias else []))
+
+
+# -- numba: direct or chunked im2col convolutions, blocks of work split over the threads ---------------------
+
+
+def _tuning() -> dict:
+    from minigrad.kernels.numba_runtime import TUNING
+
+    return TUNING
+
+
+def _split(n: int, work: int, threads: int) -> int:
+    """How many blocks ``run_split`` makes of ``n`` rows of ``work`` multiply-adds."""
+    return min(n, threads) if work >= _tuning()["split_min_work"] else 1
+
+
+def _blocks(terms_of_block, n: int, work: int, threads: int) -> list[Term]:
+    """The terms of the slowest block of a split (the first, which holds ceil(n/T) rows) plus the hand-offs."""
+    t = _split(n, work, threads)
+    terms = terms_of_block(-(-n // t))
+    return terms + ([Term("split", "split", (t,))] if t > 1 else [])
+
+
+def _chunked(nb_rows: int, K: int, P: int, itemsize: int, per_chunk) -> list[Term]:
+    """Terms of a block of ``nb_rows`` samples processed in the conv's chunks (TUNING['conv_chunk_bytes'])."""
+    nb = max(1, _tuning()["conv_chunk_bytes"] // (K * P * itemsize))
+    full, rest = divmod(nb_rows, nb)
+    terms = [Term(t.kind, t.what, t.size, full) for t in per_chunk(nb)] if full else []
+    return terms + (per_chunk(rest) if rest else [])
+
+
+def _numba_conv2d_forward(N, C, H, W, F, KH, KW, stride, padding, bias, threads, itemsize):
+    OH, OW, K, P = _conv_geometry(N, C, H, W, F, KH, KW, stride, padding)
+    terms = [Term("pass", "pad", (N * C * (H + 2 * padding) * (W + 2 * padding),))] if padding else []
+    Wp = W + 2 * padding
+    if stride == 1 and F <= _tuning()["conv_direct_max_filters"]:
+        L = (OH - 1) * Wp + OW  # the plane trick's flat run per output plane
+
+        def block(n):
+            return [Term("pass", f"direct_conv_{KH}x{KW}", (n * F * C * KH * KW * L,))]
+    else:
+        def block(n):
+            return _chunked(n, K, P, itemsize, lambda nb: [
+                Term("pass", "im2col", (K * nb * P,)), Term("gemm", "nn", (F, nb * P, K)),
+                Term("pass", "gemm_out_to_nchw", (F * nb * P,))])
+    return terms + _blocks(block, N, N * F * K * P, threads)
+
+
+def _numba_conv2d_backward(N, C, H, W, F, KH, KW, stride, padding, bias, threads, itemsize):
+    OH, OW, K, P = _conv_geometry(N, C, H, W, F, KH, KW, stride, padding)
+    Hp, Wp = H + 2 * padding, W + 2 * padding
+
+    def block(n):
+        return _chunked(n, K, P, itemsize, lambda nb: [
+            Term("pass", "im2col", (K * nb * P,)), Term("pass", "nchw_to_gemm_in", (F * nb * P,)),
+            Term("gemm", "nt", (F, K, nb * P)), Term("gemm", "tn", (K, nb * P, F)),
+            Term("pass", "col2im", (K * nb * P,))])
+    terms = [Term("pass", "fill", (N * C * Hp * Wp,))] + _blocks(block, N, 2 * N * F * K * P, threads)
+    return terms + ([Term("pass", "crop", (N * C * H * W,))] if padding else [])
+
+
+def _numba_linear_forward(N, IN, OUT, bias, threads, itemsize):
+    terms = _blocks(lambda rows: [Term("gemm", "nt", (rows, N, IN))], OUT, N * IN * OUT, threads)
+    return terms + [Term("pass", "transpose", (N * OUT,))] + ([Term("pass", "bias_add", (N * OUT,))] if bias else [])
+
+
+def _numba_linear_backward(N, IN, OUT, bias, threads, itemsize):
+    if N <= _tuning()["linear_outer_max_batch"]:
+        dw = _blocks(lambda rows: [Term("pass", "outer_sum", (rows * IN * N,))], OUT, N * IN * OUT, threads)
+    else:
+        dw = _blocks(lambda rows: [Term("gemm", "tn", (rows, IN, N))], OUT, N * IN * OUT, threads)
+    if N >= threads:
+        dx = _blocks(lambda rows: [Term("gemm", "nn", (rows, IN, OUT))], N, N * IN * OUT, threads)
+    else:
+        dx = _blocks(lambda rows: [Term("gemm", "tt", (rows, N, OUT))], IN, N * IN * OUT, threads)
+        dx = dx + [Term("pass", "transpose", (N * IN,))]
+    return dw + dx + ([Term("pass", "column_sum", (N * OUT,))] if bias else [])
+
+
+_PLANS = {
+    ("numpy", "conv2d_forward"): _numpy_conv2d_forward,
+    ("numpy", "conv2d_backward"): _numpy_conv2d_backward,
+    ("numpy", "linear_forward"): _numpy_linear_forward,
+    ("numpy", "linear_backward"): _numpy_linear_backward,
+    ("numba", "conv2d_forward"): _numba_conv2d_forward,
+    ("numba", "conv2d_backward"): _numba_conv2d_backward,
+    ("numba", "linear_forward"): _numba_linear_forward,
+    ("numba", "linear_backward"): _numba_linear_backward,
+}
+
+BACKENDS = ("numpy", "numba")

@@ -1,0 +1,279 @@
+"""Epoch time from first principles: every kernel call of a training step, priced by the machine calibration.
+
+From a model's layer shapes alone (nothing of it is run), ``predict`` lists the kernel calls of one training
+step (forward, the loss, backward, one optimizer update per parameter), prices each with its backend's plan
+(``plans.py``) and this machine's calibration (``calibration.py``), and adds the fixed costs:
+
+    step(B)  = sum over kernel calls of (GEMMs + memory passes + whole kernels + the wrapper's call cost)
+             + layers x (module call + autograd tape, per op) + parameters x (optimizer loop, per parameter)
+             + the loop's own cost per step
+    epoch(B) = (samples per epoch / B) x step(B)
+
+The fixed costs come out of the calibration's raw times on synthetic models: a chain of 33 ReLU layers
+against one (per layer), an optimizer over 33 one-element parameters against one (per parameter), a GEMM
+kernel on its smallest shapes less its priced terms (per call), and the training loop's step on a one-layer
+model less everything else priced in it (per step). ``measure`` runs the same batch sizes for the errors.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import calibration, plans
+from .plans import Call, Term
+
+INPUT_SHAPE = (1, 28, 28)   # the reference models' input: one MNIST image
+CLASSES_OUT = "softmax_xent"
+
+
+# -- a training step's kernel calls, from the layers' shapes ----------------------------------------------------
+
+
+@dataclass
+class StepCalls:
+    calls: list[tuple[str, Call]]   # (layer, call) in the order the step makes them
+    layers: int                     # ops on the autograd tape (every layer, and the loss)
+    parameters: int
+
+
+def step_calls(model, batch_size: int, itemsize: int) -> StepCalls:
+    """The kernel calls of one training step of ``model`` (an ``nn.Sequential``) at ``batch_size``."""
+    from minigrad import nn
+
+    shape = (batch_size, *INPUT_SHAPE)
+    forward, backward = [], []
+    for i, layer in enumerate(model):
+        name = f"{i}:{type(layer).__name__}"
+        if isinstance(layer, nn.Conv2d):
+            N, C, H, W = shape
+            s = dict(N=N, C=C, H=H, W=W, F=layer.out_channels, KH=layer.kernel_size, KW=layer.kernel_size,
+                     stride=layer.stride, padding=layer.padding, bias=layer.bias is not None, itemsize=itemsize)
+            forward.append((name, Call("conv2d_forward", s)))
+            backward.append((name, Call("conv2d_backward", s)))
+            OH = (H + 2 * layer.padding - layer.kernel_size) // layer.stride + 1
+            OW = (W + 2 * layer.padding - layer.kernel_size) // layer.stride + 1
+            shape = (N, layer.out_channels, OH, OW)
+        elif isinstance(layer, nn.Linear):
+            s = dict(N=shape[0], IN=layer.in_features, OUT=layer.out_features, bias=layer.bias is not None,
+                     itemsize=itemsize)
+            forward.append((name, Call("linear_forward", s)))
+            backward.append((name, Call("linear_backward", s)))
+            shape = (shape[0], layer.out_features)
+        elif isinstance(layer, nn.ReLU):
+            forward.append((name, Call("relu_forward", {"x": shape})))
+            backward.append((name, Call("relu_backward", {"x": shape})))
+        elif isinstance(layer, nn.MaxPool2d):
+            forward.append((name, Call("maxpool2d_forward", {"x": shape})))
+            backward.append((name, Call("maxpool2d_backward", {"x": shape})))
+            k, st = layer.kernel_size, layer.stride or layer.kernel_size
+            shape = (*shape[:2], (shape[2] - k) // st + 1, (shape[3] - k) // st + 1)
+        elif isinstance(layer, nn.Flatten):
+            shape = (shape[0], int(math.prod(shape[1:])))
+        else:
+            raise KeyError(f"predict: no plan for layer {type(layer).__name__} (plans cover Conv2d, Linear, ReLU, "
+                           "MaxPool2d, Flatten)")
+    loss = [("loss", Call(f"{CLASSES_OUT}_forward", {"x": shape})),
+            ("loss", Call(f"{CLASSES_OUT}_backward", {"x": shape}))]
+    params = list(model.parameters())
+    updates = [(f"param {tuple(p.shape)}", Call("sgd_update", {"x": tuple(p.shape)})) for p in params]
+    return StepCalls(forward + loss + backward[::-1] + updates, len(model) + 1, len(params))
+
+
+# -- pricing ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PricedTerm:
+    term: Term
+    seconds: float
+    reason: str
+
+
+@dataclass
+class KernelCost:
+    layer: str
+    kernel: str
+    seconds: float
+    terms: list[PricedTerm]
+
+
+@dataclass
+class StepPrediction:
+    batch_size: int
+    kernels: list[KernelCost]
+    fixed: dict                      # {"layers": s, "parameters": s, "step": s}
+    n_samples: int
+    backend: str = ""
+
+    @property
+    def kernel_seconds(self) -> float:
+        return sum(k.seconds for k in self.kernels)
+
+    @property
+    def step_seconds(self) -> float:
+        return self.kernel_seconds + sum(self.fixed.values())
+
+    @property
+    def epoch_seconds(self) -> float:
+        return self.n_samples / self.batch_size * self.step_seconds
+
+    def by_kernel(self) -> dict[str, float]:
+        """Seconds per step by kernel name (every call of it summed), as the tracer's table reports them."""
+        out: dict[str, float] = {}
+        for k in self.kernels:
+            out[k.kernel] = out.get(k.kernel, 0.0) + k.seconds
+        return out
+
+    def to_dict(self) -> dict:
+        return {"batch_size": self.batch_size, "step_seconds": self.step_seconds, "epoch_seconds": self.epoch_seconds,
+                "fixed": self.fixed, "by_kernel": self.by_kernel(),
+                "kernels": [{"layer": k.layer, "kernel": k.kernel, "seconds": k.seconds,
+                             "terms": [{"kind": t.term.kind, "what": t.term.what, "size": list(t.term.size),
+                                        "count": t.term.count, "seconds": t.seconds, "reason": t.reason}
+                                       for t in k.terms]} for k in self.kernels]}
+
+
+@dataclass
+class CostModel:
+    """Prices kernel calls on one calibration and derives the fixed costs from its raw times."""
+    cal: calibration.Calibration
+    itemsize: int
+    overheads: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        tiny = self.cal.data["tiny"]
+        relu = self.cal.curve_seconds("relu_forward", 8) + self.cal.curve_seconds("relu_backward", 8)
+        n = calibration.TINY_LAYERS
+        self.overheads["layer"] = max(0.0, (tiny["chain_n"] - tiny["chain_1"]) / n - relu)
+        self.overheads["parameter"] = max(
+            0.0, (tiny["params_n"] - tiny["params_1"]) / n - self.cal.curve_seconds("sgd_update", 1))
+        for kernel, shape in _TINY_CALLS.items():
+            terms = plans.plan(self.cal.backend, Call(kernel, {**shape, "itemsize": self.itemsize}), self.cal.threads)
+            priced = sum(self._price(t).seconds for t in terms if t.kind != "call")
+            self.overheads[kernel] = max(0.0, tiny[kernel] - priced)
+        self.overheads["step"] = 0.0
+        probe = self.predict(calibration.step_model(_DTYPES[self.itemsize]), 1, 1)
+        self.overheads["step"] = max(0.0, tiny["step"] - probe.step_seconds)
+
+    def _price(self, term: Term) -> PricedTerm:
+        if term.kind == "gemm":
+            m, n, k = term.size
+            s = self.cal.gemm_seconds(term.what, m, n, k)
+            reason = f"GEMM {m}x{n}x{k} ({term.what}) at {2 * m * n * k / s / 1e9:.1f} GFLOP/s"
+        elif term.kind in ("pass", "kernel"):
+            (elements,) = term.size
+            s = self.cal.curve_seconds(term.what, elements)
+            reason = (f"{term.what}: {elements:,} elements at {elements / s / 1e9:.2f} G elements/s "
+                      f"({elements * self.itemsize / s / 1e9:.1f} GB/s of its output size)")
+        elif term.kind == "call":
+            s = self.overheads[term.what]
+            reason = "wrapper: validation, allocation, thread guard (measured on the smallest shapes)"
+        elif term.kind == "split":
+            s = self.cal.data["split_seconds"]
+            reason = f"hand-off of a block to each of {term.size[0] - 1} worker thread(s)"
+        else:
+            raise KeyError(f"unknown term kind {term.kind!r}")
+        if term.count > 1:
+            reason += f", x{term.count}"
+        return PricedTerm(term, s * term.count, reason)
+
+    def _terms(self, terms: list[Term]) -> list[PricedTerm]:
+        return [self._price(t) for t in terms]
+
+    def predict(self, model, batch_size: int, n_samples: int) -> StepPrediction:
+        calls = step_calls(model, batch_size, self.itemsize)
+        kernels = []
+        for layer, call in calls.calls:
+            priced = self._terms(plans.plan(self.cal.backend, call, self.cal.threads))
+            kernels.append(KernelCost(layer, call.kernel, sum(p.seconds for p in priced), priced))
+        fixed = {"layers": calls.layers * self.overheads["layer"],
+                 "parameters": calls.parameters * self.overheads["parameter"],
+                 "step": self.overheads["step"]}
+        return StepPrediction(batch_size, kernels, fixed, n_samples, self.cal.backend)
+
+
+_DTYPES = {4: "float32", 8: "float64"}
+_TINY_CALLS = {f"{op}_{half}": calibration.TINY_SHAPES[op] for op in ("conv2d", "linear")
+               for half in ("forward", "backward")}
+
+
+def predict(model_name: str, batch_sizes, backend: str, dtype: str = "float32", threads: int = 1,
+            n_samples: int = 60000, cal: calibration.Calibration | None = None) -> list[StepPrediction]:
+    """The predicted step of ``model_name`` at each batch size (``cal``: a calibration to use instead of this
+    machine's cached one)."""
+    from minigrad import models
+
+    cal = cal or calibration.load(backend, dtype, threads)
+    model = CostModel(cal, np.dtype(dtype).itemsize)
+    net = models.get_model(model_name, dtype=dtype)
+    return [model.predict(net, b, n_samples) for b in batch_sizes]
+
+
+# -- measuring what was predicted --------------------------------------------------------------------------------
+
+
+def measure(model_name: str, batch_size: int, train_set, dtype: str = "float32", samples: int = 4096,
+            kernels: bool = False) -> dict:
+    """The measured step at ``batch_size`` through the training loop (median of at least 10 and at most 200
+    steps covering about ``samples`` samples, after 3 warm-up steps); with ``kernels``, the tracer's
+    seconds per step by kernel over as many further steps."""
+    from ._harness import Harness
+    from .tracer import OUTSIDE, Tracer
+
+    steps = int(min(200, max(10, math.ceil(samples / batch_size))))
+    run = Harness(model_name, batch_size, train_set, 3 + steps * (2 if kernels else 1), dtype=dtype)
+    run.updates(3)
+    out = {"batch_size": batch_size, "steps": steps, "step_seconds": float(np.median(run.updates(steps)))}
+    if kernels:
+        with Tracer() as tr:
+            run.steps(steps, around=tr.step)
+        out["by_kernel"] = {row["kernel"]: row["total_ms"] / 1e3 / steps for row in tr.table()
+                            if row["kernel"] != OUTSIDE}
+    return out
+
+
+# -- the report ------------------------------------------------------------------------------------------------
+
+
+def _error(pred: float, meas: float) -> str:
+    return f"{100 * (pred / meas - 1):+.1f}%"
+
+
+def format_table(preds: list[StepPrediction], measured: dict | None = None) -> str:
+    """One row per batch size: predicted step and epoch (and measured ones with the error), the fixed share
+    and the kernel with the largest predicted time."""
+    head = f"{'B':>6} {'step ms':>10} {'epoch s':>9}"
+    if measured:
+        head += f" {'measured':>10} {'epoch s':>9} {'error':>7}"
+    lines = [head + f" {'fixed':>6}  largest kernel"]
+    for p in preds:
+        row = f"{p.batch_size:>6} {1e3 * p.step_seconds:>10.3f} {p.epoch_seconds:>9.2f}"
+        m = (measured or {}).get(p.batch_size)
+        if measured:
+            row += (f" {1e3 * m['step_seconds']:>10.3f} {p.n_samples / p.batch_size * m['step_seconds']:>9.2f} "
+                    f"{_error(p.step_seconds, m['step_seconds']):>7}") if m else f" {'':>10} {'':>9} {'':>7}"
+        name, seconds = max(p.by_kernel().items(), key=lambda kv: kv[1])
+        fixed = sum(p.fixed.values()) / p.step_seconds
+        lines.append(row + f" {100 * fixed:>5.0f}%  {name} ({100 * seconds / p.step_seconds:.0f}%)")
+    return "\n".join(lines)
+
+
+def format_kernels(p: StepPrediction, measured: dict | None = None) -> str:
+    """Every kernel call of the step at one batch size with its predicted time and the reason (its largest
+    term); with ``measured`` (the tracer's seconds by kernel name), the error of each kernel's total."""
+    lines = [f"B={p.batch_size}: predicted step {1e3 * p.step_seconds:.3f} ms "
+             f"(kernels {1e3 * p.kernel_seconds:.3f} ms; per step: {1e6 * p.fixed['step']:.0f} us loop, "
+             f"{1e6 * p.fixed['layers']:.0f} us layers and tape, {1e6 * p.fixed['parameters']:.0f} us optimizer loop)"]
+    for k in p.kernels:
+        top = max(k.terms, key=lambda t: t.seconds)
+        lines.append(f"  {k.layer:<12} {k.kernel:<22} {1e6 * k.seconds:>10.1f} us  {top.reason}")
+    if measured:
+        lines.append(f"  {'by kernel':<35} {'predicted':>10} {'traced':>10} {'error':>7}")
+        predicted = p.by_kernel()
+        for name, seconds in sorted(measured.items(), key=lambda kv: -kv[1]):
+            lines.append(f"  {name:<35} {1e6 * predicted.get(name, 0.0):>8.1f}us {1e6 * seconds:>8.1f}us "
+                         f"{_error(predicted.get(name, 0.0), seconds):>7}")
+    return "\n".join(lines)
