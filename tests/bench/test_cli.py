@@ -7,14 +7,14 @@ import math
 import pytest
 
 from minigrad.bench import cli
-from minigrad.bench.report import CONTEXT_COLUMNS, RESULT_COLUMNS
+from minigrad.bench.report import CONTEXT_COLUMNS, RANKS_COLUMNS, RESULT_COLUMNS
 from minigrad.bench.settings import DEFAULT_LR
 
 from .conftest import HAS_TORCH, TINY, read_jsonl, results, run_cli
 
 BACKENDS = ["numpy", "torch"] if HAS_TORCH else ["numpy"]
-#: Keys of a train-mode result row (the latency_* keys belong to inference mode).
-TRAIN_KEYS = [k for k in RESULT_COLUMNS if not k.startswith("latency_")]
+#: Keys of a train-mode result row (the latency_* keys belong to inference mode, RANKS_COLUMNS to --ranks).
+TRAIN_KEYS = [k for k in RESULT_COLUMNS if not k.startswith("latency_") and k not in RANKS_COLUMNS]
 PLOTS = ["epoch_time.png", "throughput.png", "quality.png", "memory.png"]
 
 
