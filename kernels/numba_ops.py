@@ -319,21 +319,18 @@ def conv2d_backward(dy, cache):
 def _pool_plane_fwd(x, y, arg, n, c, K, S):
     OW = y.shape[3]
     for i in range(y.shape[2]):
-        yr, ar = y[n, c, i], arg[n, c, i]
-        x0 = x[n, c, i * S]
-        for j in range(OW):
-            yr[j] = x0[j * S]
-            ar[j] = 0
-        for r in range(K):
-            xr = x[n, c, i * S + r]
-            for q in range(K):
-                if r == 0 and q == 0:
-                    continue
-                for j in range(OW):
-                    v, best = xr[j * S + q], yr[j]
-                    if v > best or (v != v and best == best):
-                        yr[j] = v
-                        ar[j] = r * K + q
+        yr, ar, rows = y[n, c, i], arg[n, c, i], x[n, c, i * S:i * S + K]
+        for j in range(OW):  # the taps unrolled (K is a constant), selects instead of branches
+            best = rows[0, j * S]
+            a = 0
+            for r in range(K):
+                for q in range(K):
+                    v = rows[r, j * S + q]
+                    take = (not v <= best) & (best == best)  # v > best, or v is the first NaN
+                    best = v if take else best
+                    a = r * K + q if take else a
+            yr[j] = best
+            ar[j] = a
 
 
 @njit(inline="always")

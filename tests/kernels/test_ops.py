@@ -98,9 +98,10 @@ def test_nan_propagates_through_relu_and_maxpool(ops):
     """A diverged run must keep its NaN up to the loss, where training stops naming the step."""
     x = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
     x[0, 0, 0, 1] = np.nan
+    x[0, 0, 2, 2] = np.nan  # a NaN on a window's first tap stays, though larger values follow
     for mod in (ref, ops):
         y = mod.to_numpy(mod.maxpool2d_forward(mod.asarray(x), 2, 2)[0])
-        assert np.isnan(y[0, 0, 0, 0]) and not np.isnan(y[0, 0, 1, 1])
+        assert np.isnan(y[0, 0, 0, 0]) and np.isnan(y[0, 0, 1, 1]) and not np.isnan(y[0, 0, 0, 1])
         r = mod.to_numpy(mod.relu_forward(mod.asarray(np.array([np.nan, -1.0, 2.0], np.float32)))[0])
         assert np.isnan(r[0]) and r[1] == 0 and r[2] == 2
 
