@@ -30,9 +30,9 @@ from . import ranks
 from .outputs import write_outputs
 from .report import Results, findings_text, text_table
 from .settings import (DEFAULT_BATCH_SIZES, DEFAULT_LR, DEFAULT_LR_GRID, DEFAULT_LR_SCALING, DEFAULT_MEMORY_BUDGET,
-                       DEFAULT_SAMPLES, DEFAULT_TARGET_ACCURACY, MAX_SAMPLES, MAX_STEPS, QUICK_BATCH_SIZES,
-                       QUICK_SAMPLES, Settings, UsageError, check_fits_data, load_data, parse_batch_sizes, parse_bytes,
-                       parse_int, parse_real)
+                       DEFAULT_SAMPLES, DEFAULT_TARGET_ACCURACY, EVALUATIONS, MAX_SAMPLES, MAX_STEPS,
+                       QUICK_BATCH_SIZES, QUICK_SAMPLES, Settings, UsageError, check_fits_data, load_data,
+                       parse_batch_sizes, parse_bytes, parse_int, parse_real)
 from .store import RESULTS, SCHEMA_VERSION, RunDir, WriteFailed, check_out_dir
 
 DESCRIPTION = """How epoch time, throughput, memory and model quality change with batch size: every batch size
@@ -103,9 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
              "(--optimizer, --lr, ...) are refused there (default train)")
     add("--target-accuracy", metavar="FRAC",
         help="report training time and updates until test accuracy first reaches FRAC, e.g. 0.95, or 'none' "
-             f"(train mode; default {_targets()})")
+             f"(train mode; default {_targets()}; none with --quick)")
     add("--eval-every", metavar="N",
-        help="evaluate on the test set every N training samples (default with --target-accuracy: budget / 10)")
+        help="evaluate on the test set every N training samples (default with a target: budget / "
+             f"{EVALUATIONS})")
     add("--tune-lr", metavar="FACTORS", nargs="?", const=DEFAULT_LR_GRID,
         help=f"train each batch size at a grid of lrs (its lr times FACTORS, default "
              f"{_factors(DEFAULT_LR_GRID)}) and keep the best: {tune.CRITERION}")
@@ -215,7 +216,7 @@ def resolve(given: dict) -> Settings:
         text = given["target_accuracy"]
         s.target_accuracy = (None if str(text).strip().lower() == "none" else
                              parse_real(text, "--target-accuracy", 0, 1))
-    elif s.mode == "train":
+    elif s.mode == "train" and not s.quick:  # --quick is for timing: no evaluations unless asked
         s.target_accuracy = DEFAULT_TARGET_ACCURACY.get(s.dataset)
     if "eval_every" in given:
         s.eval_every = parse_int(given["eval_every"], "--eval-every")
@@ -341,6 +342,10 @@ def _banner(settings: Settings, data_record: dict, machine: dict, path: Path) ->
         opt = (f"SGD lr {settings.lr:g} momentum {settings.momentum:g}" if settings.optimizer == "sgd"
                else f"Adam lr {settings.lr:g}")
         line += f", {opt}, lr scaling {settings.lr_scaling}, accumulate {settings.accumulate}"
+        if settings.tune_lr:
+            line += f", lr grid x {_factors(settings.tune_lr)} per batch size"
+        if settings.target_accuracy is not None:
+            line += f", target {100 * settings.target_accuracy:g}% test accuracy"
     return f"{line}\nmachine: {describe(machine)}\nrun directory: {path}"
 
 

@@ -31,7 +31,7 @@ import numpy as np
 from minigrad import optim, progress as _progress
 from minigrad.loop import NonFiniteLoss
 
-from .settings import EVAL_BATCH_SIZE, MEMORY_STEPS, STEADY_SKIP_MAX, WARMUP_STEPS, Settings, data_loader
+from .settings import EVAL_BATCH_SIZE, EVALUATIONS, MEMORY_STEPS, STEADY_SKIP_MAX, WARMUP_STEPS, Settings, data_loader
 
 # ------------------------------------------------------------------------------------------------- memory
 
@@ -241,7 +241,7 @@ def measure_train(engine, settings: Settings, batch_size: int, train_set, test_s
     budget = settings.budget_samples(len(train_set))
     eval_every = settings.eval_every
     if eval_every is None and settings.target_accuracy is not None:
-        eval_every = max(1, math.ceil(budget / 10))
+        eval_every = max(1, math.ceil(budget / EVALUATIONS))
     periodic = None
     if eval_every is not None:
         periodic = PeriodicEvaluation(train_loader, eval_every, lambda: engine.evaluate(model, test_loader))

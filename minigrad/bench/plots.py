@@ -202,7 +202,7 @@ def _to_target(study, out: Path, written: list[str]) -> None:
         if r.get("updates_to_target"):
             upd.annotate(f"{r['lr']:.2g}", (r["batch_size"], r["updates_to_target"]), fontsize=7,
                          textcoords="offset points", xytext=(0, 6), ha="center", color="C0")
-    upd.set_ylabel(f"optimizer updates to {target} (hollow: at the first evaluation, an upper bound)")
+    upd.set_ylabel(f"updates to {target} (hollow: upper bound)")
     sec.set_ylabel(f"training seconds to {target}")
     sizes = _sizes(study)
     est = (study.noise_scale or {}).get("estimate", {})
@@ -210,7 +210,8 @@ def _to_target(study, out: Path, written: list[str]) -> None:
     if b is not None and math.isfinite(b) and b > 0:
         lo, hi = min(sizes) / 2, max(sizes) * 2
         for ax in (upd, sec):
-            ax.axvspan(lo, min(hi, b / REGIME_FACTOR), color="green", alpha=0.07, label="perfect scaling (B_simple)")
+            ax.axvspan(lo, min(hi, b / REGIME_FACTOR), color="green", alpha=0.07,
+                       label=f"perfect scaling (B < B_simple/{REGIME_FACTOR})")
             if b / REGIME_FACTOR < hi:
                 ax.axvspan(b / REGIME_FACTOR, min(hi, REGIME_FACTOR * b), color="orange", alpha=0.07,
                            label="diminishing returns")
@@ -219,6 +220,8 @@ def _to_target(study, out: Path, written: list[str]) -> None:
             ax.axvline(b, color="gray", linestyle="--", label=f"B_simple ~ {b:,.0f}")
             ax.set_xlim(lo, hi)
         rows = [r for r in study.ok_rows(study.backends[0]) if r.get("updates_to_target")]
+        exact = [r for r in rows if r["samples_to_target"] > r["eval_every_samples"]]  # not upper bounds
+        rows = exact or rows
         s_min = float(sorted(r["updates_to_target"] / (1 + b / r["batch_size"]) for r in rows)[len(rows) // 2])
         xs = [lo * (hi / lo) ** (i / 100) for i in range(101)]
         upd.plot(xs, [s_min * (1 + b / x) for x in xs], ":", color="black",

@@ -21,7 +21,8 @@ from .store import SCHEMA_VERSION, clean_json
 #: The columns of a result row, in results.csv order (README: "Output schema").
 RESULT_COLUMNS = (
     "backend", "mode", "batch_size", "status", "error", "chosen_by",
-    "dtype", "threads", "optimizer", "lr", "lr_grid", "lr_at_grid_edge", "momentum", "accumulate", "virtual_batch_size", "warmup_updates",
+    "dtype", "threads", "optimizer", "lr", "lr_grid", "lr_at_grid_edge", "momentum", "accumulate", "virtual_batch_size",
+    "warmup_updates",
     "samples", "steps", "updates", "epochs_run",
     "train_seconds", "samples_per_s", "steady_samples_per_s",
     "step_median_s", "step_q1_s", "step_q3_s", "step_iqr_s", "step_min_s", "step_max_s", "step_count", "step_skipped",
@@ -381,7 +382,7 @@ def findings_text(study: Results) -> list[str]:
                       if r["test_accuracy"] < CHANCE_LEVEL]
             if chance:
                 lines.append(f"{name}: {', '.join(chance)} stayed near chance level (10 classes): no learning with "
-                             f"these settings at that batch size (try --lr, --lr-scaling or --warmup).")
+                             f"these settings at that batch size (try --tune-lr, --lr, --lr-scaling or --warmup).")
             if study.settings.target_accuracy is not None:
                 lines += _target_findings(study, name, f)
             if f["lr_at_grid_edge"]:

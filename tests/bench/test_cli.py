@@ -430,3 +430,18 @@ def test_target_accuracy_reports_time_to_target_and_how_often_it_evaluated(tmp_p
     assert (out / "plots" / "accuracy_vs_time.png").is_file()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["findings"]["numpy"]["fastest_to_target_batch"] in (4, 64)
+
+
+def test_the_default_recipe_target_and_their_round_trip_through_resume():
+    s = cli.resolve({})
+    assert (s.lr, s.momentum, s.lr_scaling, s.samples, s.target_accuracy) == (0.05, 0.9, "linear-sqrt", 60000, 0.9)
+    assert s.lr_for(1) == pytest.approx(0.05 / 64) and s.lr_for(256) == pytest.approx(0.1)
+    assert cli.resolve({"quick": True}).target_accuracy is None  # --quick times; it evaluates only when asked
+    assert cli.resolve({"dataset": "synthetic"}).target_accuracy is None
+    assert cli.resolve({"mode": "inference"}).target_accuracy is None
+    assert cli.resolve({"optimizer": "adam"}).lr_scaling == "none"
+    for given in ({"target_accuracy": "none"}, {"tune_lr": "0.5,2", "train_subset": "1000"},
+                  {"tune_lr": cli.DEFAULT_LR_GRID}):
+        stored = cli.resolve(given).to_dict()
+        again = cli.resolve(vars(cli.build_parser().parse_args(cli.settings_arguments(stored))))
+        assert again.to_dict() == stored

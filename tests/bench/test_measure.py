@@ -73,9 +73,9 @@ def test_periodic_evaluation_and_time_to_target(synthetic_sets, isolated):
     assert row["samples_to_target"] == first["samples"]
 
 
-def test_default_eval_every_is_a_tenth_of_the_budget(synthetic_sets, isolated):
-    row = _train(synthetic_sets, 16, samples=160, target_accuracy=0.99)
-    assert row["eval_every_samples"] == 16 and len(row["evaluations"]) == 10
+def test_default_eval_every_is_a_thirtieth_of_the_budget(synthetic_sets, isolated):
+    row = _train(synthetic_sets, 16, samples=480, target_accuracy=0.99)
+    assert row["eval_every_samples"] == 480 // 30 == 16 and len(row["evaluations"]) == 30
 
 
 def test_without_a_target_there_are_no_evaluations(synthetic_sets, isolated):

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from minigrad.bench.settings import (MAX_STEPS, Settings, UsageError, check_fits_data, format_bytes,
+from minigrad.bench.settings import (MAX_STEPS, Settings, UsageError, check_fits_data, format_bytes, load_data,
                                      parse_batch_sizes, parse_bytes, parse_int, parse_real)
 
 
@@ -68,6 +68,19 @@ def test_a_batch_larger_than_its_data_set_is_refused():
         check_fits_data(inference, (10001,), train, test)
     check_fits_data(Settings(batch_sizes=(60000,)), (60000,), train, test)
     check_fits_data(Settings(mode="inference", batch_sizes=(10000,)), (10000,), train, test)
+
+
+def test_train_subset_cuts_the_training_set_and_bounds_the_batch(monkeypatch):
+    from minigrad import data
+
+    full = data.synthetic_mnist(n_train=600, n_test=200, seed=0)
+    monkeypatch.setattr(data, "load_dataset", lambda name, data_dir, seed: full)
+    train, test = load_data(Settings(dataset="synthetic", train_subset=100))
+    assert len(train) == 100 and train.synthetic and (train.images == full[0].images[:100]).all() and test is full[1]
+    with pytest.raises(UsageError, match=r"batch size 160 is larger than the training set \(100 samples"):
+        check_fits_data(Settings(batch_sizes=(16, 160)), (16, 160), train, test)
+    with pytest.raises(UsageError, match=r"--train-subset 601 is larger than the training set \(600 samples"):
+        load_data(Settings(dataset="synthetic", train_subset=601))
 
 
 def test_a_budget_that_cannot_finish_is_refused():
