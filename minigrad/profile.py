@@ -211,7 +211,7 @@ def _predict(args, out: Path) -> int:
     from minigrad.profiling import calibration, predict
 
     name = backend.get_backend()
-    cal = calibration.load(name, args.dtype, args.threads, remeasure=args.recalibrate,
+    cal = calibration.load(name, args.dtype, args.threads, quick=args.quick, remeasure=args.recalibrate,
                            progress=lambda text: print(f"calibrating: {text}", file=sys.stderr, flush=True))
     train_set = _train_set(args) if args.measure else None
     n_samples = len(train_set) if args.measure else args.n_samples

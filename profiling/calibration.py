@@ -11,8 +11,9 @@ Measured (never on a reference model; every array is synthetic, with shapes chos
   col2im, layout changes, fills, reductions) and for each whole kernel without a GEMM (relu, pooling, the
   loss, the optimizer update), from 16 to 4M elements;
 * ``tiny``: raw step-level times the model turns into fixed overheads: a GEMM kernel called on the smallest
-  shapes, a chain of layers through the autograd tape, an optimizer over many one-element parameters, and the
-  training loop's step on a one-layer model.
+  shapes, a chain of layers that run no kernel (Flatten) through the autograd tape, an optimizer over many
+  one-element parameters against the same updates called directly, and the training loop's step on a
+  one-layer model.
 
 ``Calibration`` answers the model's lookups: log-log interpolation between measured sizes, the per-element
 cost of the largest size beyond it, the smallest size's time below it.
@@ -20,8 +21,10 @@ cost of the largest size beyond it, the smallest size's time below it.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
+import os
 import time
 from dataclasses import dataclass
 
@@ -29,33 +32,55 @@ import numpy as np
 
 from . import plans
 
-VERSION = 1
+VERSION = 2  # of what a calibration holds: a cached one of another version is measured again
 GEMM_DIMS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096, 16384, 65536, 262144)
+QUICK_GEMM_DIMS = (1, 16, 256, 4096, 65536)   # ``quick``: a rough calibration in seconds
 GEMM_LAYOUTS = ("nn", "nt", "tn", "tt")
 GEMM_MAX_FLOPS = 2 ** 28          # larger products are filled at the rate of a measured one
 GEMM_MAX_ELEMENTS = 2 ** 22       # per operand
 CURVE_SIZES = tuple(4 ** i for i in range(2, 12))  # 16 .. 4,194,304 elements
+QUICK_CURVE_SIZES = tuple(8 ** i for i in range(1, 8))
+WIDTHS = (6, 30)                  # image widths of the passes that run along rows (plans.WIDE)
 TINY_LAYERS = 32                  # the chains that measure per-layer and per-parameter overheads
 
 
-def _seconds(fn, budget: float = 2e-3, repeats: int = 5) -> float:
-    """Median seconds of one call of ``fn`` (after a warm-up call), each repeat running it often enough to
-    last about ``budget`` seconds. Every result of a repeat is kept until the repeat ends, as a training step
-    keeps its kernels' outputs until the backward pass: each call allocates fresh memory (and pays its page
-    faults) instead of reusing the block the previous call freed."""
+def _evict() -> None:
+    """Leave the caches as a kernel of a training step finds them: the previous kernels' data in L2, not this
+    one's, and other code run in between (a pass over a 4 MiB buffer and a few NumPy calls)."""
+    buf = _EVICT.get("buf")
+    if buf is None:
+        buf = _EVICT["buf"] = np.zeros(EVICT_BYTES // 8)
+    buf += 1.0
+    np.maximum(buf[:256], 0.5, out=buf[:256])
+    float(buf[:64].sum())
+
+
+_EVICT: dict = {}
+EVICT_BYTES = 4 << 20
+
+
+def _seconds(fn, inputs=(), budget: float = 0.05, most: int = 100) -> float:
+    """Median seconds of single calls of ``fn`` made as in a training step: after a warm-up call, each call
+    follows ``_evict()`` (other code and data ran since the last call) and a read of ``inputs`` (which the
+    previous kernel of a step has just written). Each result is freed before the next call: in a training
+    step's steady state the allocator reuses the memory of the step before (no page faults after the first
+    steps), and so it does here. As many calls as fit ``budget`` seconds, from 5 to ``most``."""
+    def prepare():
+        _evict()
+        for a in inputs:
+            a.sum()
     fn()
+    prepare()
     t0 = time.perf_counter()
     fn()
     one = time.perf_counter() - t0
-    calls = max(1, int(budget / max(one, 1e-7)))
+    calls = int(min(most, max(5, budget / max(one + 3e-4, 1e-7))))
     times = []
-    for _ in range(repeats if one < 0.05 else 3):
-        kept = []
+    for _ in range(calls):
+        prepare()
         t0 = time.perf_counter()
-        for _ in range(calls):
-            kept.append(fn())
-        times.append((time.perf_counter() - t0) / calls)
-        del kept
+        fn()
+        times.append(time.perf_counter() - t0)
     return float(np.median(times))
 
 
@@ -72,36 +97,36 @@ def _fits(m, n, k) -> bool:
     return 2 * m * n * k <= GEMM_MAX_FLOPS and max(m * k, k * n, m * n) <= GEMM_MAX_ELEMENTS
 
 
-def measure_gemm(dtype: str, layouts=GEMM_LAYOUTS, progress=None) -> dict:
-    """{layout: seconds as a nested list [i_m][i_n][i_k] over GEMM_DIMS}: measured where the product fits,
+def measure_gemm(dtype: str, dims=GEMM_DIMS, layouts=GEMM_LAYOUTS, progress=None) -> dict:
+    """{layout: seconds as a nested list [i_m][i_n][i_k] over ``dims``}: measured where the product fits,
     else the time of the largest fitting product along the largest dimension scaled by the work."""
     rng = np.random.default_rng(0)
-    d = len(GEMM_DIMS)
+    d = len(dims)
     out = {}
     for layout in layouts:
         grid = np.full((d, d, d), np.nan)
         for i, j, l in itertools.product(range(d), repeat=3):
-            m, n, k = GEMM_DIMS[i], GEMM_DIMS[j], GEMM_DIMS[l]
+            m, n, k = dims[i], dims[j], dims[l]
             if _fits(m, n, k):
                 a, b = _operands(layout, m, n, k, dtype, rng)
-                grid[i, j, l] = _seconds(lambda: a @ b, budget=5e-4, repeats=3)
+                grid[i, j, l] = _seconds(lambda: a @ b, (a, b), budget=0.005, most=9)
         for i, j, l in itertools.product(range(d), repeat=3):
             if np.isnan(grid[i, j, l]):
-                grid[i, j, l] = _filled(grid, (i, j, l))
+                grid[i, j, l] = _filled(grid, (i, j, l), dims)
         out[layout] = grid.tolist()
         if progress:
             progress(f"gemm {layout} {dtype}")
     return out
 
 
-def _filled(grid, idx) -> float:
+def _filled(grid, idx, dims) -> float:
     """A cell too large to time: step its largest dimension down until the product was measured, and scale the
     time by the work (the rate of large products is the BLAS peak's)."""
     idx = list(idx)
     scale = 1.0
     while np.isnan(grid[tuple(idx)]):
-        axis = int(np.argmax([GEMM_DIMS[i] for i in idx]))
-        scale *= GEMM_DIMS[idx[axis]] / GEMM_DIMS[idx[axis] - 1]
+        axis = int(np.argmax([dims[i] for i in idx]))
+        scale *= dims[idx[axis]] / dims[idx[axis] - 1]
         idx[axis] -= 1
     return float(grid[tuple(idx)] * scale)
 
@@ -113,9 +138,10 @@ def _rows(target: int, per_row: int) -> int:
     return max(1, round(target / per_row))
 
 
-def _pass_cases(backend: str, dtype: str):
-    """{name: make(target elements) -> (fn, elements)}: each pass the plans of ``backend`` name, run on
-    synthetic arrays (2 input channels of 12x12, 3x3 kernels, 8 filters; a chunk of n samples)."""
+def _pass_cases(backend: str, dtype: str, width: int = 10):
+    """{name: make(target elements) -> (fn, elements, inputs)}: each pass the plans of ``backend`` name, run on
+    synthetic arrays (2 input channels, 3x3 kernels, 8 filters, outputs ``width`` pixels wide; a chunk of n
+    samples)."""
     from minigrad.kernels import numpy_ops
 
     rng = np.random.default_rng(1)
@@ -123,45 +149,46 @@ def _pass_cases(backend: str, dtype: str):
     def arr(*shape):
         return rng.standard_normal(shape).astype(dtype)
 
-    C, H, KS, F = 2, 12, 3, 8
+    C, KS, F = 2, 3, 8
+    H = width + KS - 1
     OH = H - KS + 1
     P, K = OH * OH, C * KS * KS
 
     def pad(t):
         n = _rows(t, C * (H + 2) ** 2)
         x = arr(n, C, H, H)
-        return (lambda: np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))), n * C * (H + 2) ** 2
+        return (lambda: np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))), n * C * (H + 2) ** 2, (x,)
 
     def column_sum(t):
         a = arr(_rows(t, F), F)
-        return (lambda: a.sum(axis=0)), a.size
+        return (lambda: a.sum(axis=0)), a.size, (a,)
 
     def bias_add(t):
         y, b = arr(_rows(t, 16), 16), arr(16)
 
         def run():
             y.__iadd__(b)
-        return run, y.size
+        return run, y.size, (y,)
 
     cases = {"pad": pad, "column_sum": column_sum, "bias_add": bias_add}
     if backend == "numpy":
         def im2col(t):
             x = arr(_rows(t, P * K), C, H, H)
-            return (lambda: numpy_ops.im2col(x, KS, KS, 1, 0)), x.shape[0] * P * K
+            return (lambda: numpy_ops.im2col(x, KS, KS, 1, 0)), x.shape[0] * P * K, (x,)
 
         def col2im(t):
             n = _rows(t, P * K)
             d = arr(n * P, K)
-            return (lambda: numpy_ops.col2im(d, (n, C, H, H), KS, KS, 1, 0, OH, OH)), d.size
+            return (lambda: numpy_ops.col2im(d, (n, C, H, H), KS, KS, 1, 0, OH, OH)), d.size, (d,)
 
         def to_nchw(t):
             n = _rows(t, P * F)
             out, b = arr(n * P, F), arr(F)
-            return (lambda: numpy_ops._gemm_out_to_nchw(out, b, n, OH, OH)), out.size
+            return (lambda: numpy_ops._gemm_out_to_nchw(out, b, n, OH, OH)), out.size, (out,)
 
         def from_nchw(t):
             dy = arr(_rows(t, P * F), F, OH, OH)
-            return (lambda: numpy_ops._nchw_to_gemm_in(dy)), dy.size
+            return (lambda: numpy_ops._nchw_to_gemm_in(dy)), dy.size, (dy,)
 
         cases.update(im2col=im2col, col2im=col2im, gemm_out_to_nchw=to_nchw, nchw_to_gemm_in=from_nchw)
         return cases
@@ -176,44 +203,44 @@ def _pass_cases(backend: str, dtype: str):
             x, w, b = arr(n, C, Hd, Hd), arr(Fd, C, ks, ks), arr(Fd)
             y = np.empty((n, Fd, Hd - ks + 1, Hd - ks + 1), dtype=dtype)
             fwd = numba_ops._direct_forward(ks, ks)
-            return (lambda: fwd(x, w, b, y)), n * Fd * C * ks * ks * L
+            return (lambda: fwd(x, w, b, y)), n * Fd * C * ks * ks * L, (x,)
         return make
 
     def im2col(t):
         n = _rows(t, P * K)
         x, cols = arr(n, C, H, H), np.empty((K, n * P), dtype=dtype)
-        return (lambda: numba_ops._im2col(x, KS, KS, 1, OH, OH, cols)), cols.size
+        return (lambda: numba_ops._im2col(x, KS, KS, 1, OH, OH, cols)), cols.size, (x,)
 
     def col2im(t):
         n = _rows(t, P * K)
         d, dx = arr(K, n * P), np.zeros((n, C, H, H), dtype=dtype)
-        return (lambda: numba_ops._col2im(d, KS, KS, 1, OH, OH, dx)), d.size
+        return (lambda: numba_ops._col2im(d, KS, KS, 1, OH, OH, dx)), d.size, (d,)
 
     def to_nchw(t):
         n = _rows(t, P * F)
         yw, b, y = arr(F, n * P), arr(F), np.empty((n, F, P), dtype=dtype)
-        return (lambda: numba_ops._gemm_out_to_nchw(yw, b, y)), yw.size
+        return (lambda: numba_ops._gemm_out_to_nchw(yw, b, y)), yw.size, (yw,)
 
     def from_nchw(t):
         n = _rows(t, P * F)
         dy, dyw, db = arr(n, F, P), np.empty((F, n * P), dtype=dtype), np.zeros(F, dtype=dtype)
-        return (lambda: numba_ops._nchw_to_gemm_in(dy, dyw, db)), dy.size
+        return (lambda: numba_ops._nchw_to_gemm_in(dy, dyw, db)), dy.size, (dy,)
 
     def fill(t):
-        return (lambda: np.zeros(t, dtype=dtype)), t
+        return (lambda: np.zeros(t, dtype=dtype)), t, ()
 
     def crop(t):
         x = arr(_rows(t, C * H * H), C, H + 2, H + 2)
-        return (lambda: np.ascontiguousarray(x[:, :, 1:-1, 1:-1])), x.shape[0] * C * H * H
+        return (lambda: np.ascontiguousarray(x[:, :, 1:-1, 1:-1])), x.shape[0] * C * H * H, (x,)
 
     def transpose(t):
         a = arr(16, _rows(t, 16))
-        return (lambda: np.ascontiguousarray(a.T)), a.size
+        return (lambda: np.ascontiguousarray(a.T)), a.size, (a,)
 
     def outer_sum(t):
         rows = _rows(t, 64)
         dy, x, dw = arr(1, rows), arr(1, 64), np.empty((rows, 64), dtype=dtype)
-        return (lambda: numba_ops._outer_sum(dy, x, dw)), dw.size
+        return (lambda: numba_ops._outer_sum(dy, x, dw)), dw.size, (dy, x)
 
     cases.update({f"direct_conv_{ks}x{ks}": direct(ks) for ks in (3, 5)})
     cases.update(im2col=im2col, col2im=col2im, gemm_out_to_nchw=to_nchw, nchw_to_gemm_in=from_nchw, fill=fill,
@@ -221,8 +248,9 @@ def _pass_cases(backend: str, dtype: str):
     return cases
 
 
-def _kernel_cases(ops, dtype: str):
-    """{kernel: make(target elements of its forward input) -> (fn, elements)} for the kernels priced whole."""
+def _kernel_cases(ops, dtype: str, side: int = 16):
+    """{kernel: make(target elements of its forward input) -> (fn, elements, inputs)} for the kernels priced whole
+    (the pooling kernels on planes ``side`` pixels wide)."""
     rng = np.random.default_rng(2)
 
     def arr(*shape):
@@ -232,7 +260,7 @@ def _kernel_cases(ops, dtype: str):
         return arr(_rows(t, 64), 64)
 
     def pool_input(t):
-        return arr(_rows(t, 4 * 16 * 16), 4, 16, 16)
+        return arr(_rows(t, 4 * side * side), 4, side, side)
 
     def logits(t):
         return arr(_rows(t, 16), 16)
@@ -244,7 +272,7 @@ def _kernel_cases(ops, dtype: str):
         def make(t):
             x = make_x(t)
             args = (x, *(e(x) for e in extra))
-            return (lambda: getattr(ops, name)(*args)), x.size
+            return (lambda: getattr(ops, name)(*args)), x.size, args[:1]
         return make
 
     def backward(name, make_x, grad, *extra):
@@ -252,7 +280,7 @@ def _kernel_cases(ops, dtype: str):
             x = make_x(t)
             out, cache = getattr(ops, name.replace("backward", "forward"))(x, *(e(x) for e in extra))
             dy = grad(out)
-            return (lambda: getattr(ops, name)(dy, cache)), x.size
+            return (lambda: getattr(ops, name)(dy, cache)), x.size, (dy,)
         return make
 
     def like(out):
@@ -266,7 +294,7 @@ def _kernel_cases(ops, dtype: str):
 
     def sgd(t):
         p, g, buf = arr(t), arr(t), np.zeros(t, dtype=dtype)
-        return (lambda: ops.sgd_update(p, g, buf, 0.01, 0.9, False, 0.0)), t
+        return (lambda: ops.sgd_update(p, g, buf, 0.01, 0.9, False, 0.0)), t, (g,)
 
     return {
         "relu_forward": forward("relu_forward", flat), "relu_backward": backward("relu_backward", flat, like),
@@ -280,13 +308,29 @@ def _kernel_cases(ops, dtype: str):
     }
 
 
-def _curve(make, sizes=CURVE_SIZES) -> list[list[float]]:
+def measure_curves(backend: str, dtype: str, say=lambda text: None, sizes=CURVE_SIZES, budget: float = 0.05) -> dict:
+    """Every pass and whole kernel of ``backend``: ``name`` for those whose cost per element is one number,
+    ``name@w`` for each width w of WIDTHS for those that run along rows of an image (plans.WIDE)."""
+    from minigrad import backend as be
+
+    curves = {}
+    for width in WIDTHS:
+        for cases in (_pass_cases(backend, dtype, width), _kernel_cases(be.k, dtype, width)):
+            for name, make in cases.items():
+                wide = name in plans.WIDE
+                if wide or width == WIDTHS[0]:
+                    curves[f"{name}@{width}" if wide else name] = _curve(make, sizes, budget)
+                    say(f"{name}{f' at width {width}' if wide else ''}")
+    return curves
+
+
+def _curve(make, sizes, budget: float) -> list[list[float]]:
     points = []
     for target in sizes:
-        fn, elements = make(target)
+        fn, elements, inputs = make(target)
         if points and elements <= points[-1][0]:
             continue
-        points.append([int(elements), _seconds(fn)])
+        points.append([int(elements), _seconds(fn, inputs, budget)])
     return points
 
 
@@ -325,25 +369,31 @@ def _tiny(backend: str, dtype: str) -> dict:
     xs = Tensor(r.standard_normal((1, 8)).astype(dtype))
     targets = np.zeros(1, dtype=np.int64)
 
-    def chain(layers):
-        model = nn.Sequential(nn.Linear(8, 8, dtype=dtype), *[nn.ReLU() for _ in range(layers)])
+    def chain(layers):  # Flatten layers run no kernel: the chain's growth is the module and tape cost alone
+        model = nn.Sequential(nn.Linear(8, 8, dtype=dtype), *[nn.Flatten() for _ in range(layers)])
 
         def run():
             functional.cross_entropy(model(xs), targets).backward()
-        return _seconds(run, budget=5e-3)
+        return _seconds(run)
     out["chain_1"], out["chain_n"] = chain(1), chain(1 + TINY_LAYERS)
 
-    def params(count):
+    def params(count, bare):  # the optimizer's loop over parameters, or the same updates called directly
         ps = [nn.Parameter(np.zeros(1), dtype=dtype) for _ in range(count)]
         opt = optim.SGD(ps, lr=0.01, momentum=0.9)
+        grads = [np.ones(1, dtype=dtype) for _ in ps]
 
         def run():
-            for p in ps:
-                p.grad = np.ones(1, dtype=dtype)
+            for p, g in zip(ps, grads):
+                p.grad = g
             opt.step()
             opt.zero_grad()
-        return _seconds(run, budget=5e-3)
-    out["params_1"], out["params_n"] = params(1), params(1 + TINY_LAYERS)
+
+        def direct():
+            for p, g, buf in zip(ps, grads, opt.buffers):
+                ops.sgd_update(p.data, g, buf, 0.01, 0.9, False, 0.0)
+        return _seconds(direct if bare else run)
+    out["params_1"], out["params_n"] = params(1, False), params(1 + TINY_LAYERS, False)
+    out["updates_1"], out["updates_n"] = params(1, True), params(1 + TINY_LAYERS, True)
 
     model = step_model(dtype)
     ds = data.ArrayDataset(r.integers(0, 256, (512, 28, 28)).astype(np.uint8), r.integers(0, 2, 512).astype(np.uint8),
@@ -366,52 +416,47 @@ def step_model(dtype: str):
 # -- the calibration ------------------------------------------------------------------------------------------
 
 
-def measure(backend: str, dtype: str = "float32", threads: int = 1, progress=None) -> dict:
+def measure(backend: str, dtype: str = "float32", threads: int = 1, quick: bool = False, progress=None) -> dict:
     """Every primitive of ``backend`` (numpy or numba) at ``dtype``, with the current thread settings (the
-    caller sets ``threads`` with ``machine.set_threads``; it is recorded). A minute or two."""
+    caller sets ``threads`` with ``machine.set_threads``; it is recorded). About a minute; ``quick``: a coarser
+    grid and fewer sizes, in seconds (``explain --quick``)."""
     from minigrad import backend as be
     from minigrad.machine import cpu_model
 
     if backend not in plans.BACKENDS:
         raise ValueError(f"calibration: backend must be one of {plans.BACKENDS}; got {backend!r}")
     say = progress or (lambda text: None)
+    dims = QUICK_GEMM_DIMS if quick else GEMM_DIMS
     with be.use_backend(backend):
         result = {"version": VERSION, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cpu": cpu_model(),
-                  "backend": backend, "dtype": dtype, "threads": threads, "gemm_dims": list(GEMM_DIMS)}
-        curves = {}
-        for name, make in _pass_cases(backend, dtype).items():
-            curves[name] = _curve(make)
-            say(f"pass {name}")
-        for name, make in _kernel_cases(be.k, dtype).items():
-            curves[name] = _curve(make)
-            say(f"kernel {name}")
-        result["curves"] = curves
-        if backend == "numba":
+                  "backend": backend, "dtype": dtype, "threads": threads, "quick": quick, "gemm_dims": list(dims)}
+        result["curves"] = (measure_curves(backend, dtype, say, QUICK_CURVE_SIZES, 0.005) if quick
+                            else measure_curves(backend, dtype, say))
+        guard = contextlib.nullcontext()
+        if backend == "numba":  # its GEMMs run on one BLAS thread inside its own block split
             from minigrad.kernels.numba_runtime import OneBlasThread, run_split
 
-            with OneBlasThread():
-                result["gemm"] = measure_gemm(dtype, progress=say)
+            guard = OneBlasThread()
             result["split_seconds"] = (_seconds(lambda: run_split(lambda s, e: None, threads, 1 << 62))
                                        if threads > 1 else 0.0)
-        else:
-            result["gemm"] = measure_gemm(dtype, progress=say)
+        with guard:
+            result["gemm"] = measure_gemm(dtype, dims, progress=say)
         result["tiny"] = _tiny(backend, dtype)
         say("fixed overheads")
     return result
 
 
-def load(backend: str, dtype: str = "float32", threads: int = 1, remeasure: bool = False, cache_dir=None,
-         progress=None) -> "Calibration":
-    """This machine's calibration for ``backend`` at ``dtype`` and ``threads`` (cached; measured when absent)."""
-    import os
-
+def load(backend: str, dtype: str = "float32", threads: int = 1, quick: bool = False, remeasure: bool = False,
+         cache_dir=None, progress=None) -> "Calibration":
+    """This machine's calibration for ``backend`` at ``dtype`` and ``threads`` (cached with its date; measured
+    when absent or ``remeasure``)."""
     from minigrad.machine import cpu_model
 
     from .ceilings import cached_measurement
 
-    key = f"{VERSION}|{cpu_model()}|{os.cpu_count()}|{backend}|{dtype}|{threads}"
+    key = f"{VERSION}|{cpu_model()}|{os.cpu_count()}|{backend}|{dtype}|{threads}|{'quick' if quick else 'full'}"
     return Calibration(cached_measurement("calibration", key, measure, remeasure, cache_dir, backend=backend,
-                                          dtype=dtype, threads=threads, progress=progress))
+                                          dtype=dtype, threads=threads, quick=quick, progress=progress))
 
 
 @dataclass
@@ -442,9 +487,16 @@ class Calibration:
             value += weight * grid[lo[0] + corner[0], lo[1] + corner[1], lo[2] + corner[2]]
         return float(math.exp(value) * scale)
 
-    def curve_seconds(self, name: str, elements: int) -> float:
+    def curve_seconds(self, name: str, elements: int, width: int | None = None) -> float:
         """Log-log interpolation of the named curve; below its first size the first time, beyond its last the
-        last time scaled by the elements."""
+        last time scaled by the elements. A pass along image rows (``width`` given) is interpolated in log
+        width between the curves measured at WIDTHS (the nearest one outside them)."""
+        if width is not None:
+            lo, hi = WIDTHS[0], WIDTHS[-1]
+            w = min(max(width, lo), hi)
+            f = math.log(w / lo) / math.log(hi / lo)
+            return float(math.exp((1 - f) * math.log(self.curve_seconds(f"{name}@{lo}", elements))
+                                  + f * math.log(self.curve_seconds(f"{name}@{hi}", elements))))
         if name not in self.data["curves"]:
             raise KeyError(f"the {self.backend} calibration has no curve {name!r}")
         points = np.asarray(self.data["curves"][name], dtype=np.float64)

@@ -1,9 +1,10 @@
 """Measure everything the explanation needs for one model and backend, across batch sizes.
 
-``explain(...)`` runs, in order: the machine's ceilings; a step-time sweep repeated ``repeats`` times
-(interleaved over batch sizes, so a drift of the machine hits every size alike) and what the measured curve
-says (``curve``: the plateau batch with its range, the most batching can give); the plateau model with a
-held-out check; one traced run per batch size; cProfile causes; line_profiler at the smallest and largest
+``explain(...)`` runs, in order: the machine's ceilings and, on a host backend, the cost model's prediction of
+every batch size from the machine calibration (``predict``: made before anything is timed, it is the held-out
+check); a step-time sweep repeated ``repeats`` times (interleaved over batch sizes, so a drift of the machine
+hits every size alike) and what the measured curve says (``curve``: the plateau batch with its range, the most
+batching can give); the fitted plateau model; one traced run per batch size; cProfile causes; line_profiler at the smallest and largest
 batch; every instrument against the untimed step (``reconcile``); a verdict per kernel and the split of the
 per-sample floor (``verdict``), with allocation counts from the OS; the analytic cache footprints; the gradient
 noise scale; the vectorization ladder; the counterfactuals ("what would help", each measured in a process of
@@ -26,8 +27,8 @@ from minigrad import backend, data, models, optim, progress as _progress, rng
 from minigrad.batch_sizes import DEFAULT_BATCH_SIZES, KNEE_TOLERANCE, knee
 from minigrad.machine import machine_info, versions
 
-from . import (_harness, ceilings, counterfactuals, cprofile_harness, curve, device, ladder, line_harness,
-               noise_scale, plateau, reconcile, verdict)
+from . import (_harness, calibration, ceilings, counterfactuals, cprofile_harness, curve, device, ladder,
+               line_harness, noise_scale, plans, plateau, predict, reconcile, verdict)
 from .tracer import Tracer
 
 #: Relative spread of a point's repeated step medians above which the report warns that the sweep is noisy.
@@ -191,14 +192,19 @@ def explain(model_name: str = "lenet5", batch_sizes=DEFAULT_BATCH_SIZES, dataset
     gpu = device.load_gpu() if backend.device() == "cuda" else None
     if gpu is not None:  # the kernels run on the GPU: its ceilings, not the host's, bound them
         peak, bandwidth = gpu["peak_gflops"], gpu["copy_gbps"]
-    stage("ceilings")
+    # the cost model predicts every batch size before anything is timed (host backends: plans.BACKENDS)
+    cal = calibration.load(name, "float32", threads or 1, quick=quick) if name in plans.BACKENDS else None
+    preds = predict.predict(model_name, batch_sizes, name, "float32", threads or 1, n_epoch, cal) if cal else None
+    stage("ceilings, calibration")
     rows = step_rows or step_sweep(model_name, batch_sizes, train_set, budget, 10 if quick else 30, repeats)
     fit = plateau.fit([r["batch_size"] for r in rows], [r["step_seconds"] for r in rows], n_epoch)
     measured = curve.analyse(curve.points(rows, n_epoch), n_epoch, fall, fit)
     for r in rows:
         r["epoch_seconds"] = n_epoch / r["batch_size"] * r["step_seconds"]
         r["predicted_epoch_seconds"] = fit.predict_epoch_seconds(r["batch_size"])
-    holdout = holdout_check(rows, n_epoch) if len(rows) >= 4 else []
+    first_principles = predict.explanation(preds, rows, fall, cal.data["measured_at"]) if preds else None
+    # held out: every batch size against the cost model where there is one, else the fit on every other size
+    holdout = first_principles["rows"] if first_principles else (holdout_check(rows, n_epoch) if len(rows) >= 4 else [])
     stage("step sweep")
     traced = traced_sweep(model_name, batch_sizes, train_set, 3 if quick else 5)
     stage("tracer")
@@ -247,6 +253,7 @@ def explain(model_name: str = "lenet5", batch_sizes=DEFAULT_BATCH_SIZES, dataset
         "n_epoch": n_epoch, "quick": quick, "repeats": repeats, "threads": threads, "machine": machine,
         "machine_info": machine_info(), "versions": versions(), "argv": sys.argv,
         "curve": measured.to_dict(), "sweep": rows, "plateau": fit.to_dict(), "holdout": holdout,
+        "first_principles": first_principles,
         "traced": traced, "causes": causes, "lines": lines, "instruments": instruments, "allocation": alloc,
         "verdicts": verdicts, "floor": floor, "footprints": feet, "noise": noise.to_dict(), "ladder": lad,
         "counterfactuals": what_helps, "recommendation": rec, "seconds": time.perf_counter() - t_start,
@@ -272,9 +279,10 @@ def warnings(r: dict) -> list[str]:
             if abs(gap) > LADDER_DISAGREE:
                 out.append(f"the ladder's {row['rung']} rung disagrees with the sweep by {100 * gap:+.0f}% at "
                            f"B={row['batch_size']} (the same step, timed minutes apart: the machine's load changed)")
+    model = "the cost model" if r.get("first_principles") else "the plateau model"
     for h in r["holdout"]:
         if h["miss"]:
-            out.append(f"the plateau model misses the held-out B={h['batch_size']} by {100 * h['error']:+.0f}%")
+            out.append(f"{model} misses the held-out B={h['batch_size']} by {100 * h['error']:+.0f}%")
     if not r["noise"].get("reliable", True):
         out.append(f"the gradient noise scale is not reliable: {r['noise'].get('why', 'see its interval')}")
     return out

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 class Term:
     kind: str        # gemm | pass | kernel | call | split
     what: str        # the GEMM's layout, the pass's or kernel's curve name
-    size: tuple      # (m, n, k) for a GEMM; (elements,) otherwise
+    size: tuple      # (m, n, k) for a GEMM; (elements,) or (elements, width) for a pass or kernel in WIDE
     count: int = 1   # how many times the call runs it (chunks, blocks)
 
 
@@ -50,6 +50,11 @@ CURVE_KERNELS = {
 }
 
 
+#: Passes and kernels that run along the rows of an image: priced by elements and the image's width (of the
+#: output for im2col/col2im, of the input for pooling), since a short row costs more per element.
+WIDE = ("im2col", "col2im", "maxpool2d_forward", "maxpool2d_backward")
+
+
 def _elements(shape) -> int:
     return int(math.prod(shape))
 
@@ -58,7 +63,8 @@ def plan(backend: str, call: Call, threads: int) -> list[Term]:
     """The terms of ``call`` on ``backend`` ("numpy" or "numba") running ``threads`` threads. Every plan takes
     the call's shapes, ``threads`` and ``itemsize``, whether or not its backend's decisions depend on them."""
     if call.kernel in CURVE_KERNELS:
-        return [Term("kernel", call.kernel, (_elements(call.shape["x"]),))]
+        x = call.shape["x"]
+        return [Term("kernel", call.kernel, (_elements(x), x[-1]) if call.kernel in WIDE else (_elements(x),))]
     planner = _PLANS.get((backend, call.kernel))
     if planner is None:
         raise KeyError(f"no plan for kernel {call.kernel!r} on the {backend} backend")
@@ -77,7 +83,7 @@ def _conv_geometry(N, C, H, W, F, KH, KW, stride, padding):
 def _numpy_conv2d_forward(N, C, H, W, F, KH, KW, stride, padding, bias, threads, itemsize):
     OH, OW, K, P = _conv_geometry(N, C, H, W, F, KH, KW, stride, padding)
     terms = [Term("pass", "pad", (N * C * (H + 2 * padding) * (W + 2 * padding),))] if padding else []
-    return terms + [Term("pass", "im2col", (N * P * K,)),
+    return terms + [Term("pass", "im2col", (N * P * K, OW)),
                     Term("gemm", "nt", (N * P, F, K)),
                     Term("pass", "gemm_out_to_nchw", (N * P * F,))]
 
@@ -88,7 +94,7 @@ def _numpy_conv2d_backward(N, C, H, W, F, KH, KW, stride, padding, bias, threads
     terms = [Term("pass", "nchw_to_gemm_in", (M * F,)),
              Term("gemm", "tn", (F, K, M)),
              Term("gemm", "nn", (M, K, F)),
-             Term("pass", "col2im", (M * K,))]
+             Term("pass", "col2im", (M * K, OW))]
     return terms + ([Term("pass", "column_sum", (M * F,))] if bias else [])
 
 
@@ -142,7 +148,7 @@ def _numba_conv2d_forward(N, C, H, W, F, KH, KW, stride, padding, bias, threads,
     else:
         def block(n):
             return _chunked(n, K, P, itemsize, lambda nb: [
-                Term("pass", "im2col", (K * nb * P,)), Term("gemm", "nn", (F, nb * P, K)),
+                Term("pass", "im2col", (K * nb * P, OW)), Term("gemm", "nn", (F, nb * P, K)),
                 Term("pass", "gemm_out_to_nchw", (F * nb * P,))])
     return terms + _blocks(block, N, N * F * K * P, threads)
 
@@ -153,9 +159,9 @@ def _numba_conv2d_backward(N, C, H, W, F, KH, KW, stride, padding, bias, threads
 
     def block(n):
         return _chunked(n, K, P, itemsize, lambda nb: [
-            Term("pass", "im2col", (K * nb * P,)), Term("pass", "nchw_to_gemm_in", (F * nb * P,)),
+            Term("pass", "im2col", (K * nb * P, OW)), Term("pass", "nchw_to_gemm_in", (F * nb * P,)),
             Term("gemm", "nt", (F, K, nb * P)), Term("gemm", "tn", (K, nb * P, F)),
-            Term("pass", "col2im", (K * nb * P,))])
+            Term("pass", "col2im", (K * nb * P, OW))])
     terms = [Term("pass", "fill", (N * C * Hp * Wp,))] + _blocks(block, N, 2 * N * F * K * P, threads)
     return terms + ([Term("pass", "crop", (N * C * H * W,))] if padding else [])
 

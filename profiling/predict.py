@@ -9,8 +9,9 @@ step (forward, the loss, backward, one optimizer update per parameter), prices e
              + the loop's own cost per step
     epoch(B) = (samples per epoch / B) x step(B)
 
-The fixed costs come out of the calibration's raw times on synthetic models: a chain of 33 ReLU layers
-against one (per layer), an optimizer over 33 one-element parameters against one (per parameter), a GEMM
+The fixed costs come out of the calibration's raw times on synthetic models: a chain of 33 Flatten layers
+(no kernel) against one (per layer), an optimizer over 33 one-element parameters against one, less the same
+updates called directly (per parameter), a GEMM
 kernel on its smallest shapes less its priced terms (per call), and the training loop's step on a one-layer
 model less everything else priced in it (per step). ``measure`` runs the same batch sizes for the errors.
 """
@@ -145,11 +146,10 @@ class CostModel:
 
     def __post_init__(self):
         tiny = self.cal.data["tiny"]
-        relu = self.cal.curve_seconds("relu_forward", 8) + self.cal.curve_seconds("relu_backward", 8)
         n = calibration.TINY_LAYERS
-        self.overheads["layer"] = max(0.0, (tiny["chain_n"] - tiny["chain_1"]) / n - relu)
+        self.overheads["layer"] = max(0.0, (tiny["chain_n"] - tiny["chain_1"]) / n)
         self.overheads["parameter"] = max(
-            0.0, (tiny["params_n"] - tiny["params_1"]) / n - self.cal.curve_seconds("sgd_update", 1))
+            0.0, (tiny["params_n"] - tiny["params_1"] - tiny["updates_n"] + tiny["updates_1"]) / n)
         for kernel, shape in _TINY_CALLS.items():
             terms = plans.plan(self.cal.backend, Call(kernel, {**shape, "itemsize": self.itemsize}), self.cal.threads)
             priced = sum(self._price(t).seconds for t in terms if t.kind != "call")
@@ -164,10 +164,10 @@ class CostModel:
             s = self.cal.gemm_seconds(term.what, m, n, k)
             reason = f"GEMM {m}x{n}x{k} ({term.what}) at {2 * m * n * k / s / 1e9:.1f} GFLOP/s"
         elif term.kind in ("pass", "kernel"):
-            (elements,) = term.size
-            s = self.cal.curve_seconds(term.what, elements)
-            reason = (f"{term.what}: {elements:,} elements at {elements / s / 1e9:.2f} G elements/s "
-                      f"({elements * self.itemsize / s / 1e9:.1f} GB/s of its output size)")
+            elements, width = term.size[0], (term.size[1] if len(term.size) > 1 else None)
+            s = self.cal.curve_seconds(term.what, elements, width)
+            reason = (f"{term.what}: {elements:,} elements{f' in rows of {width}' if width else ''} at "
+                      f"{_rate(elements / s)} elements/s ({_rate(elements * self.itemsize / s)}B/s)")
         elif term.kind == "call":
             s = self.overheads[term.what]
             reason = "wrapper: validation, allocation, thread guard (measured on the smallest shapes)"
@@ -195,6 +195,13 @@ class CostModel:
         return StepPrediction(batch_size, kernels, fixed, n_samples, self.cal.backend)
 
 
+def _rate(per_second: float) -> str:
+    for scale, prefix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if per_second >= scale:
+            return f"{per_second / scale:.3g} {prefix}"
+    return f"{per_second:.3g} "
+
+
 _DTYPES = {4: "float32", 8: "float64"}
 _TINY_CALLS = {f"{op}_{half}": calibration.TINY_SHAPES[op] for op in ("conv2d", "linear")
                for half in ("forward", "backward")}
@@ -219,9 +226,9 @@ def measure(model_name: str, batch_size: int, train_set, dtype: str = "float32",
             kernels: bool = False) -> dict:
     """The measured step at ``batch_size`` through the training loop (median of at least 10 and at most 200
     steps covering about ``samples`` samples, after 3 warm-up steps); with ``kernels``, the tracer's
-    seconds per step by kernel over as many further steps."""
+    seconds per step by kernel (the median over as many further steps of each step's sum of its calls)."""
     from ._harness import Harness
-    from .tracer import OUTSIDE, Tracer
+    from .tracer import Tracer
 
     steps = int(min(200, max(10, math.ceil(samples / batch_size))))
     run = Harness(model_name, batch_size, train_set, 3 + steps * (2 if kernels else 1), dtype=dtype)
@@ -230,8 +237,11 @@ def measure(model_name: str, batch_size: int, train_set, dtype: str = "float32",
     if kernels:
         with Tracer() as tr:
             run.steps(steps, around=tr.step)
-        out["by_kernel"] = {row["kernel"]: row["total_ms"] / 1e3 / steps for row in tr.table()
-                            if row["kernel"] != OUTSIDE}
+        per_step: dict[str, np.ndarray] = {}
+        for e in tr.events:
+            if e.step is not None:
+                per_step.setdefault(e.name, np.zeros(len(tr.steps)))[e.step] += e.seconds
+        out["by_kernel"] = {name: float(np.median(v)) for name, v in per_step.items()}
     return out
 
 
@@ -277,3 +287,73 @@ def format_kernels(p: StepPrediction, measured: dict | None = None) -> str:
             lines.append(f"  {name:<35} {1e6 * predicted.get(name, 0.0):>8.1f}us {1e6 * seconds:>8.1f}us "
                          f"{_error(predicted.get(name, 0.0), seconds):>7}")
     return "\n".join(lines)
+
+
+# -- what the explanation takes from the model ---------------------------------------------------------------------
+
+#: Prediction error of a batch size's epoch time that the explanation flags.
+MISS = 0.10
+
+
+def compare(preds: list[StepPrediction], rows: list[dict]) -> list[dict]:
+    """Predicted against measured (``rows``: the sweep's ``batch_size`` and median ``step_seconds``)."""
+    measured = {r["batch_size"]: r["step_seconds"] for r in rows}
+    out = []
+    for p in preds:
+        if p.batch_size in measured:
+            m = measured[p.batch_size]
+            error = p.step_seconds / m - 1
+            out.append({"batch_size": p.batch_size, "predicted_step_seconds": p.step_seconds,
+                        "measured_step_seconds": m, "predicted_epoch_seconds": p.epoch_seconds,
+                        "measured_epoch_seconds": p.n_samples / p.batch_size * m, "error": error,
+                        "miss": abs(error) > MISS})
+    return out
+
+
+def plateau_batch(preds: list[StepPrediction], fall: float) -> int | None:
+    """Where the predicted epoch time stops falling (the measured curve's criterion, on the model's points)."""
+    from . import curve
+
+    rows = [{"batch_size": p.batch_size, "step_seconds": p.step_seconds} for p in preds]
+    return curve.plateau_batch(curve.points(rows, preds[0].n_samples), fall)
+
+
+def why(preds: list[StepPrediction], top: int = 4) -> list[dict]:
+    """The kernel calls that make up the per-sample floor at the largest batch size, largest first, with how
+    much their time per sample still fell over the last doubling the prediction covers, and the term that
+    dominates each (the GEMM shape and its rate, or the pass and its throughput)."""
+    last = preds[-1]
+    before = next((p for p in reversed(preds[:-1]) if p.batch_size <= last.batch_size // 2), None)
+    rows = []
+    for i, k in enumerate(last.kernels):
+        per_sample = k.seconds / last.batch_size
+        fell = None
+        if before is not None:
+            then = before.kernels[i].seconds / before.batch_size
+            fell = 1 - per_sample / then if then > 0 else None
+        term = max(k.terms, key=lambda t: t.seconds)
+        rows.append({"layer": k.layer, "kernel": k.kernel, "us_per_sample": 1e6 * per_sample,
+                     "share": k.seconds / last.step_seconds, "fell_since": before.batch_size if before else None,
+                     "fell": fell, "reason": term.reason})
+    rows.sort(key=lambda r: -r["us_per_sample"])
+    return rows[:top]
+
+
+def explanation(preds: list[StepPrediction], rows: list[dict], fall: float, calibrated_at: str) -> dict:
+    """The cost model's part of the explain report: its rows against the sweep, its plateau, the floor's why."""
+    return {"calibrated_at": calibrated_at, "rows": compare(preds, rows), "plateau_batch": plateau_batch(preds, fall),
+            "why": why(preds), "predicted": [p.to_dict() for p in preds]}
+
+
+def summary(fp: dict) -> str:
+    """One paragraph: how close the prediction came, and what the floor is made of."""
+    errors = [r["error"] for r in fp["rows"]]
+    head = (f"From layer shapes and this machine's calibration alone, the cost model predicted every step time "
+            f"within {100 * min(errors):+.0f}% to {100 * max(errors):+.0f}% of the sweep's (predicted before it ran); "
+            f"its epoch time stops falling at B={fp['plateau_batch'] or 'none of the sizes'}.")
+    parts = []
+    for w in fp["why"][:2]:
+        fell = f", {100 * w['fell']:.0f}% less per sample than at B={w['fell_since']}" if w["fell"] is not None else ""
+        parts.append(f"{w['kernel']} of layer {w['layer']} ({w['us_per_sample']:.1f} µs per sample{fell}: "
+                     f"{w['reason']})")
+    return head + (" The per-sample floor is led by " + "; then ".join(parts) + "." if parts else "")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import counterfactuals, cprofile_harness, curve, device, noise_scale, plateau, reconcile, verdict
+from . import counterfactuals, cprofile_harness, curve, device, noise_scale, plateau, predict, reconcile, verdict
 from .ladder import format_ladder
 
 
@@ -20,6 +20,8 @@ def headline(r: dict) -> str:
     text = curve.headline(c, where)
     if r.get("gpu_bounds"):  # on the GPU, what bounds the step comes first after the curve
         text += " " + device.gpu_headline(r["model"], r["gpu_bounds"], r["gpu"])
+    if r.get("first_principles"):
+        text += " " + predict.summary(r["first_principles"])
     return text + " " + verdict.summary(r["floor"])
 
 
@@ -49,7 +51,8 @@ def _plot_plateau(r: dict, path: Path) -> None:
     ax.set_xscale("log", base=2)
     ax.set_xlabel("batch size")
     ax.set_ylabel("epoch time (s, from the median step)")
-    ax.set_title(f"{r['model']} on {r['backend']}: epoch time vs batch size (x: held-out predictions)")
+    held_out = "cost model, predicted before measuring" if r.get("first_principles") else "held-out predictions"
+    ax.set_title(f"{r['model']} on {r['backend']}: epoch time vs batch size (x: {held_out})", fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -171,11 +174,30 @@ def markdown(r: dict) -> str:
         "## The model", "",
         f"step(B) = t_fixed + B·t_sample(B), fitted to the medians: t_fixed = {1e3 * fit['t_fixed']:.3f} ms, global "
         f"t_sample = {1e6 * fit['t_sample']:.1f} µs. The model reproduces the points it was fitted to by "
-        "construction (t_sample(B) is taken from each); only the held-out check below tests it.", "",
+        "construction (t_sample(B) is taken from each): it describes; the held-out check below tests a prediction.", "",
     ]
+    fp = r.get("first_principles")
+    if fp:
+        parts += ["## First principles: the cost model", "",
+                  "Every kernel call of a step priced from the layer shapes and this machine's calibration (GEMM "
+                  "times over a grid of shapes, each memory pass and small kernel by size, the fixed costs per "
+                  f"call, layer, parameter and step; calibrated {fp['calibrated_at']}, never on this model), "
+                  "predicted before the sweep ran: every batch size is held out. `python -m minigrad.profile "
+                  f"predict --model {r['model']} --backend {r['backend']} --measure` lists every call with its "
+                  "reason.", "", predict.summary(fp), "",
+                  f"The measured curve stops falling at B={c['plateau_batch'] or 'none'}; the model's at "
+                  f"B={fp['plateau_batch'] or 'none'}.", "",
+                  "The per-sample floor at the largest batch size, by kernel call (what still falls per sample over "
+                  "the last doubling, and the term that dominates it):", "",
+                  _md_table(["layer", "kernel", "µs per sample", "share of step", "fell per sample", "dominant term"],
+                            [[w["layer"], w["kernel"], f"{w['us_per_sample']:.1f}", f"{100 * w['share']:.0f}%",
+                              f"{100 * w['fell']:.0f}% since B={w['fell_since']}" if w["fell"] is not None else "",
+                              w["reason"]] for w in fp["why"]]), ""]
     if r["holdout"]:
-        parts += ["Held-out check (fitted on every other batch size, predicting the rest; misses over "
-                  "10% are flagged):", "",
+        parts += [("Held-out check (the cost model's prediction of every batch size, made before measuring; misses "
+                   "over 10% are flagged):" if fp else
+                   "Held-out check (fitted on every other batch size, predicting the rest; misses over "
+                   "10% are flagged):"), "",
                   _md_table(["B", "measured epoch s", "predicted epoch s", "error", ""],
                             [[h["batch_size"], f"{h['measured_epoch_seconds']:.1f}",
                               f"{h['predicted_epoch_seconds']:.1f}", f"{100 * h['error']:+.1f}%",

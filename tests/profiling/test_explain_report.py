@@ -36,11 +36,12 @@ def test_explain_json_schema_and_the_plateau_model_loads_back(explained):
     r = json.loads((out / "explain.json").read_text())
     for key in ("model", "backend", "synthetic", "machine", "sweep", "plateau", "holdout", "traced", "causes",
                 "footprints", "noise", "ladder", "recommendation", "curve", "instruments", "verdicts", "floor",
-                "allocation", "counterfactuals", "warnings", "repeats", "threads"):
+                "allocation", "counterfactuals", "warnings", "repeats", "threads", "first_principles"):
         assert key in r, key
     assert r["synthetic"] is True and r["backend"] == "numpy"
     assert [s["batch_size"] for s in r["sweep"]] == [1, 2, 4, 8]
-    assert [h["batch_size"] for h in r["holdout"]] == [2, 8]
+    assert [h["batch_size"] for h in r["holdout"]] == [1, 2, 4, 8]  # every size, predicted by the cost model
+    assert r["holdout"] == r["first_principles"]["rows"]
     model = plateau.load(out / "explain.json")
     assert model.predict_epoch_seconds(4) > 0
     assert r["recommendation"]["recommended"] in (1, 2, 4, 8)
@@ -73,10 +74,23 @@ def test_explain_json_carries_every_number_the_headline_and_verdicts_use(explain
     assert rows[0]["name"] == "baseline" and all(x["gain"] > 0 for x in rows if x["applicable"])
 
 
+def test_the_held_out_predictions_come_from_the_calibration_alone(explained):
+    """The report's predictions are what the cost model gives from the cached calibration and the layer shapes,
+    recomputed here in another process without running the model."""
+    from minigrad.profiling import calibration, predict
+
+    out, _ = explained
+    r = json.loads((out / "explain.json").read_text())
+    cal = calibration.load("numpy", "float32", r["threads"], quick=True)
+    assert cal.data["measured_at"] == r["first_principles"]["calibrated_at"]
+    preds = predict.predict("lenet5", [1, 2, 4, 8], "numpy", "float32", r["threads"], r["n_epoch"], cal)
+    assert [p.step_seconds for p in preds] == pytest.approx([h["predicted_step_seconds"] for h in r["holdout"]])
+
+
 def test_explain_md_has_every_section(explained):
     out, _ = explained
     md = (out / "explain.md").read_text()
-    for section in ("## The measured curve", "## The model", "Held-out check", "## Every instrument against the "
+    for section in ("## The measured curve", "## The model", "Held-out check", "## First principles: the cost model", "## Every instrument against the "
                     "untimed step", "## Where a sample's time goes", "## Kernels: what bounds each one",
                     "## The floor", "## What would help, measured", "## Cache footprints",
                     "## line_profiler excerpts", "## Gradient noise scale", "## Vectorization ladder",

@@ -1,0 +1,102 @@
+"""The machine calibration: its lookups on synthetic tables with known answers, and a real (tiny) measurement
+that covers every term the plans can ask for."""
+
+import math
+
+import numpy as np
+import pytest
+
+from minigrad import backend, models
+from minigrad.profiling import calibration, plans, predict
+
+DIMS = [1, 4, 16, 64]
+
+
+def power_law_gemm(rate=1e9, dims=DIMS) -> dict:
+    """Every product takes exactly 2mnk / rate seconds."""
+    grid = [[[2 * m * n * k / rate for k in dims] for n in dims] for m in dims]
+    return {layout: grid for layout in calibration.GEMM_LAYOUTS}
+
+
+def test_gemm_lookup_is_exact_for_a_power_law_between_and_beyond_the_grid():
+    cal = calibration.Calibration({"backend": "numpy", "gemm_dims": DIMS, "gemm": power_law_gemm()})
+    for m, n, k in [(3, 50, 7), (1, 1, 1), (64, 64, 64), (2, 33, 5)]:
+        assert cal.gemm_seconds("nt", m, n, k) == pytest.approx(2 * m * n * k / 1e9, rel=1e-9)
+    # beyond the largest dimension the time grows with the work
+    assert cal.gemm_seconds("nn", 256, 2, 640) == pytest.approx(2 * 256 * 2 * 640 / 1e9, rel=1e-9)
+
+
+def test_a_product_too_large_to_time_is_filled_at_the_rate_of_a_measured_one():
+    grid = np.full((3, 3, 3), np.nan)
+    grid[:2, :2, :2] = 1.0
+    grid[1, 1, 1] = 4.0
+    dims = (1, 2, 8)
+    # (8, 2, 2): the largest dimension steps down to 2 (x4 the work) onto a measured cell (2, 2, 2)
+    assert calibration._filled(grid, (2, 1, 1), dims) == pytest.approx(16.0)
+    # (8, 8, 2): m steps down first (first of the largest), then n: 4.0 * 4 * 4
+    assert calibration._filled(grid, (2, 2, 1), dims) == pytest.approx(64.0)
+
+
+def test_curves_interpolate_in_log_log_floor_below_and_scale_linearly_beyond():
+    curves = {"copy": [[16, 1e-6], [1024, 64e-6]], "pool@6": [[16, 2e-6], [1024, 2e-6]],
+              "pool@30": [[16, 8e-6], [1024, 8e-6]]}
+    cal = calibration.Calibration({"backend": "numpy", "curves": curves})
+    assert cal.curve_seconds("copy", 128) == pytest.approx(8e-6)       # slope 1 in log-log: exact
+    assert cal.curve_seconds("copy", 4) == pytest.approx(1e-6)         # below: the first time
+    assert cal.curve_seconds("copy", 4096) == pytest.approx(256e-6)    # beyond: per element of the last
+    lo, hi = calibration.WIDTHS
+    assert cal.curve_seconds("pool", 100, lo) == pytest.approx(2e-6)
+    assert cal.curve_seconds("pool", 100, hi) == pytest.approx(8e-6)
+    assert cal.curve_seconds("pool", 100, math.sqrt(lo * hi)) == pytest.approx(4e-6)  # geometric in width
+    assert cal.curve_seconds("pool", 100, 1000) == pytest.approx(8e-6)  # clamped to the widest measured
+    with pytest.raises(KeyError, match="no curve 'relu'"):
+        cal.curve_seconds("relu", 10)
+
+
+@pytest.fixture(scope="module", params=["numpy", "numba"])
+def tiny_calibration(request, tmp_path_factory):
+    """A real calibration on the coarsest grid (a few seconds), cached in a directory of its own."""
+    name = request.param
+    if backend.unavailable_reason(name):
+        pytest.skip(backend.unavailable_reason(name))
+    previous = backend.get_backend()
+    backend.set_backend(name)
+    patch = pytest.MonkeyPatch()
+    patch.setattr(calibration, "QUICK_GEMM_DIMS", (1, 64, 4096))
+    patch.setattr(calibration, "QUICK_CURVE_SIZES", (64, 4096))
+    cache = tmp_path_factory.mktemp(name)
+    try:
+        cal = calibration.load(name, "float32", 1, quick=True, cache_dir=cache)
+        again = calibration.load(name, "float32", 1, quick=True, cache_dir=cache)
+    finally:
+        patch.undo()
+        backend.set_backend(previous)
+    return cal, again
+
+
+def test_a_real_calibration_prices_every_term_of_every_reference_model(tiny_calibration):
+    cal, _ = tiny_calibration
+    assert cal.data["quick"] and cal.data["gemm_dims"] == [1, 64, 4096]
+    for curve in cal.data["curves"].values():
+        assert all(seconds > 0 for _, seconds in curve)
+    for name in models.MODELS:
+        for dtype in ("float32",):
+            for b in (1, 3, 64):
+                p = predict.predict(name, [b], cal.backend, dtype, 1, 600, cal)[0]
+                assert p.step_seconds > 0 and all(k.seconds > 0 for k in p.kernels)
+                assert {t.term.kind for k in p.kernels for t in k.terms} <= {"gemm", "pass", "kernel", "call"}
+
+
+def test_the_calibration_is_cached_with_its_date(tiny_calibration):
+    cal, again = tiny_calibration
+    assert again.data == cal.data and "measured_at" in cal.data  # the second load read the first's file
+
+
+def test_a_backend_without_plans_is_refused():
+    with pytest.raises(ValueError, match="backend must be one of"):
+        calibration.measure("reference")
+
+
+def test_plans_cover_every_curve_kernel_with_a_calibration_case():
+    names = set(calibration._kernel_cases(backend.load_module("numpy"), "float32"))
+    assert names == set(plans.CURVE_KERNELS)

@@ -1,0 +1,92 @@
+"""The plans read each backend as it runs: the calls of a step are the kernels a traced step makes, and the
+Numba plans follow the backend's own decisions (direct or im2col, chunks, threads) through its TUNING."""
+
+import numpy as np
+import pytest
+
+from minigrad import backend, data, models
+from minigrad.profiling import plans, predict
+from minigrad.profiling._harness import Harness
+from minigrad.profiling.tracer import Tracer
+from minigrad.profiling.plans import Call, Term
+
+
+def _numba():
+    reason = backend.unavailable_reason("numba")
+    if reason:
+        pytest.skip(reason)
+    from minigrad.kernels import numba_runtime
+
+    return numba_runtime
+
+
+@pytest.mark.parametrize("name", ["numpy", "numba"])
+@pytest.mark.parametrize("model", sorted(models.MODELS))
+def test_a_steps_calls_are_the_kernels_a_traced_step_makes(name, model):
+    if name == "numba":
+        _numba()
+    train = data.synthetic_mnist(n_train=64, n_test=8)[0]
+    with backend.use_backend(name):
+        run = Harness(model, 3, train, 3)
+        run.steps(1)
+        with Tracer() as tr:
+            run.steps(1, around=tr.step)
+    expected = [call.kernel for _, call in predict.step_calls(models.get_model(model), 3, 4).calls]
+    assert [e.name for e in tr.events] == expected
+
+
+def conv(N=16, C=6, H=12, W=12, F=16, K=5, stride=1, padding=0):
+    return dict(N=N, C=C, H=H, W=W, F=F, KH=K, KW=K, stride=stride, padding=padding, bias=True, itemsize=4)
+
+
+def test_numpy_conv_is_im2col_one_gemm_and_the_layout_passes():
+    terms = plans.plan("numpy", Call("conv2d_forward", conv(N=2, padding=1)), threads=1)
+    assert terms == [Term("call", "conv2d_forward", ()), Term("pass", "pad", (2 * 6 * 14 * 14,)),
+                     Term("pass", "im2col", (2 * 100 * 150, 10)), Term("gemm", "nt", (200, 16, 150)),
+                     Term("pass", "gemm_out_to_nchw", (200 * 16,))]
+    back = plans.plan("numpy", Call("conv2d_backward", conv(N=2)), threads=1)
+    assert [t.what for t in back] == ["conv2d_backward", "nchw_to_gemm_in", "tn", "nn", "col2im", "column_sum"]
+
+
+def test_numba_conv_plans_follow_its_tuning():
+    rt = _numba()
+    # 150 x 64 columns of 4 bytes per sample: 6 samples fit 256 KiB, so 16 samples are chunks of 6, 6 and 4
+    with rt.tuned(conv_chunk_bytes=1 << 18, conv_direct_max_filters=8, split_min_work=1 << 62):
+        terms = plans.plan("numba", Call("conv2d_forward", conv()), threads=2)
+        im2col = [t for t in terms if t.what == "im2col"]
+        assert [(t.size[0], t.count) for t in im2col] == [(150 * 6 * 64, 2), (150 * 4 * 64, 1)]
+        assert not any(t.kind == "split" for t in terms)  # below split_min_work: one block
+        direct = plans.plan("numba", Call("conv2d_forward", conv(F=8)), threads=1)
+        assert [t.what for t in direct] == ["conv2d_forward", "direct_conv_5x5"]
+    with rt.tuned(split_min_work=1):  # split over 2 threads: the slowest block holds 8 samples, and a hand-off
+        terms = plans.plan("numba", Call("conv2d_backward", conv()), threads=2)
+        assert Term("split", "split", (2,)) in terms
+        cols = sum(t.size[0] * t.count for t in terms if t.what == "im2col")
+        assert cols == 150 * 8 * 64
+
+
+def test_numba_linear_backward_takes_the_outer_product_path_for_a_batch_of_one():
+    rt = _numba()
+    shape = dict(N=1, IN=256, OUT=120, bias=True, itemsize=4)
+    with rt.tuned(linear_outer_max_batch=1):
+        whats = [t.what for t in plans.plan("numba", Call("linear_backward", shape), threads=1)]
+    assert whats == ["linear_backward", "outer_sum", "nn", "column_sum"]
+    with rt.tuned(linear_outer_max_batch=0):
+        whats = [t.what for t in plans.plan("numba", Call("linear_backward", shape), threads=1)]
+    assert whats == ["linear_backward", "tn", "nn", "column_sum"]
+
+
+def test_a_layer_without_a_plan_is_named():
+    from minigrad import nn
+
+    with pytest.raises(KeyError, match="no plan for layer Dropout"):
+        predict.step_calls(nn.Sequential(nn.Flatten(), nn.Dropout(0.5)), 2, 4)
+    with pytest.raises(KeyError, match="no plan for kernel 'dropout_forward' on the numpy backend"):
+        plans.plan("numpy", Call("dropout_forward", {}), threads=1)
+
+
+def test_pooling_and_the_im2col_family_are_priced_by_their_row_width():
+    (term,) = plans.plan("numpy", Call("maxpool2d_forward", {"x": (4, 6, 24, 24)}), threads=1)
+    assert term == Term("kernel", "maxpool2d_forward", (4 * 6 * 24 * 24, 24))
+    (term,) = plans.plan("numpy", Call("relu_forward", {"x": (4, 6, 24, 24)}), threads=1)
+    assert term.size == (int(np.prod((4, 6, 24, 24))),)

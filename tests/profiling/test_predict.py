@@ -1,0 +1,156 @@
+"""The cost model on a synthetic calibration with known answers, and without running the model it predicts."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from minigrad import backend, models, nn
+from minigrad.profiling import calibration, plans, predict
+
+GEMM_RATE = 1e9        # every product: 2mnk / GEMM_RATE seconds
+PER_ELEMENT = 1e-9     # every pass and small kernel: PER_ELEMENT seconds per element
+LAYER, PARAMETER, STEP, CALL = 3e-6, 2e-6, 50e-6, 7e-6   # the planted fixed costs
+DIMS = [1, 4, 16, 64, 256, 1024, 4096]
+
+
+def hand_priced(term: plans.Term) -> float:
+    """A term's price under the synthetic calibration, written out independently of the model's code."""
+    if term.kind == "gemm":
+        m, n, k = term.size
+        return 2 * m * n * k / GEMM_RATE * term.count
+    if term.kind in ("pass", "kernel"):
+        return PER_ELEMENT * term.size[0] * term.count
+    return {"call": CALL, "split": 0.0}[term.kind]
+
+
+def synthetic(backend_name="numpy", itemsize=4) -> calibration.Calibration:
+    names = set(plans.CURVE_KERNELS) | {"pad", "im2col", "col2im", "gemm_out_to_nchw", "nchw_to_gemm_in",
+                                        "column_sum", "bias_add", "fill", "crop", "transpose", "outer_sum",
+                                        "direct_conv_3x3", "direct_conv_5x5"}
+    sizes = [1, 1 << 30]
+    curves = {}
+    for name in names:
+        for key in ([f"{name}@{w}" for w in calibration.WIDTHS] if name in plans.WIDE else [name]):
+            curves[key] = [[s, PER_ELEMENT * s] for s in sizes]
+    grid = [[[2 * m * n * k / GEMM_RATE for k in DIMS] for n in DIMS] for m in DIMS]
+    cal = calibration.Calibration({"backend": backend_name, "threads": 1, "gemm_dims": DIMS,
+                                   "gemm": {layout: grid for layout in calibration.GEMM_LAYOUTS},
+                                   "curves": curves, "split_seconds": 0.0, "measured_at": "synthetic"})
+    # the raw tiny times that the planted fixed costs imply
+    n = calibration.TINY_LAYERS
+    tiny = {"chain_1": 1e-4, "chain_n": 1e-4 + n * LAYER, "params_1": 1e-5, "params_n": 1e-5 + n * (PARAMETER + 1e-6),
+            "updates_1": 1e-6, "updates_n": 1e-6 + n * 1e-6}
+    for kernel, shape in predict._TINY_CALLS.items():
+        terms = plans.plan(backend_name, plans.Call(kernel, {**shape, "itemsize": itemsize}), 1)
+        tiny[kernel] = CALL + sum(hand_priced(t) for t in terms if t.kind != "call")
+    step_model = calibration.step_model("float32")
+    calls = predict.step_calls(step_model, 1, itemsize)
+    tiny["step"] = STEP + sum(hand_priced(t) for _, c in calls.calls for t in plans.plan(backend_name, c, 1)) \
+        + calls.layers * LAYER + calls.parameters * PARAMETER
+    cal.data["tiny"] = tiny
+    return cal
+
+
+@pytest.mark.parametrize("name", ["numpy", "numba"])
+def test_the_fixed_costs_come_back_from_the_raw_tiny_times(name):
+    if name == "numba" and backend.unavailable_reason("numba"):
+        pytest.skip(backend.unavailable_reason("numba"))
+    model = predict.CostModel(synthetic(name), 4)
+    assert model.overheads["layer"] == pytest.approx(LAYER)
+    assert model.overheads["parameter"] == pytest.approx(PARAMETER)
+    assert model.overheads["step"] == pytest.approx(STEP)
+    for kernel in predict._TINY_CALLS:
+        assert model.overheads[kernel] == pytest.approx(CALL)
+
+
+@pytest.mark.parametrize("name", ["numpy", "numba"])
+@pytest.mark.parametrize("model_name,batch", [("mlp", 8), ("lenet5", 5), ("convnet", 32)])
+def test_a_step_is_the_sum_of_its_priced_terms_and_fixed_costs(name, model_name, batch):
+    if name == "numba" and backend.unavailable_reason("numba"):
+        pytest.skip(backend.unavailable_reason("numba"))
+    net = models.get_model(model_name)
+    calls = predict.step_calls(net, batch, 4)
+    expected = sum(hand_priced(t) for _, c in calls.calls for t in plans.plan(name, c, 1))
+    expected += calls.layers * LAYER + calls.parameters * PARAMETER + STEP
+    p = predict.predict(model_name, [batch], name, "float32", 1, 6000, synthetic(name))[0]
+    assert p.step_seconds == pytest.approx(expected, rel=1e-9)
+    assert p.epoch_seconds == pytest.approx(6000 / batch * expected, rel=1e-9)
+
+
+def test_the_mlp_step_by_hand():
+    """mlp at B=8 on numpy, every call written out: Flatten, Linear(784, 256), ReLU, Linear(256, 10)."""
+    B = 8
+    gemms = 3 * (2 * B * 784 * 256 + 2 * B * 256 * 10)  # forward, dx and dw of each linear
+    passes = (B * 256 + B * 10) * 2                      # bias added, bias summed
+    passes += 2 * (B * 256)                              # relu forward and backward (of its input)
+    passes += 2 * (B * 10)                               # the loss forward and backward
+    passes += 784 * 256 + 256 + 256 * 10 + 10            # the four sgd updates
+    calls = 4                                            # two linear forwards, two backwards
+    expected = gemms / GEMM_RATE + PER_ELEMENT * passes + CALL * calls + 5 * LAYER + 4 * PARAMETER + STEP
+    p = predict.predict("mlp", [B], "numpy", "float32", 1, 60000, synthetic())[0]
+    assert p.step_seconds == pytest.approx(expected, rel=1e-9)
+
+
+def test_a_faster_gemm_table_changes_only_the_gemm_terms():
+    slow, fast = synthetic(), synthetic()
+    fast.data["gemm"] = {k: [[[v / 2 for v in row] for row in plane] for plane in grid]
+                         for k, grid in fast.data["gemm"].items()}
+    fast.data["tiny"] = slow.data["tiny"]
+    a = predict.predict("convnet", [16], "numpy", cal=slow)[0]
+    b = predict.predict("convnet", [16], "numpy", cal=fast)[0]
+    gemm = sum(t.seconds for k in a.kernels for t in k.terms if t.term.kind == "gemm")
+    # the derived per-call and per-step costs absorb the tiny shapes' (now cheaper) GEMMs
+    assert a.kernel_seconds - b.kernel_seconds == pytest.approx(gemm / 2, rel=0.01)
+
+
+def test_prediction_runs_no_kernel():
+    def refuse(name, fn):
+        def never(*args):
+            raise AssertionError(f"predict ran the kernel {name}")
+        return never
+
+    backend.set_kernel_hook(refuse)
+    try:
+        preds = predict.predict("lenet5", [1, 64], "numpy", cal=synthetic())
+    finally:
+        backend.set_kernel_hook(None)
+    assert preds[1].step_seconds > preds[0].step_seconds > 0
+
+
+def rows_for(preds, factor):
+    return [{"batch_size": p.batch_size, "step_seconds": p.step_seconds * factor} for p in preds]
+
+
+def test_compare_why_plateau_and_summary():
+    preds = predict.predict("lenet5", [1, 2, 4, 8, 16, 32, 64], "numpy", cal=synthetic())
+    rows = predict.compare(preds, rows_for(preds, 1.25))
+    assert [r["error"] for r in rows] == pytest.approx([1 / 1.25 - 1] * 7)
+    assert all(r["miss"] for r in rows)
+    w = predict.why(preds)
+    assert len(w) == 4 and w[0]["us_per_sample"] >= w[-1]["us_per_sample"] and w[0]["fell_since"] == 32
+    assert w[0]["reason"]
+    fp = predict.explanation(preds, rows_for(preds, 1.0), 0.05, "synthetic")
+    assert all(not r["miss"] for r in fp["rows"]) and fp["calibrated_at"] == "synthetic"
+    text = predict.summary(fp)
+    assert "within +0% to +0%" in text and "per-sample floor is led by" in text
+
+
+def test_the_table_and_the_kernel_listing():
+    preds = predict.predict("mlp", [1, 16], "numpy", cal=synthetic())
+    table = predict.format_table(preds, {16: {"step_seconds": preds[1].step_seconds * 2}})
+    assert "-50.0%" in table and table.count("\n") == 2
+    listing = predict.format_kernels(preds[1], {"linear_forward": preds[1].by_kernel()["linear_forward"]})
+    assert "GEMM 16x256x784 (nt)" in listing and "+0.0%" in listing
+
+
+def test_the_cli_predicts_measures_and_writes_json(tmp_path):
+    cmd = [sys.executable, "-m", "minigrad.profile", "predict", "--quick", "--backend", "numpy", "--model", "mlp",
+           "--batch-sizes", "1-4", "--dataset", "synthetic", "--measure", "--kernels-at", "4", "--out", str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "measured" in proc.stdout and "by kernel" in proc.stdout and "B=4: predicted step" in proc.stdout
+    out = json.loads((tmp_path / "predict.json").read_text())
+    assert [p["batch_size"] for p in out["predicted"]] == [1, 2, 4]
+    assert [m["batch_size"] for m in out["measured"]] == [1, 2, 4] and "by_kernel" in out["measured"][2]
