@@ -143,11 +143,11 @@ def write_plots(run_dir: Path, study, findings: dict) -> list[str]:
     _save(fig, out, "throughput.png", written, study)
 
     if s.mode == "train":
-        title = "Model quality vs batch size (same samples seen; labels: optimizer updates)"
+        title = "Model quality vs batch size (same samples seen; labels: optimizer updates, lr)"
         fig, (acc, loss) = _figure(study, title, 2)
         _lines(acc, study, "test_accuracy", scale=100)
         for r in study.ok_rows(study.backends[0]):  # the first backend's counts (every backend's are the same)
-            acc.annotate(f"{r['updates']:,}", (r["batch_size"], 100 * r["test_accuracy"]), fontsize=7,
+            acc.annotate(f"{r['updates']:,}\nlr {r['lr']:.2g}", (r["batch_size"], 100 * r["test_accuracy"]), fontsize=7,
                          textcoords="offset points", xytext=(0, 6), ha="center", color="C0")
         acc.set_ylabel("test accuracy (%)")
         _lines(loss, study, "final_train_loss")
