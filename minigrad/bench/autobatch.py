@@ -72,7 +72,7 @@ def _memory_probe(engine, settings, train_set, init_state) -> tuple[list[dict], 
         sizes.append(b * 2)
 
 
-def _cap_text(name: str, cap: int, settings: Settings) -> str:
+def _cap_text(name: str, cap: int) -> str:
     if name == "training set":
         return f"{cap:,} training samples"
     return f"at least {AUTO_MIN_STEPS} steps in the budget, B <= budget / {AUTO_MIN_STEPS} = {cap:,}"
@@ -160,7 +160,7 @@ def choose(engine, settings: Settings, train_set, init_state: dict) -> dict:
     memory_why = (f"largest batch whose predicted peak fits {format_bytes(budget)}: step memory ~ "
                   f"{format_bytes(intercept)} + {format_bytes(slope)} x B (least-squares line through B = {sizes}, "
                   f"measured by {measure}) plus {format_bytes(state)} of model and optimizer state -> B = {predicted}"
-                  + (f" (capped by the {cap_name}: {_cap_text(cap_name, cap, settings)}; {fits} would fit)"
+                  + (f" (capped by the {cap_name}: {_cap_text(cap_name, cap)}; {fits} would fit)"
                      if capped else "")
                   + "; measured there: " + ", ".join(
                       f"B = {c['batch_size']} needs {format_bytes(c['needed_bytes'])} "
