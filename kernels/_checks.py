@@ -93,6 +93,13 @@ def check_float(op: str, name: str, x) -> None:
     _float_array(op, name, x)
 
 
+def check_flag(op: str, name: str, value) -> None:
+    """A switch argument must be a bool (numpy's bool included), so that a shape or an array passed by mistake
+    is refused instead of read as true."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{op}: {name} must be a bool; got {type(value).__name__}")
+
+
 def check_grad(op: str, dout, like_shape) -> None:
     """The upstream gradient must have the forward output's shape."""
     if tuple(dout.shape) != tuple(like_shape):

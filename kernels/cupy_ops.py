@@ -300,10 +300,11 @@ def conv2d_forward(x, w, b, stride, padding):
     return y, (cols, w, x.shape, b is not None, stride, padding)
 
 
-def conv2d_backward(dy, cache):
-    """dW = dY^T cols, dcols = dY W (cuBLAS), dx = col2im(dcols), db = column sums of dY's (N*OH*OW, F)
-    rows (channel_sums: on an H100, CuPy's ``sum(axis=0)`` of this tall, narrow matrix took 10-30x cuDNN's
-    whole convolution)."""
+def conv2d_backward(dy, cache, need_dx=True):
+    """dW = dY^T cols, dcols = dY W (cuBLAS), dx = col2im(dcols) (None, skipped, with ``need_dx=False``),
+    db = column sums of dY's (N*OH*OW, F) rows (channel_sums: on an H100, CuPy's ``sum(axis=0)`` of this tall,
+    narrow matrix took 10-30x cuDNN's whole convolution)."""
+    _checks.check_flag("conv2d_backward", "need_dx", need_dx)
     cols, w, x_shape, has_bias, stride, padding = cache
     F, C, KH, KW = w.shape
     N, _, H, W = x_shape
@@ -315,8 +316,8 @@ def conv2d_backward(dy, cache):
     dout = xp.empty((N * OH * OW, F), dtype=cols.dtype)
     _launch("conv2d", "nchw_to_rows", cols.dtype, dout.size, dy, dout, _i(N), _i(F), _i(OH * OW))
     dw = xp.matmul(dout.T, cols).reshape(w.shape)
-    dcols = xp.matmul(dout, _c(w).reshape(F, -1))
-    dx = col2im(dcols, x_shape, KH, KW, stride, padding, OH, OW)
+    dx = (col2im(xp.matmul(dout, _c(w).reshape(F, -1)), x_shape, KH, KW, stride, padding, OH, OW) if need_dx
+          else None)
     db = channel_sums(dout, N * OH * OW, F, 1) if has_bias else None
     return dx, dw, db
 
@@ -366,14 +367,17 @@ def linear_forward(x, w, b):
     return y, (x, w, b is not None)
 
 
-def linear_backward(dy, cache):
-    """dx = dy w, dw = dy^T x (cuBLAS); db = column sums of dy (channel_sums, as in conv2d)."""
+def linear_backward(dy, cache, need_dx=True):
+    """dx = dy w (None with ``need_dx=False``), dw = dy^T x (cuBLAS); db = column sums of dy (channel_sums, as
+    in conv2d)."""
+    _checks.check_flag("linear_backward", "need_dx", need_dx)
     x, w, has_bias = cache
     N, OUT = x.shape[0], w.shape[0]
     _checks.check_grad("linear", dy, (N, OUT))
     xp = _runtime().xp
     dy = _like(dy, x.dtype)
-    return xp.matmul(dy, _c(w)), xp.matmul(dy.T, _c(x)), (channel_sums(dy, N, OUT, 1) if has_bias else None)
+    return ((xp.matmul(dy, _c(w)) if need_dx else None), xp.matmul(dy.T, _c(x)),
+            (channel_sums(dy, N, OUT, 1) if has_bias else None))
 
 
 # ----------------------------------------------------------------------------------------------------------

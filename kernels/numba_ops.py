@@ -271,14 +271,16 @@ def conv2d_forward(x, w, b, stride, padding):
     return y, (xp, w, b is not None, stride, padding)
 
 
-def conv2d_backward(dy, cache):
-    """dy: (N, F, OH, OW) -> dx (N, C, H, W), dw (F, C, KH, KW), db (F,) or None.
+def conv2d_backward(dy, cache, need_dx=True):
+    """dy: (N, F, OH, OW) -> dx (N, C, H, W) (None, skipped, with ``need_dx=False``), dw (F, C, KH, KW), db (F,)
+    or None.
 
     Per chunk: rebuild the columns, dw += dY @ cols^T, dcols = W^T @ dY, col2im into dx (dY copied into
     the chunk GEMM's layout, db summed on the way). Each thread's block of samples reduces into its own
     dw and db; they are summed at the end. (A direct backward, dw as dot products and dx as the forward
     kernel on padded dy, lost to this at every layer and batch size in the race.)
     """
+    _checks.check_flag("conv2d_backward", "need_dx", need_dx)
     xp, w, has_bias, stride, padding = cache
     N, C, Hp, Wp = xp.shape
     F, _, KH, KW = w.shape
@@ -286,7 +288,7 @@ def conv2d_backward(dy, cache):
     _checks.check_grad("conv2d_backward", dy, (N, F, OH, OW))
     dy = _c(dy)
     K, P = C * KH * KW, OH * OW
-    dxp = np.zeros_like(xp)
+    dxp = np.zeros_like(xp) if need_dx else None
     wm, dy3 = w.reshape(F, K), dy.reshape(N, F, P)
 
     def block(s, e):
@@ -297,14 +299,15 @@ def conv2d_backward(dy, cache):
             dyw = np.empty((F, (z - a) * P), dtype=xp.dtype)
             _nchw_to_gemm_in(dy3[a:z], dyw, db)
             dw += dyw @ cols.T
-            _col2im(wm.T @ dyw, KH, KW, stride, OH, OW, dxp[a:z])
+            if need_dx:
+                _col2im(wm.T @ dyw, KH, KW, stride, OH, OW, dxp[a:z])
         return dw, db
     parts = run_split(block, N, 2 * N * F * K * P)
     dw, db = parts[0]
     for dw_t, db_t in parts[1:]:
         dw += dw_t
         db += db_t
-    if padding:
+    if padding and need_dx:
         dx = np.ascontiguousarray(dxp[:, :, padding:Hp - padding, padding:Wp - padding])
     else:
         dx = dxp
@@ -457,14 +460,16 @@ def _outer_sum(dy, x, dw):
                 row[i] += g * xr[i]
 
 
-def linear_backward(dy, cache):
-    """dx = dy w: (N, IN), dw = dy^T x: (OUT, IN), db = sum of dy over the batch: (OUT,) or None.
+def linear_backward(dy, cache, need_dx=True):
+    """dx = dy w: (N, IN) (None, skipped, with ``need_dx=False``), dw = dy^T x: (OUT, IN), db = sum of dy over
+    the batch: (OUT,) or None.
 
     dw is split over blocks of its rows (output features): for batches up to
     TUNING["linear_outer_max_batch"] each block is a sum of outer products (_outer_sum), else a GEMM. dx is
     split over blocks of samples, or of input features (through dx^T, then transposed) when the batch is
     smaller than the thread count.
     """
+    _checks.check_flag("linear_backward", "need_dx", need_dx)
     x, w, has_bias = cache
     N, IN = x.shape
     OUT = w.shape[0]
@@ -479,7 +484,9 @@ def linear_backward(dy, cache):
         else:
             np.matmul(dy[:, s:e].T, x, out=dw[s:e])
     run_split(dw_block, OUT, N * IN * OUT)
-    if N >= num_threads():
+    if not need_dx:
+        dx = None
+    elif N >= num_threads():
         dx = np.empty_like(x)
 
         def dx_block(s, e):

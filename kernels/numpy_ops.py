@@ -82,15 +82,16 @@ def _nchw_to_gemm_in(dy):
     return dy.transpose(0, 2, 3, 1).reshape(N * OH * OW, F)
 
 
-def conv2d_backward(dy, cache):
-    """dW = dY^T cols, dcols = dY W, dx = col2im(dcols), db = sum of dY over (N, OH, OW)."""
+def conv2d_backward(dy, cache, need_dx=True):
+    """dW = dY^T cols, dcols = dY W, dx = col2im(dcols) (None, skipped, with ``need_dx=False``), db = sum of dY
+    over (N, OH, OW)."""
+    _checks.check_flag("conv2d_backward", "need_dx", need_dx)
     cols, w, x_shape, has_bias, stride, padding = cache
     F, C, KH, KW = w.shape
     N, _, OH, OW = dy.shape
     dout = _nchw_to_gemm_in(dy)
     dw = (dout.T @ cols).reshape(w.shape)
-    dcols = dout @ w.reshape(F, -1)
-    dx = col2im(dcols, x_shape, KH, KW, stride, padding, OH, OW)
+    dx = col2im(dout @ w.reshape(F, -1), x_shape, KH, KW, stride, padding, OH, OW) if need_dx else None
     db = dout.sum(axis=0) if has_bias else None
     return dx, dw, db
 
@@ -156,9 +157,11 @@ def linear_forward(x, w, b):
     return y, (x, w, b is not None)
 
 
-def linear_backward(dy, cache):
+def linear_backward(dy, cache, need_dx=True):
+    """dx = dy w (None with ``need_dx=False``), dw = dy^T x, db = the column sums of dy."""
+    _checks.check_flag("linear_backward", "need_dx", need_dx)
     x, w, has_bias = cache
-    return dy @ w, dy.T @ x, (dy.sum(axis=0) if has_bias else None)
+    return (dy @ w if need_dx else None), dy.T @ x, (dy.sum(axis=0) if has_bias else None)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -40,8 +40,10 @@ def conv2d_forward(x, w, b, stride, padding):
     return y, (x, w, b is not None, stride, padding)
 
 
-def conv2d_backward(dy, cache):
-    """dx, dw, db of conv2d by scattering each output's gradient back over its window."""
+def conv2d_backward(dy, cache, need_dx=True):
+    """dx, dw, db of conv2d by scattering each output's gradient back over its window. ``need_dx=False`` (the
+    input needs no gradient, e.g. a first layer): dx is not computed and comes back None."""
+    _checks.check_flag("conv2d_backward", "need_dx", need_dx)
     x, w, has_bias, stride, padding = cache
     N, C, H, W = x.shape
     F, _, KH, KW = w.shape
@@ -55,9 +57,10 @@ def conv2d_backward(dy, cache):
                 for j in range(OW):
                     g = dy[n, f, i, j]
                     hs, ws = i * stride, j * stride
-                    dxp[n, :, hs:hs + KH, ws:ws + KW] += g * w[f]
+                    if need_dx:
+                        dxp[n, :, hs:hs + KH, ws:ws + KW] += g * w[f]
                     dw[f] += g * xp[n, :, hs:hs + KH, ws:ws + KW]
-    dx = dxp[:, :, padding:padding + H, padding:padding + W].copy()
+    dx = dxp[:, :, padding:padding + H, padding:padding + W].copy() if need_dx else None
     db = dy.sum(axis=(0, 2, 3)) if has_bias else None
     return dx, dw, db
 
@@ -125,15 +128,18 @@ def linear_forward(x, w, b):
     return y, (x, w, b is not None)
 
 
-def linear_backward(dy, cache):
+def linear_backward(dy, cache, need_dx=True):
+    """dx (None with ``need_dx=False``), dw, db of y = x w^T + b."""
+    _checks.check_flag("linear_backward", "need_dx", need_dx)
     x, w, has_bias = cache
     N, IN = x.shape
     OUT = w.shape[0]
-    dx = np.zeros_like(x)
+    dx = np.zeros_like(x) if need_dx else None
     dw = np.zeros_like(w)
     for n in range(N):
         for o in range(OUT):
-            dx[n] += dy[n, o] * w[o]
+            if need_dx:
+                dx[n] += dy[n, o] * w[o]
             dw[o] += dy[n, o] * x[n]
     db = dy.sum(axis=0) if has_bias else None
     return dx, dw, db

@@ -31,7 +31,7 @@ class _Conv2d(Function):
         return y
 
     def backward(self, dy):
-        return k.conv2d_backward(dy, self.cache)
+        return k.conv2d_backward(dy, self.cache, self.needs_grad[0])
 
 
 def conv2d(x: Tensor, w: Tensor, b: Tensor | None = None, stride=1, padding=0) -> Tensor:
@@ -65,7 +65,7 @@ class _Linear(Function):
         return y
 
     def backward(self, dy):
-        return k.linear_backward(dy, self.cache)
+        return k.linear_backward(dy, self.cache, self.needs_grad[0])
 
 
 def linear(x: Tensor, w: Tensor, b: Tensor | None = None) -> Tensor:

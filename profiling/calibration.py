@@ -339,8 +339,8 @@ def _curve(make, sizes, budget: float) -> list[list[float]]:
 
 #: The smallest shapes of the GEMM kernels, on which their call cost is measured (one filter, one feature).
 TINY_SHAPES = {
-    "conv2d": dict(N=1, C=1, H=4, W=4, F=1, KH=3, KW=3, stride=1, padding=0, bias=True),
-    "linear": dict(N=1, IN=1, OUT=1, bias=True),
+    "conv2d": dict(N=1, C=1, H=4, W=4, F=1, KH=3, KW=3, stride=1, padding=0, bias=True, need_dx=True),
+    "linear": dict(N=1, IN=1, OUT=1, bias=True, need_dx=True),
 }
 
 

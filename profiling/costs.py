@@ -97,6 +97,25 @@ def kernel_costs(name: str, args: tuple) -> tuple[Cost, Cost]:
     raise KeyError(f"no cost formula for kernel {name!r}")
 
 
+def input_gradient_cost(name: str, args: tuple) -> Cost:
+    """The part of the backward cost of the op whose forward kernel ``name`` got ``args`` that computes dx (its
+    GEMM and its write): what a backward called with ``need_dx=False`` (a first layer) does not do. Zero for
+    ops without that flag."""
+    op = name[: -len("_forward")]
+    x = args[0]
+    if op == "conv2d":
+        _, w, _, stride, padding = args
+        N, C, H, W = x.shape
+        F, _, KH, KW = w.shape
+        OH = (H + 2 * padding - KH) // stride + 1
+        OW = (W + 2 * padding - KW) // stride + 1
+        return Cost(2 * N * F * OH * OW * C * KH * KW, _item(x) * N * C * H * W)
+    if op == "linear":
+        N, IN = x.shape
+        return Cost(2 * N * IN * args[1].shape[0], _item(x) * N * IN)
+    return Cost(0.0, 0.0)
+
+
 def update_cost(name: str, args: tuple) -> Cost:
     """Cost of an optimizer update call (sgd_update / adam_update) on one parameter."""
     p = args[0]

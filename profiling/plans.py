@@ -80,7 +80,7 @@ def _conv_geometry(N, C, H, W, F, KH, KW, stride, padding):
     return OH, OW, C * KH * KW, OH * OW
 
 
-def _numpy_conv2d_forward(N, C, H, W, F, KH, KW, stride, padding, bias, threads, itemsize):
+def _numpy_conv2d_forward(N, C, H, W, F, KH, KW, stride, padding, bias, need_dx, threads, itemsize):
     OH, OW, K, P = _conv_geometry(N, C, H, W, F, KH, KW, stride, padding)
     terms = [Term("pass", "pad", (N * C * (H + 2 * padding) * (W + 2 * padding),))] if padding else []
     return terms + [Term("pass", "im2col", (N * P * K, OW)),
@@ -88,22 +88,20 @@ def _numpy_conv2d_forward(N, C, H, W, F, KH, KW, stride, padding, bias, threads,
                     Term("pass", "gemm_out_to_nchw", (N * P * F,))]
 
 
-def _numpy_conv2d_backward(N, C, H, W, F, KH, KW, stride, padding, bias, threads, itemsize):
+def _numpy_conv2d_backward(N, C, H, W, F, KH, KW, stride, padding, bias, need_dx, threads, itemsize):
     OH, OW, K, P = _conv_geometry(N, C, H, W, F, KH, KW, stride, padding)
     M = N * P
-    terms = [Term("pass", "nchw_to_gemm_in", (M * F,)),
-             Term("gemm", "tn", (F, K, M)),
-             Term("gemm", "nn", (M, K, F)),
-             Term("pass", "col2im", (M * K, OW))]
+    terms = [Term("pass", "nchw_to_gemm_in", (M * F,)), Term("gemm", "tn", (F, K, M))]
+    terms += [Term("gemm", "nn", (M, K, F)), Term("pass", "col2im", (M * K, OW))] if need_dx else []
     return terms + ([Term("pass", "column_sum", (M * F,))] if bias else [])
 
 
-def _numpy_linear_forward(N, IN, OUT, bias, threads, itemsize):
+def _numpy_linear_forward(N, IN, OUT, bias, need_dx, threads, itemsize):
     return [Term("gemm", "nt", (N, OUT, IN))] + ([Term("pass", "bias_add", (N * OUT,))] if bias else [])
 
 
-def _numpy_linear_backward(N, IN, OUT, bias, threads, itemsize):
-    return ([Term("gemm", "nn", (N, IN, OUT)), Term("gemm", "tn", (OUT, IN, N))]
+def _numpy_linear_backward(N, IN, OUT, bias, need_dx, threads, itemsize):
+    return (([Term("gemm", "nn", (N, IN, OUT))] if need_dx else []) + [Term("gemm", "tn", (OUT, IN, N))]
             + ([Term("pass", "column_sum", (N * OUT,))] if bias else []))
 
 
@@ -136,7 +134,7 @@ def _chunked(nb_rows: int, K: int, P: int, itemsize: int, per_chunk) -> list[Ter
     return terms + (per_chunk(rest) if rest else [])
 
 
-def _numba_conv2d_forward(N, C, H, W, F, KH, KW, stride, padding, bias, threads, itemsize):
+def _numba_conv2d_forward(N, C, H, W, F, KH, KW, stride, padding, bias, need_dx, threads, itemsize):
     OH, OW, K, P = _conv_geometry(N, C, H, W, F, KH, KW, stride, padding)
     terms = [Term("pass", "pad", (N * C * (H + 2 * padding) * (W + 2 * padding),))] if padding else []
     Wp = W + 2 * padding
@@ -153,30 +151,33 @@ def _numba_conv2d_forward(N, C, H, W, F, KH, KW, stride, padding, bias, threads,
     return terms + _blocks(block, N, N * F * K * P, threads)
 
 
-def _numba_conv2d_backward(N, C, H, W, F, KH, KW, stride, padding, bias, threads, itemsize):
+def _numba_conv2d_backward(N, C, H, W, F, KH, KW, stride, padding, bias, need_dx, threads, itemsize):
     OH, OW, K, P = _conv_geometry(N, C, H, W, F, KH, KW, stride, padding)
     Hp, Wp = H + 2 * padding, W + 2 * padding
 
     def block(n):
         return _chunked(n, K, P, itemsize, lambda nb: [
             Term("pass", "im2col", (K * nb * P, OW)), Term("pass", "nchw_to_gemm_in", (F * nb * P,)),
-            Term("gemm", "nt", (F, K, nb * P)), Term("gemm", "tn", (K, nb * P, F)),
-            Term("pass", "col2im", (K * nb * P, OW))])
-    terms = [Term("pass", "fill", (N * C * Hp * Wp,))] + _blocks(block, N, 2 * N * F * K * P, threads)
-    return terms + ([Term("pass", "crop", (N * C * H * W,))] if padding else [])
+            Term("gemm", "nt", (F, K, nb * P))] + ([
+                Term("gemm", "tn", (K, nb * P, F)), Term("pass", "col2im", (K * nb * P, OW))] if need_dx else []))
+    terms = [Term("pass", "fill", (N * C * Hp * Wp,))] if need_dx else []
+    terms += _blocks(block, N, 2 * N * F * K * P, threads)
+    return terms + ([Term("pass", "crop", (N * C * H * W,))] if padding and need_dx else [])
 
 
-def _numba_linear_forward(N, IN, OUT, bias, threads, itemsize):
+def _numba_linear_forward(N, IN, OUT, bias, need_dx, threads, itemsize):
     terms = _blocks(lambda rows: [Term("gemm", "nt", (rows, N, IN))], OUT, N * IN * OUT, threads)
     return terms + [Term("pass", "transpose", (N * OUT,))] + ([Term("pass", "bias_add", (N * OUT,))] if bias else [])
 
 
-def _numba_linear_backward(N, IN, OUT, bias, threads, itemsize):
+def _numba_linear_backward(N, IN, OUT, bias, need_dx, threads, itemsize):
     if N <= _tuning()["linear_outer_max_batch"]:
         dw = _blocks(lambda rows: [Term("pass", "outer_sum", (rows * IN * N,))], OUT, N * IN * OUT, threads)
     else:
         dw = _blocks(lambda rows: [Term("gemm", "tn", (rows, IN, N))], OUT, N * IN * OUT, threads)
-    if N >= threads:
+    if not need_dx:
+        dx = []
+    elif N >= threads:
         dx = _blocks(lambda rows: [Term("gemm", "nn", (rows, IN, OUT))], N, N * IN * OUT, threads)
     else:
         dx = _blocks(lambda rows: [Term("gemm", "tt", (rows, N, OUT))], IN, N * IN * OUT, threads)

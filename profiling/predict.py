@@ -46,23 +46,25 @@ def step_calls(model, batch_size: int, itemsize: int) -> StepCalls:
 
     shape = (batch_size, *INPUT_SHAPE)
     forward, backward = [], []
+    need_dx = False  # the input needs no gradient until a layer with parameters has run
     for i, layer in enumerate(model):
         name = f"{i}:{type(layer).__name__}"
         if isinstance(layer, nn.Conv2d):
             N, C, H, W = shape
             s = dict(N=N, C=C, H=H, W=W, F=layer.out_channels, KH=layer.kernel_size, KW=layer.kernel_size,
-                     stride=layer.stride, padding=layer.padding, bias=layer.bias is not None, itemsize=itemsize)
+                     stride=layer.stride, padding=layer.padding, bias=layer.bias is not None, need_dx=need_dx,
+                     itemsize=itemsize)
             forward.append((name, Call("conv2d_forward", s)))
             backward.append((name, Call("conv2d_backward", s)))
             OH = (H + 2 * layer.padding - layer.kernel_size) // layer.stride + 1
             OW = (W + 2 * layer.padding - layer.kernel_size) // layer.stride + 1
-            shape = (N, layer.out_channels, OH, OW)
+            shape, need_dx = (N, layer.out_channels, OH, OW), True
         elif isinstance(layer, nn.Linear):
             s = dict(N=shape[0], IN=layer.in_features, OUT=layer.out_features, bias=layer.bias is not None,
-                     itemsize=itemsize)
+                     need_dx=need_dx, itemsize=itemsize)
             forward.append((name, Call("linear_forward", s)))
             backward.append((name, Call("linear_backward", s)))
-            shape = (shape[0], layer.out_features)
+            shape, need_dx = (shape[0], layer.out_features), True
         elif isinstance(layer, nn.ReLU):
             forward.append((name, Call("relu_forward", {"x": shape})))
             backward.append((name, Call("relu_backward", {"x": shape})))

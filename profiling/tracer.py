@@ -153,10 +153,12 @@ class Tracer:
             if is_forward:
                 fwd, bwd = costs.kernel_costs(name, args)
                 # the backward receives the forward's cache: remember its cost under the cache's identity
-                self._backward_costs[id(out[1])] = bwd
+                self._backward_costs[id(out[1])] = (bwd, costs.input_gradient_cost(name, args))
                 cost = fwd
             elif is_backward:
-                cost = self._backward_costs.pop(id(args[1]), costs.Cost(0.0, 0.0))
+                bwd, dx = self._backward_costs.pop(id(args[1]), (costs.Cost(0.0, 0.0), costs.Cost(0.0, 0.0)))
+                need_dx = len(args) < 3 or args[2]  # conv2d and linear skip dx for an input without a gradient
+                cost = bwd if need_dx else costs.Cost(bwd.flops - dx.flops, bwd.bytes - dx.bytes)
             else:
                 cost = costs.update_cost(name, args)
             event = self._record(name, t0, seconds, args, cost)

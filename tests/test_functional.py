@@ -180,3 +180,34 @@ def test_cross_entropy_on_an_empty_batch_is_the_same_error_everywhere(name):
             with pytest.raises(ValueError, match=r"cross_entropy: logits must have at least one row \(a batch of "
                                                  r"0 samples has no mean loss\); got shape \(0, 10\)"):
                 F.cross_entropy(logits, targets)
+
+
+def test_a_layer_whose_input_needs_no_gradient_asks_its_kernel_for_none():
+    """conv2d and linear pass need_dx = whether their input needs a gradient, so a first layer skips dx."""
+    from minigrad import backend
+    from minigrad.tensor import Tensor
+
+    seen = []
+
+    def record(name, fn):
+        def call(*args):
+            if name.endswith("_backward") and name.startswith(("conv2d", "linear")):
+                seen.append((name, args[2]))
+            return fn(*args)
+        return call
+
+    rng = np.random.default_rng(0)
+    w = Tensor(rng.standard_normal((2, 1, 3, 3)).astype(np.float32), requires_grad=True)
+    v = Tensor(rng.standard_normal((3, 2 * 4 * 4)).astype(np.float32), requires_grad=True)
+    for x_needs in (False, True):
+        x = Tensor(rng.standard_normal((2, 1, 6, 6)).astype(np.float32), requires_grad=x_needs)
+        backend.set_kernel_hook(record)
+        try:
+            h = F.conv2d(x, w)
+            loss = F.cross_entropy(F.linear(F.flatten(h), v), np.array([0, 1]))
+            loss.backward()
+        finally:
+            backend.set_kernel_hook(None)
+        assert (x.grad is not None) == x_needs
+    assert seen == [("linear_backward", True), ("conv2d_backward", False),
+                    ("linear_backward", True), ("conv2d_backward", True)]

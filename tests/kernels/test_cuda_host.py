@@ -353,6 +353,7 @@ def test_conv2d_equals_numpy_ops(cuda_ops, rng, case, dtype, bias):
     close(y, y_np, dtype)
     dy = rng.standard_normal(y_np.shape).astype(dtype)
     close_all(cuda_ops.conv2d_backward(dy, cache), npo.conv2d_backward(dy, cache_np), dtype)
+    close_all(cuda_ops.conv2d_backward(dy, cache, False), npo.conv2d_backward(dy, cache_np, False), dtype)
 
 
 def test_conv2d_takes_non_contiguous_inputs(cuda_ops, rng):
@@ -428,6 +429,7 @@ def test_linear_equals_numpy_ops(cuda_ops, rng, shape, dtype, bias):
     close(y, y_np, dtype)
     dy = rng.standard_normal((N, OUT)).astype(dtype)
     close_all(cuda_ops.linear_backward(dy, cache), npo.linear_backward(dy, cache_np), dtype)
+    close_all(cuda_ops.linear_backward(dy, cache, False), npo.linear_backward(dy, cache_np, False), dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

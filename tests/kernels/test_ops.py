@@ -107,6 +107,44 @@ def test_nan_propagates_through_relu_and_maxpool(ops):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CONV_CASES[:3], ids=lambda c: "N{}C{}H{}W{}F{}K{}s{}p{}".format(*c))
+def test_without_an_input_gradient_the_weight_gradients_are_unchanged(ops, rng, case, dtype):
+    """need_dx=False (a first layer): dx comes back None and dw, db equal the reference's, for conv and linear."""
+    N, C, H, W, F, K, s, p = case
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = rng.standard_normal((F, C, K, K)).astype(dtype)
+    b = rng.standard_normal(F).astype(dtype)
+    y_ref, c_ref = ref.conv2d_forward(x, w, b, s, p)
+    dy = rng.standard_normal(y_ref.shape).astype(dtype)
+    _, dw_ref, db_ref = ref.conv2d_backward(dy, c_ref)
+    for mod in (ref, ops):
+        cache = mod.conv2d_forward(*dev(mod, x, w, b), s, p)[1]
+        dx, dw, db = mod.conv2d_backward(mod.asarray(dy), cache, False)
+        assert dx is None
+        close(mod, dw, dw_ref, dtype)
+        close(mod, db, db_ref, dtype)
+    xl, wl = x.reshape(N, -1), rng.standard_normal((F, C * H * W)).astype(dtype)
+    cache_ref = ref.linear_forward(xl, wl, b)[1]
+    dyl = rng.standard_normal((N, F)).astype(dtype)
+    _, dw_ref, db_ref = ref.linear_backward(dyl, cache_ref)
+    for mod in (ref, ops):
+        dx, dw, db = mod.linear_backward(mod.asarray(dyl), mod.linear_forward(*dev(mod, xl, wl, b))[1], False)
+        assert dx is None
+        close(mod, dw, dw_ref, dtype)
+        close(mod, db, db_ref, dtype)
+
+
+def test_need_dx_must_be_a_bool(ops):
+    x, w = np.ones((1, 1, 3, 3), np.float32), np.ones((1, 1, 2, 2), np.float32)
+    y, cache = ops.conv2d_forward(*dev(ops, x, w, None), 1, 0)
+    with pytest.raises(TypeError, match="conv2d_backward: need_dx must be a bool; got tuple"):
+        ops.conv2d_backward(ops.asarray(np.ones((1, 1, 2, 2), np.float32)), cache, (1,))
+    _, cache = ops.linear_forward(*dev(ops, np.ones((2, 3), np.float32), np.ones((4, 3), np.float32), None))
+    with pytest.raises(TypeError, match="linear_backward: need_dx must be a bool; got int"):
+        ops.linear_backward(ops.asarray(np.ones((2, 4), np.float32)), cache, 1)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(1, 1, 1), (1, 7, 3), (5, 16, 9), (4, 9, 1)], ids=str)
 @pytest.mark.parametrize("bias", [True, False])
 def test_linear_matches_reference(ops, rng, shape, dtype, bias):

@@ -19,6 +19,15 @@ def test_conv2d_hand_count():
     assert bwd.bytes == 4 * (9 + 25 + 9 + 25 + 9)    # read dy, x, w; write dx, dw
 
 
+def test_without_an_input_gradient_a_backward_does_half_the_gemm_work():
+    args = (f32(1, 1, 5, 5), f32(1, 1, 3, 3), None, 1, 0)
+    dx = costs.input_gradient_cost("conv2d_forward", args)
+    assert dx.flops == 2 * 9 * 9 and dx.bytes == 4 * 25          # the dx GEMM and the write of dx
+    dx = costs.input_gradient_cost("linear_forward", (f32(2, 3), f32(4, 3), f32(4)))
+    assert dx.flops == 2 * 2 * 3 * 4 and dx.bytes == 4 * 6
+    assert costs.input_gradient_cost("relu_forward", (f32(3),)).flops == 0
+
+
 def test_conv2d_with_bias_stride_and_padding():
     # 4x4 input padded by 1 -> 6x6, 3x3 kernel, stride 2 -> 2x2 outputs; 2 filters over 3 channels, bias
     fwd, _ = costs.kernel_costs("conv2d_forward", (f32(2, 3, 4, 4), f32(2, 3, 3, 3), f32(2), 2, 1))

@@ -35,8 +35,9 @@ def test_a_steps_calls_are_the_kernels_a_traced_step_makes(name, model):
     assert [e.name for e in tr.events] == expected
 
 
-def conv(N=16, C=6, H=12, W=12, F=16, K=5, stride=1, padding=0):
-    return dict(N=N, C=C, H=H, W=W, F=F, KH=K, KW=K, stride=stride, padding=padding, bias=True, itemsize=4)
+def conv(N=16, C=6, H=12, W=12, F=16, K=5, stride=1, padding=0, need_dx=True):
+    return dict(N=N, C=C, H=H, W=W, F=F, KH=K, KW=K, stride=stride, padding=padding, bias=True, need_dx=need_dx,
+                itemsize=4)
 
 
 def test_numpy_conv_is_im2col_one_gemm_and_the_layout_passes():
@@ -46,6 +47,15 @@ def test_numpy_conv_is_im2col_one_gemm_and_the_layout_passes():
                      Term("pass", "gemm_out_to_nchw", (200 * 16,))]
     back = plans.plan("numpy", Call("conv2d_backward", conv(N=2)), threads=1)
     assert [t.what for t in back] == ["conv2d_backward", "nchw_to_gemm_in", "tn", "nn", "col2im", "column_sum"]
+    first = plans.plan("numpy", Call("conv2d_backward", conv(N=2, need_dx=False)), threads=1)
+    assert [t.what for t in first] == ["conv2d_backward", "nchw_to_gemm_in", "tn", "column_sum"]
+
+
+def test_a_models_first_layer_with_parameters_computes_no_input_gradient():
+    calls = [c for _, c in predict.step_calls(models.get_model("lenet5"), 2, 4).calls if "need_dx" in c.shape]
+    assert [(c.kernel, c.shape["need_dx"]) for c in calls if c.kernel.endswith("backward")] == [
+        ("linear_backward", True), ("linear_backward", True), ("linear_backward", True),
+        ("conv2d_backward", True), ("conv2d_backward", False)]
 
 
 def test_numba_conv_plans_follow_its_tuning():
@@ -67,7 +77,7 @@ def test_numba_conv_plans_follow_its_tuning():
 
 def test_numba_linear_backward_takes_the_outer_product_path_for_a_batch_of_one():
     rt = _numba()
-    shape = dict(N=1, IN=256, OUT=120, bias=True, itemsize=4)
+    shape = dict(N=1, IN=256, OUT=120, bias=True, need_dx=True, itemsize=4)
     with rt.tuned(linear_outer_max_batch=1):
         whats = [t.what for t in plans.plan("numba", Call("linear_backward", shape), threads=1)]
     assert whats == ["linear_backward", "outer_sum", "nn", "column_sum"]

@@ -82,7 +82,8 @@ def test_a_step_is_the_sum_of_its_priced_terms_and_fixed_costs(name, model_name,
 def test_the_mlp_step_by_hand():
     """mlp at B=8 on numpy, every call written out: Flatten, Linear(784, 256), ReLU, Linear(256, 10)."""
     B = 8
-    gemms = 3 * (2 * B * 784 * 256 + 2 * B * 256 * 10)  # forward, dx and dw of each linear
+    gemms = 3 * (2 * B * 784 * 256 + 2 * B * 256 * 10)  # forward, dx and dw of each linear ...
+    gemms -= 2 * B * 784 * 256                           # ... but the first layer's input needs no dx
     passes = (B * 256 + B * 10) * 2                      # bias added, bias summed
     passes += 2 * (B * 256)                              # relu forward and backward (of its input)
     passes += 2 * (B * 10)                               # the loss forward and backward
