@@ -341,14 +341,19 @@ def _pool_plane_bwd(dy, arg, dx, n, c, K, S):
     OW = dy.shape[3]
     for i in range(dy.shape[2]):
         dr, ar = dy[n, c, i], arg[n, c, i]
-        for r in range(K):
-            xr = dx[n, c, i * S + r]
-            for q in range(K):
-                a = r * K + q
-                if S == K:
-                    for j in range(OW):
-                        xr[j * S + q] = dr[j] if ar[j] == a else 0
-                else:
+        if S == K:  # every element of the window written (the gradient or 0): taps unrolled, selects
+            rows = dx[n, c, i * S:i * S + K]
+            zero = dr.dtype.type(0)
+            for j in range(OW):
+                d, aj = dr[j], ar[j]
+                for r in range(K):
+                    for q in range(K):
+                        rows[r, j * S + q] = d if aj == r * K + q else zero
+        else:
+            for r in range(K):
+                xr = dx[n, c, i * S + r]
+                for q in range(K):
+                    a = r * K + q
                     for j in range(OW):
                         if ar[j] == a:
                             xr[j * S + q] += dr[j]
