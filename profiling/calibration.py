@@ -9,7 +9,10 @@ Measured (never on a reference model; every array is synthetic, with shapes chos
   filled at the rate of the nearest measured cell (a large GEMM runs at the BLAS peak);
 * ``curves``: seconds against elements for each memory pass of the backend (``plans.py`` names them: im2col,
   col2im, layout changes, fills, reductions) and for each whole kernel without a GEMM (relu, pooling, the
-  loss, the optimizer update), from 16 to 4M elements;
+  loss, the optimizer update), from 16 to 4M elements. A whole kernel is timed cold, as a step calls it
+  after other kernels and Python ran, except those a step calls back to back (``plans.BACK_TO_BACK``: the
+  optimizer's update of each parameter in turn); a pass and a GEMM hot, back to back, as a kernel's own loops
+  run them (the cold start of a GEMM kernel is in its call cost, measured cold on its smallest shapes);
 * ``tiny``: raw step-level times the model turns into fixed overheads: a GEMM kernel called on the smallest
   shapes, a chain of layers that run no kernel (Flatten) through the autograd tape, an optimizer over many
   one-element parameters against the same updates called directly, and the training loop's step on a
@@ -32,7 +35,7 @@ import numpy as np
 
 from . import plans
 
-VERSION = 2  # of what a calibration holds: a cached one of another version is measured again
+VERSION = 4  # of what a calibration holds: a cached one of another version is measured again
 GEMM_DIMS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096, 16384, 65536, 262144)
 QUICK_GEMM_DIMS = (1, 16, 256, 4096, 65536)   # ``quick``: a rough calibration in seconds
 GEMM_LAYOUTS = ("nn", "nt", "tn", "tt")
@@ -59,22 +62,27 @@ _EVICT: dict = {}
 EVICT_BYTES = 4 << 20
 
 
-def _seconds(fn, inputs=(), budget: float = 0.05, most: int = 100) -> float:
-    """Median seconds of single calls of ``fn`` made as in a training step: after a warm-up call, each call
-    follows ``_evict()`` (other code and data ran since the last call) and a read of ``inputs`` (which the
-    previous kernel of a step has just written). Each result is freed before the next call: in a training
-    step's steady state the allocator reuses the memory of the step before (no page faults after the first
-    steps), and so it does here. As many calls as fit ``budget`` seconds, from 5 to ``most``."""
+def _seconds(fn, inputs=(), budget: float = 0.05, most: int = 100, cold: bool = True) -> float:
+    """Median seconds of single calls of ``fn``, after a warm-up call, as many as fit ``budget`` seconds (5 to
+    ``most``). Each result is freed before the next call: in a training step's steady state the allocator
+    reuses the memory of the step before (no page faults after the first steps), and so it does here.
+
+    cold: each call as a kernel call of a training step meets the machine: after ``_evict()`` (other code and
+        data ran since the last call) and a read of ``inputs`` (which the previous kernel has just written).
+        Otherwise (a pass or GEMM inside a kernel, run back to back with the kernel's other passes and chunks,
+        as its loops run them) the calls follow each other directly.
+    """
     def prepare():
-        _evict()
-        for a in inputs:
-            a.sum()
+        if cold:
+            _evict()
+            for a in inputs:
+                a.sum()
     fn()
     prepare()
     t0 = time.perf_counter()
     fn()
     one = time.perf_counter() - t0
-    calls = int(min(most, max(5, budget / max(one + 3e-4, 1e-7))))
+    calls = int(min(most, max(5, budget / max(one + (3e-4 if cold else 0.0), 1e-7))))
     times = []
     for _ in range(calls):
         prepare()
@@ -109,7 +117,7 @@ def measure_gemm(dtype: str, dims=GEMM_DIMS, layouts=GEMM_LAYOUTS, progress=None
             m, n, k = dims[i], dims[j], dims[l]
             if _fits(m, n, k):
                 a, b = _operands(layout, m, n, k, dtype, rng)
-                grid[i, j, l] = _seconds(lambda: a @ b, (a, b), budget=0.005, most=9)
+                grid[i, j, l] = _seconds(lambda: a @ b, budget=0.005, most=9, cold=False)
         for i, j, l in itertools.product(range(d), repeat=3):
             if np.isnan(grid[i, j, l]):
                 grid[i, j, l] = _filled(grid, (i, j, l), dims)
@@ -315,22 +323,23 @@ def measure_curves(backend: str, dtype: str, say=lambda text: None, sizes=CURVE_
 
     curves = {}
     for width in WIDTHS:
-        for cases in (_pass_cases(backend, dtype, width), _kernel_cases(be.k, dtype, width)):
+        for cases, kernels in ((_pass_cases(backend, dtype, width), False), (_kernel_cases(be.k, dtype, width), True)):
             for name, make in cases.items():
                 wide = name in plans.WIDE
                 if wide or width == WIDTHS[0]:
-                    curves[f"{name}@{width}" if wide else name] = _curve(make, sizes, budget)
+                    cold = kernels and name not in plans.BACK_TO_BACK
+                    curves[f"{name}@{width}" if wide else name] = _curve(make, sizes, budget, cold)
                     say(f"{name}{f' at width {width}' if wide else ''}")
     return curves
 
 
-def _curve(make, sizes, budget: float) -> list[list[float]]:
+def _curve(make, sizes, budget: float, cold: bool) -> list[list[float]]:
     points = []
     for target in sizes:
         fn, elements, inputs = make(target)
         if points and elements <= points[-1][0]:
             continue
-        points.append([int(elements), _seconds(fn, inputs, budget)])
+        points.append([int(elements), _seconds(fn, inputs, budget, cold=cold)])
     return points
 
 

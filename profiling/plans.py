@@ -55,6 +55,11 @@ CURVE_KERNELS = {
 WIDE = ("im2col", "col2im", "maxpool2d_forward", "maxpool2d_backward")
 
 
+#: Kernels a step calls back to back (the optimizer updates one parameter after another), so the calibration
+#: times them hot, call after call, where it times every other whole kernel cold.
+BACK_TO_BACK = ("sgd_update",)
+
+
 def _elements(shape) -> int:
     return int(math.prod(shape))
 
