@@ -113,31 +113,19 @@ def traced_sweep(model_name: str, batch_sizes, train_set, steps: int) -> list[di
 
 
 def footprints(model_name: str, batch_sizes, itemsize: int = 4) -> list[dict]:
-    """Analytic bytes per layer and batch size: each conv's im2col matrix and each layer's output."""
-    model = models.get_model(model_name)
-    shape = (1, 28, 28)
+    """Analytic bytes per layer and batch size: each conv's im2col matrix and each layer's output (the shapes
+    from the cost model's walk of the layers)."""
+    calls = predict.step_calls(models.get_model(model_name), 1, itemsize)
+    convs = {layer: call.shape for layer, call in calls.calls if call.kernel == "conv2d_forward"}
     layers = []
-    for i, layer in enumerate(model):
-        name = f"{i}:{type(layer).__name__}"
-        if isinstance(layer, models.nn.Conv2d):
-            C, H, W = shape
-            k, s, p = layer.kernel_size, layer.stride, layer.padding
-            OH, OW = (H + 2 * p - k) // s + 1, (W + 2 * p - k) // s + 1
-            layers.append({"layer": name, "kind": "im2col", "bytes_per_sample": OH * OW * C * k * k * itemsize})
-            shape = (layer.out_channels, OH, OW)
-        elif isinstance(layer, models.nn.MaxPool2d):
-            C, H, W = shape
-            k = layer.kernel_size
-            st = layer.stride or k
-            shape = (C, (H - k) // st + 1, (W - k) // st + 1)
-        elif isinstance(layer, models.nn.Flatten):
-            shape = (int(np.prod(shape)),)
-        elif isinstance(layer, models.nn.Linear):
-            shape = (layer.out_features,)
-        layers.append({"layer": name, "kind": "activation", "bytes_per_sample": int(np.prod(shape)) * itemsize})
+    for name, shape in calls.outputs:
+        if name in convs:
+            c = convs[name]
+            layers.append({"layer": name, "kind": "im2col",
+                           "bytes_per_sample": shape[2] * shape[3] * c["C"] * c["KH"] * c["KW"] * itemsize})
+        layers.append({"layer": name, "kind": "activation", "bytes_per_sample": int(np.prod(shape[1:])) * itemsize})
     return [{"batch_size": b, "layers": [dict(l, bytes=l["bytes_per_sample"] * b) for l in layers]}
             for b in batch_sizes]
-
 
 def recommend(sweep_fit: plateau.PlateauModel, rows: list[dict], b_simple: float | None) -> dict:
     """The best batch size for time-to-target, with the two reasons that bound it.

@@ -38,6 +38,7 @@ class StepCalls:
     calls: list[tuple[str, Call]]   # (layer, call) in the order the step makes them
     layers: int                     # ops on the autograd tape (every layer, and the loss)
     parameters: int
+    outputs: list[tuple[str, tuple]]  # (layer, the shape of its output) in the forward's order
 
 
 def step_calls(model, batch_size: int, itemsize: int) -> StepCalls:
@@ -45,7 +46,7 @@ def step_calls(model, batch_size: int, itemsize: int) -> StepCalls:
     from minigrad import nn
 
     shape = (batch_size, *INPUT_SHAPE)
-    forward, backward = [], []
+    forward, backward, outputs = [], [], []
     need_dx = False  # the input needs no gradient until a layer with parameters has run
     for i, layer in enumerate(model):
         name = f"{i}:{type(layer).__name__}"
@@ -78,11 +79,12 @@ def step_calls(model, batch_size: int, itemsize: int) -> StepCalls:
         else:
             raise KeyError(f"predict: no plan for layer {type(layer).__name__} (plans cover Conv2d, Linear, ReLU, "
                            "MaxPool2d, Flatten)")
+        outputs.append((name, shape))
     loss = [("loss", Call(f"{CLASSES_OUT}_forward", {"x": shape})),
             ("loss", Call(f"{CLASSES_OUT}_backward", {"x": shape}))]
     params = list(model.parameters())
     updates = [(f"param {tuple(p.shape)}", Call("sgd_update", {"x": tuple(p.shape)})) for p in params]
-    return StepCalls(forward + loss + backward[::-1] + updates, len(model) + 1, len(params))
+    return StepCalls(forward + loss + backward[::-1] + updates, len(model) + 1, len(params), outputs)
 
 
 # -- pricing ---------------------------------------------------------------------------------------------------
