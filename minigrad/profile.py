@@ -96,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--measure", action="store_true",
                    help="predict: also run every batch size (and trace --kernels-at) and print the errors")
     p.add_argument("--kernels-at", type=_batch_sizes, default=None, metavar="B,...",
-                   help="predict: list every kernel call at these batch sizes (default: the smallest and largest)")
+                   help="predict: list every kernel call at these batch sizes, predicted (and measured) with the others "
+                        "(default: the smallest and largest)")
     p.add_argument("--recalibrate", action="store_true", help="predict: measure the calibration again")
     return p
 
@@ -215,11 +216,12 @@ def _predict(args, out: Path) -> int:
                            progress=lambda text: print(f"calibrating: {text}", file=sys.stderr, flush=True))
     train_set = _train_set(args) if args.measure else None
     n_samples = len(train_set) if args.measure else args.n_samples
-    preds = predict.predict(args.model, args.batch_sizes, name, args.dtype, args.threads, n_samples, cal)
     kernels_at = args.kernels_at or sorted({min(args.batch_sizes), max(args.batch_sizes)})
+    sizes = sorted(set(args.batch_sizes) | set(kernels_at))
+    preds = predict.predict(args.model, sizes, name, args.dtype, args.threads, n_samples, cal)
     measured, traced = {}, {}
     if args.measure:
-        for b in args.batch_sizes:
+        for b in sizes:
             m = predict.measure(args.model, b, train_set, args.dtype, kernels=b in kernels_at)
             measured[b] = m
             traced[b] = m.get("by_kernel")
@@ -233,7 +235,7 @@ def _predict(args, out: Path) -> int:
     (out / "predict.json").write_text(json.dumps(
         {"model": args.model, "backend": name, "dtype": args.dtype, "threads": args.threads,
          "calibrated_at": cal.data["measured_at"], "predicted": [p.to_dict() for p in preds],
-         "measured": [measured[b] for b in args.batch_sizes if b in measured]}, indent=2))
+         "measured": [measured[b] for b in sizes if b in measured]}, indent=2))
     print(f"\npredict.json in {out}")
     return 0
 

@@ -67,12 +67,12 @@ def step_calls(model, batch_size: int, itemsize: int) -> StepCalls:
             backward.append((name, Call("linear_backward", s)))
             shape, need_dx = (shape[0], layer.out_features), True
         elif isinstance(layer, nn.ReLU):
-            forward.append((name, Call("relu_forward", {"x": shape})))
-            backward.append((name, Call("relu_backward", {"x": shape})))
+            forward.append((name, Call("relu_forward", {"x": shape, "itemsize": itemsize})))
+            backward.append((name, Call("relu_backward", {"x": shape, "itemsize": itemsize})))
         elif isinstance(layer, nn.MaxPool2d):
-            forward.append((name, Call("maxpool2d_forward", {"x": shape})))
-            backward.append((name, Call("maxpool2d_backward", {"x": shape})))
             k, st = layer.kernel_size, layer.stride or layer.kernel_size
+            forward.append((name, Call("maxpool2d_forward", {"x": shape, "kernel": k, "itemsize": itemsize})))
+            backward.append((name, Call("maxpool2d_backward", {"x": shape, "kernel": k, "itemsize": itemsize})))
             shape = (*shape[:2], (shape[2] - k) // st + 1, (shape[3] - k) // st + 1)
         elif isinstance(layer, nn.Flatten):
             shape = (shape[0], int(math.prod(shape[1:])))
@@ -80,10 +80,11 @@ def step_calls(model, batch_size: int, itemsize: int) -> StepCalls:
             raise KeyError(f"predict: no plan for layer {type(layer).__name__} (plans cover Conv2d, Linear, ReLU, "
                            "MaxPool2d, Flatten)")
         outputs.append((name, shape))
-    loss = [("loss", Call(f"{CLASSES_OUT}_forward", {"x": shape})),
-            ("loss", Call(f"{CLASSES_OUT}_backward", {"x": shape}))]
+    loss = [("loss", Call(f"{CLASSES_OUT}_forward", {"x": shape, "itemsize": itemsize})),
+            ("loss", Call(f"{CLASSES_OUT}_backward", {"x": shape, "itemsize": itemsize}))]
     params = list(model.parameters())
-    updates = [(f"param {tuple(p.shape)}", Call("sgd_update", {"x": tuple(p.shape)})) for p in params]
+    updates = [(f"param {tuple(p.shape)}", Call("sgd_update", {"x": tuple(p.shape), "itemsize": itemsize}))
+               for p in params]
     return StepCalls(forward + loss + backward[::-1] + updates, len(model) + 1, len(params), outputs)
 
 
@@ -175,6 +176,10 @@ class CostModel:
         elif term.kind == "call":
             s = self.overheads[term.what]
             reason = "wrapper: validation, allocation, thread guard (measured on the smallest shapes)"
+        elif term.kind == "alloc":
+            (nbytes,) = term.size
+            s = self.cal.fresh_memory_seconds(nbytes)
+            reason = f"{nbytes / 2**20:.0f} MiB fresh from the OS (mapped anew every step): its pages fault"
         elif term.kind == "split":
             s = self.cal.data["split_seconds"]
             reason = f"hand-off of a block to each of {term.size[0] - 1} worker thread(s)"

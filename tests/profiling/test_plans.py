@@ -96,7 +96,16 @@ def test_a_layer_without_a_plan_is_named():
 
 
 def test_pooling_and_the_im2col_family_are_priced_by_their_row_width():
-    (term,) = plans.plan("numpy", Call("maxpool2d_forward", {"x": (4, 6, 24, 24)}), threads=1)
+    (term,) = plans.plan("numpy", Call("maxpool2d_forward", {"x": (4, 6, 24, 24), "kernel": 2, "itemsize": 4}), 1)
     assert term == Term("kernel", "maxpool2d_forward", (4 * 6 * 24 * 24, 24))
-    (term,) = plans.plan("numpy", Call("relu_forward", {"x": (4, 6, 24, 24)}), threads=1)
+    (term,) = plans.plan("numpy", Call("relu_forward", {"x": (4, 6, 24, 24), "itemsize": 4}), threads=1)
     assert term.size == (int(np.prod((4, 6, 24, 24))),)
+
+
+def test_an_array_of_32_mib_or_more_is_fresh_memory_every_step():
+    big = (256, 64, 24, 24)  # 37.7 MB of float32: past glibc's largest mmap threshold
+    terms = plans.plan("numba", Call("relu_forward", {"x": big, "itemsize": 4}), threads=1)
+    assert terms[1:] == [Term("alloc", "fresh", (int(np.prod(big)) * 4,))]
+    assert len(plans.plan("numba", Call("relu_forward", {"x": big, "itemsize": 2}), threads=1)) == 1  # 18.9 MB
+    pool = plans.plan("numba", Call("maxpool2d_forward", {"x": big, "kernel": 2, "itemsize": 4}), threads=1)
+    assert [t.kind for t in pool] == ["kernel"]  # its output is a quarter of the input

@@ -11,6 +11,7 @@ from minigrad.profiling import calibration, plans, predict
 
 GEMM_RATE = 1e9        # every product: 2mnk / GEMM_RATE seconds
 PER_ELEMENT = 1e-9     # every pass and small kernel: PER_ELEMENT seconds per element
+FRESH = 2e-10          # seconds per byte taken fresh from the OS
 LAYER, PARAMETER, STEP, CALL = 3e-6, 2e-6, 50e-6, 7e-6   # the planted fixed costs
 DIMS = [1, 4, 16, 64, 256, 1024, 4096]
 
@@ -22,6 +23,8 @@ def hand_priced(term: plans.Term) -> float:
         return 2 * m * n * k / GEMM_RATE * term.count
     if term.kind in ("pass", "kernel"):
         return PER_ELEMENT * term.size[0] * term.count
+    if term.kind == "alloc":
+        return FRESH * term.size[0]
     return {"call": CALL, "split": 0.0}[term.kind]
 
 
@@ -37,7 +40,8 @@ def synthetic(backend_name="numpy", itemsize=4) -> calibration.Calibration:
     grid = [[[2 * m * n * k / GEMM_RATE for k in DIMS] for n in DIMS] for m in DIMS]
     cal = calibration.Calibration({"backend": backend_name, "threads": 1, "gemm_dims": DIMS,
                                    "gemm": {layout: grid for layout in calibration.GEMM_LAYOUTS},
-                                   "curves": curves, "split_seconds": 0.0, "measured_at": "synthetic"})
+                                   "curves": curves, "split_seconds": 0.0, "measured_at": "synthetic",
+                                   "fresh_memory": [[1 << 25, FRESH * (1 << 25)], [1 << 27, FRESH * (1 << 27)]]})
     # the raw tiny times that the planted fixed costs imply
     n = calibration.TINY_LAYERS
     tiny = {"chain_1": 1e-4, "chain_n": 1e-4 + n * LAYER, "params_1": 1e-5, "params_n": 1e-5 + n * (PARAMETER + 1e-6),
@@ -66,7 +70,7 @@ def test_the_fixed_costs_come_back_from_the_raw_tiny_times(name):
 
 
 @pytest.mark.parametrize("name", ["numpy", "numba"])
-@pytest.mark.parametrize("model_name,batch", [("mlp", 8), ("lenet5", 5), ("convnet", 32)])
+@pytest.mark.parametrize("model_name,batch", [("mlp", 8), ("lenet5", 5), ("convnet", 32), ("convnet", 300)])
 def test_a_step_is_the_sum_of_its_priced_terms_and_fixed_costs(name, model_name, batch):
     if name == "numba" and backend.unavailable_reason("numba"):
         pytest.skip(backend.unavailable_reason("numba"))
