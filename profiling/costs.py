@@ -64,18 +64,21 @@ def elementwise(n: int, fwd_flops_per: float, bwd_flops_per: float, fwd_arrays: 
     return Cost(n * fwd_flops_per, itemsize * n * fwd_arrays), Cost(n * bwd_flops_per, itemsize * n * bwd_arrays)
 
 
+def _conv_shape(args: tuple) -> tuple:
+    """(N, C, H, W, F, KH, KW, OH, OW) of conv2d_forward's arguments (x, w, b, stride, padding)."""
+    x, w, _, stride, padding = args
+    N, C, H, W = x.shape
+    F, _, KH, KW = w.shape
+    return N, C, H, W, F, KH, KW, (H + 2 * padding - KH) // stride + 1, (W + 2 * padding - KW) // stride + 1
+
+
 def kernel_costs(name: str, args: tuple) -> tuple[Cost, Cost]:
     """(forward cost, backward cost) of the op whose forward kernel ``name`` was called with ``args``."""
     op = name[: -len("_forward")]
     x = args[0]
     it = _item(x)
     if op == "conv2d":
-        _, w, b, stride, padding = args
-        N, C, H, W = x.shape
-        F, _, KH, KW = w.shape
-        OH = (H + 2 * padding - KH) // stride + 1
-        OW = (W + 2 * padding - KW) // stride + 1
-        return conv2d(N, C, H, W, F, KH, KW, OH, OW, b is not None, it)
+        return conv2d(*_conv_shape(args), args[2] is not None, it)
     if op == "linear":
         _, w, b = args
         return linear(x.shape[0], x.shape[1], w.shape[0], b is not None, it)
@@ -104,11 +107,7 @@ def input_gradient_cost(name: str, args: tuple) -> Cost:
     op = name[: -len("_forward")]
     x = args[0]
     if op == "conv2d":
-        _, w, _, stride, padding = args
-        N, C, H, W = x.shape
-        F, _, KH, KW = w.shape
-        OH = (H + 2 * padding - KH) // stride + 1
-        OW = (W + 2 * padding - KW) // stride + 1
+        N, C, H, W, F, KH, KW, OH, OW = _conv_shape(args)
         return Cost(2 * N * F * OH * OW * C * KH * KW, _item(x) * N * C * H * W)
     if op == "linear":
         N, IN = x.shape
