@@ -13,6 +13,8 @@ Measured (never on a reference model; every array is synthetic, with shapes chos
   after other kernels and Python ran, except those a step calls back to back (``plans.BACK_TO_BACK``: the
   optimizer's update of each parameter in turn); a pass and a GEMM hot, back to back, as a kernel's own loops
   run them (the cold start of a GEMM kernel is in its call cost, measured cold on its smallest shapes);
+* ``fresh_memory``: what an array of 32 MiB or more costs beyond writing it, since glibc maps one that large
+  fresh from the OS on every allocation (its pages fault on first touch);
 * ``tiny``: raw step-level times the model turns into fixed overheads: a GEMM kernel called on the smallest
   shapes, a chain of layers that run no kernel (Flatten) through the autograd tape, an optimizer over many
   one-element parameters against the same updates called directly, and the training loop's step on a

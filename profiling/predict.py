@@ -27,7 +27,7 @@ from . import calibration, plans
 from .plans import Call, Term
 
 INPUT_SHAPE = (1, 28, 28)   # the reference models' input: one MNIST image
-CLASSES_OUT = "softmax_xent"
+LOSS_KERNEL = "softmax_xent"  # cross_entropy: the loss every reference model trains with
 
 
 # -- a training step's kernel calls, from the layers' shapes ----------------------------------------------------
@@ -80,8 +80,8 @@ def step_calls(model, batch_size: int, itemsize: int) -> StepCalls:
             raise KeyError(f"predict: no plan for layer {type(layer).__name__} (plans cover Conv2d, Linear, ReLU, "
                            "MaxPool2d, Flatten)")
         outputs.append((name, shape))
-    loss = [("loss", Call(f"{CLASSES_OUT}_forward", {"x": shape, "itemsize": itemsize})),
-            ("loss", Call(f"{CLASSES_OUT}_backward", {"x": shape, "itemsize": itemsize}))]
+    loss = [("loss", Call(f"{LOSS_KERNEL}_forward", {"x": shape, "itemsize": itemsize})),
+            ("loss", Call(f"{LOSS_KERNEL}_backward", {"x": shape, "itemsize": itemsize}))]
     params = list(model.parameters())
     updates = [(f"param {tuple(p.shape)}", Call("sgd_update", {"x": tuple(p.shape), "itemsize": itemsize}))
                for p in params]
