@@ -359,7 +359,8 @@ def summary(fp: dict) -> str:
     errors = [r["error"] for r in fp["rows"]]
     head = (f"From layer shapes and this machine's calibration alone, the cost model predicted every step time "
             f"within {100 * min(errors):+.0f}% to {100 * max(errors):+.0f}% of the sweep's (predicted before it ran); "
-            f"its epoch time stops falling at B={fp['plateau_batch'] or 'none of the sizes'}.")
+            + (f"its epoch time stops falling at B={fp['plateau_batch']}." if fp["plateau_batch"]
+               else "its epoch time is still falling at the largest size."))
     parts = []
     for w in fp["why"][:2]:
         fell = f", {100 * w['fell']:.0f}% less per sample than at B={w['fell_since']}" if w["fell"] is not None else ""

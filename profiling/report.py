@@ -185,8 +185,8 @@ def markdown(r: dict) -> str:
                   "predicted before the sweep ran: every batch size is held out. `python -m minigrad.profile "
                   f"predict --model {r['model']} --backend {r['backend']} --measure` lists every call with its "
                   "reason.", "", predict.summary(fp), "",
-                  f"The measured curve stops falling at B={c['plateau_batch'] or 'none'}; the model's at "
-                  f"B={fp['plateau_batch'] or 'none'}.", "",
+                  f"Where epoch time stops falling: measured, B={c['plateau_batch'] or 'not within the sizes'}; the "
+                  f"model, B={fp['plateau_batch'] or 'not within the sizes'}.", "",
                   "The per-sample floor at the largest batch size, by kernel call (what still falls per sample over "
                   "the last doubling, and the term that dominates it):", "",
                   _md_table(["layer", "kernel", "µs per sample", "share of step", "fell per sample", "dominant term"],
