@@ -236,7 +236,8 @@ def _predict(args, out: Path) -> int:
         {"model": args.model, "backend": name, "dtype": args.dtype, "threads": args.threads,
          "calibrated_at": cal.data["measured_at"], "predicted": [p.to_dict() for p in preds],
          "measured": [measured[b] for b in sizes if b in measured]}, indent=2))
-    print(f"\npredict.json in {out}")
+    predict.plot(preds, measured, out / "predict.png", f"{args.model} on {name}, {args.dtype}")
+    print(f"\npredict.json and predict.png in {out}")
     return 0
 
 

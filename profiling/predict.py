@@ -367,3 +367,38 @@ def summary(fp: dict) -> str:
         parts.append(f"{w['kernel']} of layer {w['layer']} ({w['us_per_sample']:.1f} µs per sample{fell}: "
                      f"{w['reason']})")
     return head + (" The per-sample floor is led by " + "; then ".join(parts) + "." if parts else "")
+
+
+def plot(preds: list[StepPrediction], measured: dict, path, title: str) -> None:
+    """predict.png: predicted epoch time against B (measured points where --measure ran) and, below, the
+    predicted time per sample stacked by kernel, so that what makes the floor shows at a glance."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = [p.batch_size for p in preds]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 7), sharex=True)
+    top.plot(sizes, [p.epoch_seconds for p in preds], "-o", ms=3, label="predicted (cost model)")
+    points = [(p.batch_size, p.n_samples / p.batch_size * measured[p.batch_size]["step_seconds"]) for p in preds
+              if p.batch_size in measured]
+    if points:
+        top.plot(*zip(*points), "x", color="C3", ms=7, label="measured (median step)")
+    top.set_ylabel("epoch time (s)")
+    top.set_title(f"{title}: epoch time from first principles", fontsize=10)
+    top.legend(fontsize=8)
+    top.grid(alpha=0.3)
+    kernels = sorted({k for p in preds for k in p.by_kernel()}, key=lambda k: -preds[-1].by_kernel().get(k, 0.0))
+    layers = [[1e6 * p.by_kernel().get(k, 0.0) / p.batch_size for p in preds] for k in kernels]
+    fixed = [1e6 * sum(p.fixed.values()) / p.batch_size for p in preds]
+    colors = plt.get_cmap("tab20").colors
+    bottom.stackplot(sizes, *layers, fixed, labels=kernels + ["fixed per step"], alpha=0.85,
+                     colors=[colors[i % len(colors)] for i in range(len(kernels) + 1)])
+    bottom.set_xscale("log", base=2)
+    bottom.set_xlabel("batch size")
+    bottom.set_ylabel("predicted µs per sample")
+    bottom.legend(fontsize=7, ncol=2)
+    bottom.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -156,6 +156,7 @@ def test_the_cli_predicts_measures_and_writes_json(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert "measured" in proc.stdout and "by kernel" in proc.stdout and "B=4: predicted step" in proc.stdout
+    assert (tmp_path / "predict.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     out = json.loads((tmp_path / "predict.json").read_text())
     assert [p["batch_size"] for p in out["predicted"]] == [1, 2, 4]
     assert [m["batch_size"] for m in out["measured"]] == [1, 2, 4] and "by_kernel" in out["measured"][2]
