@@ -28,7 +28,8 @@ import statistics
 import subprocess
 import sys
 
-from benchmarks.compare_cpu import EVAL_SAMPLES, LR, MOMENTUM, WARMUP_STEPS, synthetic_mnist
+from benchmarks.compare_cpu import (EVAL_SAMPLES, LR, MOMENTUM, WARMUP_STEPS, conclude, loss_failures,
+                                     synthetic_mnist)
 
 MODELS = ("lenet5", "convnet")
 BATCH_SIZES = (1, 16, 64, 256, 1024, 4096)
@@ -173,20 +174,6 @@ def spawn(name: str, args) -> dict:
 # the report
 
 
-def loss_failures(results: dict) -> list[str]:
-    """Points whose held-out loss is not finite, or did not fall although 4 x EVAL_SAMPLES were trained on."""
-    failures = []
-    for engine, per_model in results.items():
-        for model_name, per_batch in per_model.items():
-            for batch_size, r in per_batch.items():
-                judged = r["trained"] >= 4 * EVAL_SAMPLES
-                finite = r["loss_end"] == r["loss_end"] and abs(r["loss_end"]) != float("inf")
-                if not finite or (judged and r["loss_end"] >= r["loss_start"]):
-                    failures.append(f"{engine} {model_name} B={batch_size}: loss {r['loss_start']:.4f} -> "
-                                    f"{r['loss_end']:.4f} (must be finite and lower)")
-    return failures
-
-
 def report(results: dict, models, batch_sizes) -> list[str]:
     """The table (samples/s of each engine and the ratio cupy/torch) and the target's verdict per model."""
     lines = []
@@ -241,12 +228,7 @@ def main(argv=None) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"settings": vars(args), "engines": notes}, f, indent=1)
-    failures = loss_failures(results)
-    if failures:
-        print("\nCHECK FAILED:\n  " + "\n  ".join(failures), file=sys.stderr)
-        return 1
-    print("\n# checks passed: every engine's loss finite and decreasing")
-    return 0
+    return conclude(loss_failures(results), "every engine's loss finite and decreasing")
 
 
 if __name__ == "__main__":
