@@ -112,7 +112,6 @@ class StepPrediction:
     kernels: list[KernelCost]
     fixed: dict                      # {"layers": s, "parameters": s, "step": s}
     n_samples: int
-    backend: str = ""
 
     @property
     def kernel_seconds(self) -> float:
@@ -201,7 +200,7 @@ class CostModel:
         fixed = {"layers": calls.layers * self.overheads["layer"],
                  "parameters": calls.parameters * self.overheads["parameter"],
                  "step": self.overheads["step"]}
-        return StepPrediction(batch_size, kernels, fixed, n_samples, self.cal.backend)
+        return StepPrediction(batch_size, kernels, fixed, n_samples)
 
 
 def _rate(per_second: float) -> str:
