@@ -1,8 +1,13 @@
 """Training throughput on a GPU, side by side: minigrad's cupy backend and PyTorch CUDA eager.
 
+Four engines: ``minigrad-cupy`` (the training loop as it runs by default: its step replayed from a CUDA graph,
+``minigrad.graphs``), ``minigrad-cupy-eager`` (the same step launched kernel by kernel, ``capture=False``),
+``torch-cuda`` (PyTorch's defaults, under which cuDNN may run convolutions in TF32) and ``torch-cuda-fp32``
+(TF32 off for convolutions and matmuls: IEEE float32 arithmetic, as minigrad's kernels and cuBLAS calls).
 lenet5 and convnet are trained with SGD (lr 0.01, momentum 0.9) in float32 on synthetic MNIST-shaped data
 (``compare_cpu.synthetic_mnist``) staged on the device once, so a step is the training work alone: each
-batch is a slice of device memory for both engines. Per engine, model and batch size: untimed warm-up steps
+batch is a slice of device memory for every engine (minigrad's replayed step copies it into the graph's
+input arrays, inside the timed step). Per engine, model and batch size: untimed warm-up steps
 first (NVRTC compilation, cuBLAS/cuDNN handles and the memory pools), then the median of a few timed
 repeats. A repeat's time is the sum of minigrad's training loop's ``compute_seconds`` over its steps
 (``minigrad.loop.TrainLoop``, driving torch through an adapter): forward, loss fetched to the host and
@@ -16,7 +21,7 @@ pool, streams or libraries. Without a usable GPU (no cupy, no CUDA device) it pr
 missing and exits 0. The run checks itself and exits 1 when a check fails: for every engine and point the
 loss on a fixed set of 256 training samples is finite after the timed steps and, once 1024 samples were
 trained on, below what it was before the warm-up. The target (cupy >= 1.0x torch at every batch size) is
-reported, met or missed, not asserted.
+reported against both PyTorch engines, met or missed, not asserted.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from benchmarks.compare_cpu import (EVAL_SAMPLES, LR, MOMENTUM, WARMUP_STEPS, co
 
 MODELS = ("lenet5", "convnet")
 BATCH_SIZES = (1, 16, 64, 256, 1024, 4096)
-ENGINES = ("minigrad-cupy", "torch-cuda")
+ENGINES = ("minigrad-cupy", "minigrad-cupy-eager", "torch-cuda", "torch-cuda-fp32")
 DATA_SAMPLES = 8192  # staged on the device once; batches are contiguous slices of it
 MIN_STEPS, MAX_STEPS = 10, 200
 
@@ -89,7 +94,7 @@ def make_engine(engine: str, model_name: str, x, y):
     import minigrad as mg
     from minigrad.models import get_model
 
-    if engine == "minigrad-cupy":
+    if engine.startswith("minigrad-cupy"):
         mg.set_backend("cupy")
         mg.manual_seed(0)
         model = get_model(model_name)
@@ -122,24 +127,30 @@ def measure(engine: str, model_name: str, batch_size: int, samples: int, repeats
         return [(dx[s:s + batch_size], dy[s:s + batch_size])
                 for s in (next(starts) % (len(x) - batch_size + 1) for _ in range(n))]
 
-    trainer = mg_loop.TrainLoop(model, opt, adapter=adapter)
+    trainer = mg_loop.TrainLoop(model, opt, adapter=adapter, capture=engine != "minigrad-cupy-eager")
     list(trainer.epoch(batches(WARMUP_STEPS)))
     steps = steps_per_repeat(batch_size, samples)
-    times = [sum(r.compute_seconds for r in trainer.epoch(batches(steps))) for _ in range(repeats)]
+    records = [list(trainer.epoch(batches(steps))) for _ in range(repeats)]
+    times = [sum(r.compute_seconds for r in rs) for rs in records]
     return {"rate": batch_size * steps / statistics.median(times), "loss_start": loss_start,
             "loss_end": mg_loop.evaluate(model, held, adapter)["loss"], "repeats": times,
-            "trained": batch_size * (WARMUP_STEPS + repeats * steps)}
+            "trained": batch_size * (WARMUP_STEPS + repeats * steps),
+            "captured_steps": sum(r.captured for rs in records for r in rs), "timed_steps": repeats * steps}
 
 
 def worker(args) -> dict:
     """What one child process reports: its engine's results per model and batch size, and its versions."""
-    if args.worker == "torch-cuda":
+    if args.worker.startswith("torch-cuda"):
         import torch
 
         if not torch.cuda.is_available():
             return {"unavailable": f"torch {torch.__version__} sees no CUDA device"}
+        if args.worker == "torch-cuda-fp32":
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
         info = {"version": f"torch {torch.__version__} (CUDA {torch.version.cuda})",
-                "device": torch.cuda.get_device_name(0)}
+                "device": torch.cuda.get_device_name(0),
+                "tf32": {"cudnn": torch.backends.cudnn.allow_tf32, "matmul": torch.backends.cuda.matmul.allow_tf32}}
     else:
         import cupy
 
@@ -175,22 +186,34 @@ def spawn(name: str, args) -> dict:
 
 
 def report(results: dict, models, batch_sizes) -> list[str]:
-    """The table (samples/s of each engine and the ratio cupy/torch) and the target's verdict per model."""
+    """The table (samples/s of each engine, the ratios of minigrad's default step to both PyTorch engines and
+    the share of its timed steps replayed from a graph) and the target's verdict per model and peer."""
+    short = {"minigrad-cupy": "cupy", "minigrad-cupy-eager": "cupy-eager", "torch-cuda": "torch",
+             "torch-cuda-fp32": "torch-fp32"}
     lines = []
     for model_name in models:
         lines += [f"## {model_name} (training samples/s, fp32)",
-                  f"{'batch':>6s}{'cupy':>12s}{'torch-cuda':>12s}{'cupy/torch':>12s}"]
+                  f"{'batch':>6s}" + "".join(f"{short[e]:>12s}" for e in ENGINES)
+                  + f"{'/torch':>9s}{'/torch-fp32':>12s}{'graphs':>8s}"]
         for b in batch_sizes:
-            c, t = (results[e][model_name][b]["rate"] for e in ENGINES)
-            lines.append(f"{b:6d}{c:12.0f}{t:12.0f}{c / t:11.2f}x")
+            rows = {e: results[e][model_name][b] for e in ENGINES}
+            rate = {e: r["rate"] for e, r in rows.items()}
+            mine = rows["minigrad-cupy"]
+            lines.append(f"{b:6d}" + "".join(f"{rate[e]:12.0f}" for e in ENGINES)
+                         + f"{rate['minigrad-cupy'] / rate['torch-cuda']:8.2f}x"
+                         + f"{rate['minigrad-cupy'] / rate['torch-cuda-fp32']:11.2f}x"
+                         + f"{mine['captured_steps'] / mine['timed_steps']:8.0%}")
         lines.append("")
     lines.append("## target: minigrad cupy >= 1.0x PyTorch CUDA eager at every batch size")
     for model_name in models:
-        ratios = {b: results["minigrad-cupy"][model_name][b]["rate"] / results["torch-cuda"][model_name][b]["rate"]
-                  for b in batch_sizes}
-        missed = {b: r for b, r in ratios.items() if r < 1.0}
-        verdict = "met" if not missed else "missed at " + ", ".join(f"B={b} ({r:.2f}x)" for b, r in missed.items())
-        lines.append(f"{model_name}: {verdict}; worst {min(ratios.values()):.2f}x, best {max(ratios.values()):.2f}x")
+        for peer in ("torch-cuda", "torch-cuda-fp32"):
+            ratios = {b: results["minigrad-cupy"][model_name][b]["rate"] / results[peer][model_name][b]["rate"]
+                      for b in batch_sizes}
+            missed = {b: r for b, r in ratios.items() if r < 1.0}
+            verdict = ("met" if not missed
+                       else "missed at " + ", ".join(f"B={b} ({r:.2f}x)" for b, r in missed.items()))
+            lines.append(f"{model_name} vs {peer}: {verdict}; worst {min(ratios.values()):.2f}x, best "
+                         f"{max(ratios.values()):.2f}x")
     return lines
 
 
@@ -221,9 +244,11 @@ def main(argv=None) -> int:
         return 0
     results = {e: {m: {int(b): r for b, r in per_batch.items()} for m, per_batch in notes[e]["results"].items()}
                for e in ENGINES}
+    tf32 = {e: notes[e]["tf32"] for e in ("torch-cuda", "torch-cuda-fp32")}
     print(f"# compare_gpu on {notes['minigrad-cupy']['device']}: {notes['minigrad-cupy']['version']}, "
           f"{notes['torch-cuda']['version']}; median of {args.repeats} repeats of up to {args.samples} samples "
-          f"({MIN_STEPS}-{MAX_STEPS} steps), {WARMUP_STEPS} warm-up steps, each engine in its own process\n")
+          f"({MIN_STEPS}-{MAX_STEPS} steps), {WARMUP_STEPS} warm-up steps, each engine in its own process; "
+          f"TF32 allowed: {tf32}\n")
     print("\n".join(report(results, args.models, args.batch_sizes)))
     if args.json:
         with open(args.json, "w") as f:

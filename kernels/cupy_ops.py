@@ -1,4 +1,4 @@
-"""CuPy backend: GEMMs through cuBLAS (``cupy.matmul``), every other kernel hand-written in ``cuda/*.cu``.
+"""CuPy backend: GEMMs through cuBLAS (``gemm``), every other kernel hand-written in ``cuda/*.cu``.
 
 Same names, shapes and caches' meaning as ``numpy_ops.py``; arrays are CuPy arrays on the current device.
 Each ``cuda/<layer>.cu`` file is compiled once by NVRTC through ``cupy.RawModule`` on first use; its
@@ -11,12 +11,16 @@ says what is missing on a machine without a usable GPU. The wrappers reach CuPy 
 ``_runtime()``; tests/kernels/test_cuda_host.py swaps it for NumPy plus the same ``.cu`` kernels compiled
 by g++ under a host shim, which runs these exact wrappers and kernels on the CPU.
 
+``StepGraph`` records a whole training step as a CUDA graph and replays it (one launch for the step's
+hundred-odd kernels, no Python per kernel); ``minigrad.graphs`` decides when the training loop uses it.
+
 GPU measurement helpers (not part of the kernel contract): ``memory_info()`` / ``reset_peak()`` read the
 CuPy memory pool, ``time_gpu(fn, repeats)`` times with CUDA events.
 """
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import functools
 import importlib
@@ -145,6 +149,88 @@ class _Runtime:
     xp: types.ModuleType
     kernel: Callable[[str, str], Callable]
     synchronize: Callable[[], None]
+    #: ``matmul(a, b)``: the 2-D product as a new C-contiguous array, each operand C- or F-contiguous.
+    matmul: Callable
+    #: Whether the current stream is being captured into a CUDA graph (nothing may wait for the device then).
+    capturing: Callable[[], bool]
+
+
+#: cuBLAS's workspace (its recommendation for Hopper), allocated once: with a fixed workspace a cuBLAS call
+#: allocates nothing, which is what lets a CUDA graph capture it.
+CUBLAS_WORKSPACE_BYTES = 32 << 20
+
+
+class CublasGemm:
+    """GEMMs through cuBLAS's C API (ctypes), on CuPy's handle and CuPy's current stream.
+
+    CuPy refuses every cuBLAS call while a stream is being captured into a CUDA graph (its wrapper will not
+    point the handle at a capturing stream, because of the workspace cuBLAS might allocate); cuBLAS itself
+    captures fine once it has a fixed workspace. So this backend calls ``cublasSgemm_v2``/``cublasDgemm_v2``
+    directly, in the eager step and in the captured one alike: one GEMM path, with results identical to
+    ``cupy.matmul`` (the same library and algorithm; the GPU tests compare them). The library is the one CuPy
+    loaded, found by its path in this process's memory map.
+    """
+
+    _N, _T = 0, 1  # cublasOperation_t
+
+    def __init__(self, cupy):
+        self.cupy = cupy
+        cupy.cuda.device.get_cublas_handle()  # makes CuPy load libcublas
+        with open("/proc/self/maps") as maps:
+            paths = sorted({line.split()[-1] for line in maps if "/libcublas.so" in line})
+        if not paths:
+            raise BackendUnavailable("backend 'cupy' is not available: CuPy's cuBLAS library is not loaded in "
+                                     "this process (looked for libcublas.so in /proc/self/maps)")
+        self.lib = ctypes.CDLL(paths[0])
+        self.workspaces = {}
+        scalars = {np.dtype(np.float32): ctypes.c_float, np.dtype(np.float64): ctypes.c_double}
+        self.routines = {dt: (getattr(self.lib, "cublasSgemm_v2" if dt == np.float32 else "cublasDgemm_v2"),
+                              ctypes.byref(c(1.0)), ctypes.byref(c(0.0))) for dt, c in scalars.items()}
+
+    def _handle(self) -> ctypes.c_void_p:
+        handle = self.cupy.cuda.device.get_cublas_handle()
+        if handle not in self.workspaces:  # one workspace per handle (per device), set once
+            ws = self.cupy.empty(CUBLAS_WORKSPACE_BYTES, dtype=np.uint8)
+            self._check("cublasSetWorkspace_v2", self.lib.cublasSetWorkspace_v2(
+                ctypes.c_void_p(handle), ctypes.c_void_p(ws.data.ptr), ctypes.c_size_t(ws.nbytes)))
+            self.workspaces[handle] = ws
+        return ctypes.c_void_p(handle)
+
+    @staticmethod
+    def _check(call: str, status: int) -> None:
+        if status != 0:
+            raise RuntimeError(f"cupy backend: {call} failed with cuBLAS status {status}")
+
+    @classmethod
+    def _operand(cls, a):
+        """(operation, leading dimension, array) for a row-major operand seen column-major by cuBLAS."""
+        if a.flags.c_contiguous:
+            return cls._N, max(1, a.shape[1]), a
+        if a.flags.f_contiguous:
+            return cls._T, max(1, a.shape[0]), a
+        a = a.copy()
+        return cls._N, max(1, a.shape[1]), a
+
+    def __call__(self, a, b):
+        if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0] or a.dtype != b.dtype:
+            raise ValueError(f"cupy backend: gemm needs 2-D operands (m, k) @ (k, n) of one dtype; got "
+                             f"{a.shape} {a.dtype} @ {b.shape} {b.dtype}")
+        # Row-major C = A B is column-major C^T = B^T A^T: cuBLAS gets B first and writes C with ldc = n.
+        (m, k), n = a.shape, b.shape[1]
+        c = self.cupy.empty((m, n), dtype=a.dtype)
+        if m == 0 or n == 0:
+            return c
+        if k == 0:
+            c.fill(0)
+            return c
+        (op_a, lda, a), (op_b, ldb, b) = self._operand(a), self._operand(b)
+        gemm, one, zero = self.routines[np.dtype(a.dtype)]
+        handle = self._handle()
+        self._check("cublasSetStream_v2", self.lib.cublasSetStream_v2(
+            handle, ctypes.c_void_p(self.cupy.cuda.get_current_stream().ptr)))
+        self._check(gemm.__name__, gemm(handle, op_b, op_a, n, m, k, one, ctypes.c_void_p(b.data.ptr), ldb,
+                                        ctypes.c_void_p(a.data.ptr), lda, zero, ctypes.c_void_p(c.data.ptr), n))
+        return c
 
 
 @functools.lru_cache(maxsize=None)
@@ -162,7 +248,8 @@ def _runtime() -> _Runtime:
     def kernel(stem: str, name: str):
         return module(stem).get_function(name)
 
-    return _Runtime(xp=cupy, kernel=kernel, synchronize=lambda: cupy.cuda.Device().synchronize())
+    return _Runtime(xp=cupy, kernel=kernel, synchronize=lambda: cupy.cuda.Device().synchronize(),
+                    matmul=CublasGemm(cupy), capturing=lambda: cupy.cuda.get_current_stream().is_capturing())
 
 
 #: The largest index a 32-bit entry point may meet (C's INT_MAX).
@@ -231,6 +318,15 @@ def _check_in_place(op: str, dtype, **arrays) -> None:
             raise ValueError(f"{op}: {name} must be C-contiguous (it is updated in place)")
 
 
+class NotCapturable(RuntimeError):
+    """A kernel call that a CUDA graph cannot replay correctly was met while a step was being recorded."""
+
+
+def _refuse_capture(op: str, why: str) -> None:
+    if _runtime().capturing():
+        raise NotCapturable(f"{op} cannot be recorded in a CUDA graph: {why}")
+
+
 # ----------------------------------------------------------------------------------------------------------
 # per-channel sums (bias gradients, batch norm's statistics)
 
@@ -293,7 +389,7 @@ def conv2d_forward(x, w, b, stride, padding):
     N, C, H, W, F, KH, KW, OH, OW = _checks.check_conv2d(x, w, b, stride, padding)
     xp = _runtime().xp
     cols = im2col(x, KH, KW, stride, padding)
-    out = _c(xp.matmul(cols, _c(w).reshape(F, -1).T))  # (N*OH*OW, F): the one GEMM
+    out = _runtime().matmul(cols, _c(w).reshape(F, -1).T)  # (N*OH*OW, F): the one GEMM
     y = xp.empty((N, F, OH, OW), dtype=x.dtype)
     _launch("conv2d", "rows_to_nchw", x.dtype, y.size, out, None if b is None else _c(b), y, _i(N), _i(F),
             _i(OH * OW))
@@ -311,12 +407,12 @@ def conv2d_backward(dy, cache, need_dx=True):
     OH = (H + 2 * padding - KH) // stride + 1
     OW = (W + 2 * padding - KW) // stride + 1
     _checks.check_grad("conv2d", dy, (N, F, OH, OW))
-    xp = _runtime().xp
+    xp, gemm = _runtime().xp, _runtime().matmul
     dy = _like(dy, cols.dtype)
     dout = xp.empty((N * OH * OW, F), dtype=cols.dtype)
     _launch("conv2d", "nchw_to_rows", cols.dtype, dout.size, dy, dout, _i(N), _i(F), _i(OH * OW))
-    dw = xp.matmul(dout.T, cols).reshape(w.shape)
-    dx = (col2im(xp.matmul(dout, _c(w).reshape(F, -1)), x_shape, KH, KW, stride, padding, OH, OW) if need_dx
+    dw = gemm(dout.T, cols).reshape(w.shape)
+    dx = (col2im(gemm(dout, _c(w).reshape(F, -1)), x_shape, KH, KW, stride, padding, OH, OW) if need_dx
           else None)
     db = channel_sums(dout, N * OH * OW, F, 1) if has_bias else None
     return dx, dw, db
@@ -361,7 +457,7 @@ def maxpool2d_backward(dy, cache):
 def linear_forward(x, w, b):
     """x: (N, IN), w: (OUT, IN), b: (OUT,) or None -> y = x w^T + b: (N, OUT). cache: (x, w, has_bias)."""
     N, IN, OUT = _checks.check_linear(x, w, b)
-    y = _c(_runtime().xp.matmul(_c(x), _c(w).T))
+    y = _runtime().matmul(_c(x), _c(w).T)
     if b is not None:
         _launch("linear", "add_bias_rows", y.dtype, y.size, y, _c(b), _i(N), _i(OUT))
     return y, (x, w, b is not None)
@@ -374,9 +470,9 @@ def linear_backward(dy, cache, need_dx=True):
     x, w, has_bias = cache
     N, OUT = x.shape[0], w.shape[0]
     _checks.check_grad("linear", dy, (N, OUT))
-    xp = _runtime().xp
+    gemm = _runtime().matmul
     dy = _like(dy, x.dtype)
-    return ((xp.matmul(dy, _c(w)) if need_dx else None), xp.matmul(dy.T, _c(x)),
+    return ((gemm(dy, _c(w)) if need_dx else None), gemm(dy.T, _c(x)),
             (channel_sums(dy, N, OUT, 1) if has_bias else None))
 
 
@@ -432,7 +528,7 @@ def log_softmax_backward(dy, cache):
 def softmax_xent_forward(logits, targets):
     """logits: (N, C), targets: (N,) int -> mean cross-entropy (0-d, logits' dtype). cache: (probs, targets
     as int64 on the device)."""
-    _checks.check_xent(logits, targets)
+    _checks.check_xent(logits, targets, check_range=not _runtime().capturing())  # in a graph: NaN rows instead
     N, C = logits.shape
     xp = _runtime().xp
     logits = _c(logits)
@@ -466,6 +562,8 @@ def dropout_forward(x, p, seed):
     """y = x * mask, mask = (u >= p) / (1 - p), u from the counter-based stream ``seed`` (the same stream
     as reference.uniform_from_seed, so the mask is bit-identical to every other backend's). cache: mask."""
     _checks.check_dropout(x, p)
+    _refuse_capture("dropout_forward", "its mask's seed is drawn on the host at every call, so every replay of "
+                    "the graph would reuse the one mask drawn while it was recorded")
     x = _c(x)
     xp = _runtime().xp
     scale = 0.0 if p >= 1.0 else 1.0 / (1.0 - p)
@@ -544,6 +642,8 @@ def sgd_update(p, g, buf, lr, momentum, nesterov, weight_decay):
 def adam_update(p, g, m, v, step, lr, beta1, beta2, eps, weight_decay):
     """PyTorch's Adam with bias correction (see reference.adam_update). p, m, v updated in place."""
     _checks.check_update("adam_update", p, g, m=m, v=v)
+    _refuse_capture("adam_update", "its bias correction is computed on the host from the step count, so every "
+                    "replay of the graph would reuse the step it was recorded at")
     _check_in_place("adam_update", p.dtype, p=p, m=m, v=v)
     t = p.dtype.type
     bc1, bc2 = 1 - beta1**step, 1 - beta2**step
@@ -574,6 +674,68 @@ def synchronize() -> None:
     """Wait for all work queued on the device: kernel launches return at once, so a host clock read
     without this measures only the launch."""
     _runtime().synchronize()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# CUDA graphs: a whole training step recorded once, replayed per batch
+
+
+class StepGraph:
+    """``fn``'s device work recorded once as a CUDA graph, then replayed: one launch per step.
+
+    ``fn(*inputs)`` is called once, while the private stream of this graph is being captured: its kernels
+    and cuBLAS calls are recorded, not run, and ``outputs`` (what ``fn`` returned) are arrays the replays
+    write. ``inputs`` are copied into arrays of this graph (the recorded kernels read those addresses), and
+    ``replay(*arrays)`` copies each new batch into them before launching the graph.
+
+    What makes a replay equal to running ``fn`` again (the GPU tests compare them bit for bit):
+    - every array ``fn`` allocates comes from a memory pool of this graph alone, so the addresses baked into
+      the graph are never handed to anything else, and the arrays ``fn`` freed are reused only by itself;
+    - the arrays ``fn`` updates in place (parameters, momentum buffers, running statistics) keep their
+      addresses, and the scalars it passes to kernels (learning rate, momentum) are recorded as they were:
+      the caller records a new graph when they change (``minigrad.graphs``);
+    - the wrappers do no host read while recording (``_runtime().capturing()``): the targets' range is left
+      to the loss kernel, which makes a bad row's loss NaN, and kernels whose arguments come from host state
+      that changes per call (dropout's seed, Adam's step) refuse to be recorded (``NotCapturable``).
+    Replays run on the graph's stream, ordered after the work queued on the current stream before them, and
+    the current stream waits for them (events), so eager work before and after sees the step in order.
+    """
+
+    def __init__(self, fn: Callable, *inputs):
+        cupy = _runtime().xp
+        self.inputs = [_on_device(a).empty_like(a) for a in inputs]
+        self._stream = cupy.cuda.Stream(non_blocking=True)
+        self._pool = cupy.cuda.MemoryPool()
+        self._before, self._after = cupy.cuda.Event(disable_timing=True), cupy.cuda.Event(disable_timing=True)
+        with cupy.cuda.using_allocator(self._pool.malloc), self._stream:
+            self._stream.begin_capture()
+            try:
+                self.outputs = fn(*self.inputs)
+            except BaseException:
+                try:
+                    self._stream.end_capture()
+                except Exception:  # the capture is broken by what fn raised; that error is the one to report
+                    pass
+                raise
+            self._graph = self._stream.end_capture()
+        self._graph.upload(self._stream)
+
+    def replay(self, *arrays):
+        """Copy ``arrays`` (the shapes and dtypes of the recorded inputs) into the graph's inputs and run it;
+        returns ``outputs``."""
+        cupy = _runtime().xp
+        current = cupy.cuda.get_current_stream()
+        for dst, src in zip(self.inputs, arrays, strict=True):
+            if src.shape != dst.shape or src.dtype != dst.dtype:
+                raise ValueError(f"StepGraph.replay: got an input of shape {src.shape} {src.dtype}; the graph was "
+                                 f"recorded for {dst.shape} {dst.dtype}")
+            cupy.copyto(dst, src)
+        current.record(self._before)
+        self._stream.wait_event(self._before)
+        self._graph.launch(self._stream)
+        self._stream.record(self._after)
+        current.wait_event(self._after)
+        return self.outputs
 
 
 # ----------------------------------------------------------------------------------------------------------

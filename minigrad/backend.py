@@ -171,6 +171,11 @@ def set_kernel_hook(hook: Callable[[str, Callable], Callable] | None) -> None:
         _install()
 
 
+def kernel_hook() -> Callable[[str, Callable], Callable] | None:
+    """The hook set by ``set_kernel_hook``, or None."""
+    return _state["hook"]
+
+
 def default_backend() -> str:
     """``MINIGRAD_BACKEND`` if set, else numba when it imports, else numpy. Never cupy implicitly."""
     env = os.environ.get("MINIGRAD_BACKEND")

@@ -10,6 +10,8 @@ import numbers
 
 import numpy as np
 
+from minigrad.kernels import _checks
+
 from . import backend, rng
 from .tensor import Function, Tensor
 
@@ -132,6 +134,12 @@ def cross_entropy(logits: Tensor, targets) -> Tensor:
     elif not hasattr(targets, "dtype"):
         targets = k.asarray(np.asarray(targets))
     return _SoftmaxXent.apply(logits, targets)
+
+
+def check_targets(logits: Tensor, targets) -> None:
+    """cross_entropy's checks of its arguments (shapes, dtypes, the targets' range) without computing it: a
+    ValueError or TypeError naming what is wrong, else nothing."""
+    _checks.check_xent(logits.data, targets.data if isinstance(targets, Tensor) else targets)
 
 
 class _Dropout(Function):

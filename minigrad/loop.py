@@ -27,6 +27,7 @@ import numpy as np
 
 from . import backend
 from . import functional as F
+from .graphs import StepGraphs
 from .tensor import Tensor, no_grad
 
 
@@ -47,6 +48,8 @@ class StepRecord:
     # Data-parallel runs only (``TrainLoop(reduce=...)``): the gradient all-reduce, a part of compute_seconds.
     allreduce_seconds: float = 0.0
     allreduce_bytes: int = 0
+    # Whether the step was replayed from a CUDA graph (``TrainLoop(capture=True)``, ``minigrad.graphs``).
+    captured: bool = False
 
     @property
     def seconds(self) -> float:
@@ -106,11 +109,13 @@ class TrainLoop:
         its gradients hold the batch *sum* (``accumulate > 1``) rather than the mean; it must leave the mean
         over every process's samples and return the bytes it reduced. Its time is part of the step time and
         is also recorded apart (``StepRecord.allreduce_seconds``/``allreduce_bytes``).
+    capture: replay the step from a CUDA graph where the backend and the loop allow it (``minigrad.graphs``
+        owns when; ``self.graphs.reason`` says why not); False always runs it eagerly.
     """
 
     def __init__(self, model, optimizer, *, accumulate: int = 1, warmup=None, adapter=MINIGRAD,
                  around: Callable[[], ContextManager] | None = None,
-                 reduce: Callable[[int, bool], int] | None = None):
+                 reduce: Callable[[int, bool], int] | None = None, capture: bool = True):
         if isinstance(accumulate, bool) or not isinstance(accumulate, int) or accumulate < 1:
             raise ValueError(f"TrainLoop: accumulate must be a positive integer; got {accumulate!r}")
         self.model, self.optimizer, self.accumulate, self.warmup = model, optimizer, accumulate, warmup
@@ -118,6 +123,7 @@ class TrainLoop:
         self.step = self.update = 0
         self._pending = self._in_group = 0  # samples / micro-batches accumulated but not yet applied
         self._reduced_seconds, self._reduced_bytes = 0.0, 0  # the current step's all-reduce
+        self.graphs = StepGraphs(self) if capture else None
 
     def epoch(self, loader, epoch: int = 1, max_steps: int | None = None) -> Iterator[StepRecord]:
         """One pass over ``loader`` (at most ``max_steps`` micro-batches counted over the whole run), one
@@ -138,25 +144,53 @@ class TrainLoop:
             n = int(x.shape[0])
             self.step += 1
             batch += 1
+            seen += n
             with self.around():
-                logits = a.forward(model, x)
-                loss = a.loss(logits, y)
-                value = a.item(loss)
-                if not math.isfinite(value):
-                    raise NonFiniteLoss(f"fit: loss became {value} at step {self.step} (epoch {epoch}, batch "
-                                        f"{batch} of the epoch); lower the lr or check the data")
-                a.backward(loss, None if self.accumulate == 1 else float(n))
-                self._pending += n
-                self._in_group += 1
-                seen += n
-                if self._in_group == self.accumulate or (n_samples is not None and seen >= n_samples):
-                    self._apply()
+                if self.warmup is not None and self.accumulate == 1:
+                    self.warmup.step()  # the update's lr is set before the step (and its graph key) is chosen
+                replayed = self.graphs.step(x, y) if self.graphs is not None else None
+                if replayed is not None:
+                    logits, loss = (Tensor(array) for array in replayed)
+                    value = a.item(loss)
+                    self._check(value, epoch, batch, logits, y)
+                    self.update += 1
+                else:
+                    logits = a.forward(model, x)
+                    loss = a.loss(logits, y)
+                    value = a.item(loss)
+                    self._check(value, epoch, batch)
+                    a.backward(loss, None if self.accumulate == 1 else float(n))
+                    self._pending += n
+                    self._in_group += 1
+                    if self._in_group == self.accumulate or (n_samples is not None and seen >= n_samples):
+                        self._apply()
                 a.synchronize()
             t2 = _clock()
-            record = StepRecord(epoch, self.step, self.update, n, value, a.correct(logits, y), t1 - t0, t2 - t1,
-                                self._reduced_seconds, self._reduced_bytes)
+            record = StepRecord(epoch, self.step, self.update, n, value, a.correct(logits, y), t1 - t0,
+                                t2 - t1, self._reduced_seconds, self._reduced_bytes, replayed is not None)
             self._reduced_seconds, self._reduced_bytes = 0.0, 0
             yield record
+
+    def device_step(self, x, y):
+        """The step's device work with one micro-batch per update, as a graph records it: forward, loss,
+        backward, update; (logits, loss) arrays. No host read: the loop checks the loss after the replay."""
+        logits = self.adapter.forward(self.model, x)
+        loss = self.adapter.loss(logits, y)
+        self.adapter.backward(loss, None)
+        self.optimizer.step()
+        self.optimizer.zero_grad()
+        return logits.data, loss.data
+
+    def _check(self, value: float, epoch: int, batch: int, logits=None, y=None) -> None:
+        """Raise NonFiniteLoss unless the loss is finite. After a replay (``logits`` given) the update has
+        already been applied, and out-of-range targets (which the recorded loss kernel turns into NaN rows)
+        are named by the host check of the targets first."""
+        if math.isfinite(value):
+            return
+        if logits is not None:
+            F.check_targets(logits, y)
+        raise NonFiniteLoss(f"fit: loss became {value} at step {self.step} (epoch {epoch}, batch {batch} of the "
+                            f"epoch); lower the lr or check the data")
 
     def flush(self) -> bool:
         """Apply a group that ``max_steps`` cut short; True when there was one."""
@@ -173,7 +207,7 @@ class TrainLoop:
             self._reduced_seconds += _clock() - t0
         elif self.accumulate > 1:
             self.adapter.scale_grads(self.model, 1.0 / self._pending)
-        if self.warmup is not None:
+        if self.warmup is not None and self.accumulate > 1:
             self.warmup.step()
         self.optimizer.step()
         self.optimizer.zero_grad()

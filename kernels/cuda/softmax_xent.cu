@@ -3,7 +3,10 @@
 #include "minigrad_cuda.h"
 
 // One thread per row (C is a class count): probs[n, :] = softmax(logits[n, :]) and
-// row_loss[n] = log(sum exp z) - z[target], z = logits - max, so huge logits stay finite.
+// row_loss[n] = log(sum exp z) - z[target], z = logits - max, so huge logits stay finite. A target outside
+// [0, C) makes its row's loss NaN instead of reading outside the row: the wrapper checks the range on the
+// host, except inside a CUDA-graph capture, where the NaN is what tells the training loop (it then runs the
+// host check to name the bad targets).
 template <typename T, typename I>
 __device__ __forceinline__ void softmax_xent_forward(const T* logits, const idx_t* targets, T* probs, T* row_loss, I
                                                      N, I C) {
@@ -19,7 +22,8 @@ __device__ __forceinline__ void softmax_xent_forward(const T* logits, const idx_
         }
         const T sum = (T)s;
         for (I c = 0; c < C; ++c) probs[n * C + c] /= sum;
-        row_loss[n] = (T)log(s) - (row[targets[n]] - m);
+        const idx_t t = targets[n];
+        row_loss[n] = (t < 0 || t >= (idx_t)C) ? (T)sqrt(-1.0) : (T)log(s) - (row[t] - m);
     }
 }
 

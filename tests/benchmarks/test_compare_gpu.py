@@ -31,17 +31,21 @@ def test_steps_per_repeat_are_bounded_both_ways():
     assert compare_gpu.steps_per_repeat(4096, 8192) == compare_gpu.MIN_STEPS
 
 
-def _point(rate, loss_start=2.3, loss_end=1.0, trained=4096):
-    return {"rate": rate, "loss_start": loss_start, "loss_end": loss_end, "trained": trained, "repeats": [1.0]}
+def _point(rate, loss_start=2.3, loss_end=1.0, trained=4096, captured=0):
+    return {"rate": rate, "loss_start": loss_start, "loss_end": loss_end, "trained": trained, "repeats": [1.0],
+            "captured_steps": captured, "timed_steps": 10}
 
 
 def test_report_gives_each_ratio_and_names_the_batch_sizes_that_miss_the_target():
-    results = {"minigrad-cupy": {"lenet5": {1: _point(300.0), 64: _point(9000.0)}},
-               "torch-cuda": {"lenet5": {1: _point(600.0), 64: _point(6000.0)}}}
+    results = {"minigrad-cupy": {"lenet5": {1: _point(300.0, captured=10), 64: _point(9000.0, captured=5)}},
+               "minigrad-cupy-eager": {"lenet5": {1: _point(100.0), 64: _point(5000.0)}},
+               "torch-cuda": {"lenet5": {1: _point(600.0), 64: _point(6000.0)}},
+               "torch-cuda-fp32": {"lenet5": {1: _point(600.0), 64: _point(3000.0)}}}
     lines = compare_gpu.report(results, ["lenet5"], [1, 64])
-    assert "     1         300         600       0.50x" in lines
-    assert "    64        9000        6000       1.50x" in lines
-    assert lines[-1] == "lenet5: missed at B=1 (0.50x); worst 0.50x, best 1.50x"
+    assert "     1         300         100         600         600    0.50x       0.50x    100%" in lines
+    assert "    64        9000        5000        6000        3000    1.50x       3.00x     50%" in lines
+    assert lines[-2] == "lenet5 vs torch-cuda: missed at B=1 (0.50x); worst 0.50x, best 1.50x"
+    assert lines[-1] == "lenet5 vs torch-cuda-fp32: missed at B=1 (0.50x); worst 0.50x, best 3.00x"
 
 
 def test_loss_failures_name_non_finite_and_non_decreasing_losses_once_enough_was_trained():

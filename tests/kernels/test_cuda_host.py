@@ -198,9 +198,11 @@ class ShimKernel:
         self.fn(grid[0], block[0], *converted)
 
 
-def host_runtime(launched: set) -> cupy_ops._Runtime:
+def host_runtime(launched: set, capturing: bool = False) -> cupy_ops._Runtime:
+    """NumPy arrays, the shim's kernels, NumPy's matmul; ``capturing`` says a CUDA graph is being recorded."""
     kernel = functools.lru_cache(maxsize=None)(lambda stem, name: ShimKernel(stem, name, launched))
-    return cupy_ops._Runtime(xp=np, kernel=kernel, synchronize=lambda: None)
+    return cupy_ops._Runtime(xp=np, kernel=kernel, synchronize=lambda: None, matmul=np.matmul,
+                             capturing=lambda: capturing)
 
 
 needs_gxx = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed")
@@ -473,6 +475,24 @@ def test_softmax_xent_is_finite_for_huge_logits(cuda_ops):
     logits = np.array([[1e4, -1e4, 0.0], [-1e4, 1e4, 1e4]], dtype=np.float32)
     loss, _ = cuda_ops.softmax_xent_forward(logits, np.array([0, 1]))
     np.testing.assert_allclose(loss, np.log(2) / 2, rtol=1e-6)
+
+
+@needs_gxx
+def test_while_recording_a_graph_bad_targets_make_nan_rows_and_host_state_kernels_refuse(monkeypatch):
+    """In a CUDA-graph capture the targets' range is not read on the host (the loss kernel makes a row with
+    a target outside [0, C) NaN, which the loop then explains), and dropout and Adam refuse to be recorded."""
+    runtime = host_runtime(set(), capturing=True)
+    monkeypatch.setattr(cupy_ops, "_runtime", lambda: runtime)
+    logits = np.zeros((3, 4), np.float32)
+    loss, (probs, _) = cupy_ops.softmax_xent_forward(logits, np.array([0, 4, 1]))
+    assert np.isnan(loss)
+    good, _ = cupy_ops.softmax_xent_forward(logits, np.array([0, 3, 1]))
+    assert np.isclose(good, np.log(4))
+    with pytest.raises(cupy_ops.NotCapturable, match="dropout_forward"):
+        cupy_ops.dropout_forward(logits, 0.5, 1)
+    p = np.zeros(3, np.float32)
+    with pytest.raises(cupy_ops.NotCapturable, match="adam_update"):
+        cupy_ops.adam_update(p, p.copy(), p.copy(), p.copy(), 1, 1e-3, 0.9, 0.999, 1e-8, 0.0)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

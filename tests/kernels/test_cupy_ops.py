@@ -274,3 +274,44 @@ def test_time_gpu_returns_device_seconds_per_call(cp):
     t = cupy_ops.time_gpu(lambda: cp.matmul(a, a), repeats=5)
     assert t.shape == (5,) and np.all(np.isfinite(t)) and np.all(t > 0)
     cupy_ops.synchronize()
+
+
+@on_gpu
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gemm_through_cublas_equals_cupy_matmul_for_every_operand_layout(cp, dtype):
+    """The backend's GEMM (cuBLAS through ctypes, the one path eager and captured steps share) gives exactly
+    what cupy.matmul gives, for C- and F-contiguous operands (the transposed views the wrappers pass)."""
+    rng = np.random.default_rng(0)
+    a = cp.asarray(rng.standard_normal((37, 19)).astype(dtype))
+    b = cp.asarray(rng.standard_normal((19, 23)).astype(dtype))
+    gemm = cupy_ops._runtime().matmul
+    for x in (a, cp.ascontiguousarray(a.T).T):
+        for y in (b, cp.ascontiguousarray(b.T).T):
+            got = gemm(x, y)
+            assert got.flags.c_contiguous and got.dtype == dtype
+            cp.testing.assert_array_equal(got, cp.matmul(x, y))
+    cp.testing.assert_array_equal(gemm(a[:, :0], b[:0]), cp.zeros((37, 23), dtype))
+    with pytest.raises(ValueError, match="gemm needs 2-D operands"):
+        gemm(a, a)
+
+
+@on_gpu
+def test_a_step_graph_replays_what_it_recorded_on_new_inputs(cp):
+    """StepGraph: recording runs nothing; each replay reads the new inputs and writes the same outputs."""
+    x = cp.arange(6, dtype=cp.float32).reshape(2, 3)
+    w = cp.ones((3, 4), cp.float32)
+    acc = cp.zeros((2, 4), cp.float32)
+
+    def step(xs):
+        out = cupy_ops._runtime().matmul(xs, w)
+        acc[...] += out
+        return out
+
+    graph = cupy_ops.StepGraph(step, x)
+    assert float(abs(acc).max()) == 0.0  # recorded, not run
+    for scale in (1, 2):
+        out = graph.replay(x * scale)
+        cp.testing.assert_array_equal(out, cp.matmul(x * scale, w))
+    cp.testing.assert_array_equal(acc, 3 * cp.matmul(x, w))
+    with pytest.raises(ValueError, match="recorded for"):
+        graph.replay(x[:1])
