@@ -361,18 +361,20 @@ def channel_sums(x, A: int, C: int, B: int, y=None, shift=None, scale: float = 1
 
 
 def im2col(x, KH, KW, stride, padding):
-    """Patches of x as rows: (N*OH*OW, C*KH*KW), row (n, i, j), column (c, kh, kw), as numpy_ops.im2col."""
+    """Patches of x as columns: (C*KH*KW, N*OH*OW), row (c, kh, kw), column (n, i, j): numpy_ops.im2col
+    transposed, the orientation in which the GPU's threads read and write consecutive pixels (cuda/conv2d.cu)."""
     N, C, H, W = x.shape
     OH = (H + 2 * padding - KH) // stride + 1
     OW = (W + 2 * padding - KW) // stride + 1
-    cols = _runtime().xp.empty((N * OH * OW, C * KH * KW), dtype=x.dtype)
+    cols = _runtime().xp.empty((C * KH * KW, N * OH * OW), dtype=x.dtype)
     _launch("conv2d", "im2col", x.dtype, cols.size, _c(x), cols, _i(N), _i(C), _i(H), _i(W), _i(KH), _i(KW),
             _i(stride), _i(padding), _i(OH), _i(OW))
     return cols
 
 
 def col2im(dcols, x_shape, KH, KW, stride, padding, OH, OW):
-    """Adjoint of im2col, as a gather (one thread per input pixel, no atomics): dcols -> dx of x_shape."""
+    """Adjoint of im2col, as a gather (one thread per input pixel, no atomics): dcols (C*KH*KW, N*OH*OW) ->
+    dx of x_shape."""
     N, C, H, W = x_shape
     dx = _runtime().xp.empty((N, C, H, W), dtype=dcols.dtype)
     _launch("conv2d", "col2im", dcols.dtype, dx.size, _c(dcols), dx, _i(N), _i(C), _i(H), _i(W), _i(KH),
@@ -383,23 +385,23 @@ def col2im(dcols, x_shape, KH, KW, stride, padding, OH, OW):
 def conv2d_forward(x, w, b, stride, padding):
     """x: (N, C, H, W), w: (F, C, KH, KW), b: (F,) or None -> y: (N, F, OH, OW).
 
-    cache: (im2col matrix, w, x shape, has_bias, stride, padding), as numpy_ops: the columns cost
-    KH*KW x the input in device memory and spare rebuilding them for dW.
+    y's GEMM is W (F, C*KH*KW) @ cols (C*KH*KW, N*OH*OW), then one pass changes (F, N, OH*OW) to NCHW and
+    adds the bias. cache: (im2col matrix, w, x shape, has_bias, stride, padding), as numpy_ops: the columns
+    cost KH*KW x the input in device memory and spare rebuilding them for dW.
     """
     N, C, H, W, F, KH, KW, OH, OW = _checks.check_conv2d(x, w, b, stride, padding)
-    xp = _runtime().xp
     cols = im2col(x, KH, KW, stride, padding)
-    out = _runtime().matmul(cols, _c(w).reshape(F, -1).T)  # (N*OH*OW, F): the one GEMM
-    y = xp.empty((N, F, OH, OW), dtype=x.dtype)
-    _launch("conv2d", "rows_to_nchw", x.dtype, y.size, out, None if b is None else _c(b), y, _i(N), _i(F),
+    out = _runtime().matmul(_c(w).reshape(F, -1), cols)  # (F, N*OH*OW): the one GEMM
+    y = _runtime().xp.empty((N, F, OH, OW), dtype=x.dtype)
+    _launch("conv2d", "fnp_to_nchw", x.dtype, y.size, out, None if b is None else _c(b), y, _i(N), _i(F),
             _i(OH * OW))
     return y, (cols, w, x.shape, b is not None, stride, padding)
 
 
 def conv2d_backward(dy, cache, need_dx=True):
-    """dW = dY^T cols, dcols = dY W (cuBLAS), dx = col2im(dcols) (None, skipped, with ``need_dx=False``),
-    db = column sums of dY's (N*OH*OW, F) rows (channel_sums: on an H100, CuPy's ``sum(axis=0)`` of this tall,
-    narrow matrix took 10-30x cuDNN's whole convolution)."""
+    """With dY as (F, N*OH*OW): dW = dY cols^T, dcols = W^T dY (cuBLAS), dx = col2im(dcols) (None, skipped,
+    with ``need_dx=False``), db = channel sums of dy over N and OH*OW (channel_sums: on an H100, CuPy's
+    ``sum(axis=0)`` of the (N*OH*OW, F) rows took 10-30x cuDNN's whole convolution)."""
     _checks.check_flag("conv2d_backward", "need_dx", need_dx)
     cols, w, x_shape, has_bias, stride, padding = cache
     F, C, KH, KW = w.shape
@@ -409,12 +411,12 @@ def conv2d_backward(dy, cache, need_dx=True):
     _checks.check_grad("conv2d", dy, (N, F, OH, OW))
     xp, gemm = _runtime().xp, _runtime().matmul
     dy = _like(dy, cols.dtype)
-    dout = xp.empty((N * OH * OW, F), dtype=cols.dtype)
-    _launch("conv2d", "nchw_to_rows", cols.dtype, dout.size, dy, dout, _i(N), _i(F), _i(OH * OW))
-    dw = gemm(dout.T, cols).reshape(w.shape)
-    dx = (col2im(gemm(dout, _c(w).reshape(F, -1)), x_shape, KH, KW, stride, padding, OH, OW) if need_dx
-          else None)
-    db = channel_sums(dout, N * OH * OW, F, 1) if has_bias else None
+    dout = xp.empty((F, N * OH * OW), dtype=cols.dtype)
+    _launch("conv2d", "nchw_to_fnp", cols.dtype, dout.size, dy, dout, _i(N), _i(F), _i(OH * OW))
+    w2 = _c(w).reshape(F, -1)
+    dw = gemm(dout, cols.T).reshape(w.shape)
+    dx = col2im(gemm(w2.T, dout), x_shape, KH, KW, stride, padding, OH, OW) if need_dx else None
+    db = channel_sums(dy, N, F, OH * OW) if has_bias else None
     return dx, dw, db
 
 

@@ -1,17 +1,21 @@
 // conv2d as im2col + one cuBLAS GEMM (the GEMMs live in cupy_ops.py); these kernels move data around it.
 //
-// Column matrix layout (the same as numpy_ops.im2col): (N*OH*OW, C*KH*KW), row (n, i, j), column (c, kh, kw).
+// Column matrix layout: (C*KH*KW, N*OH*OW), row (c, kh, kw), column (n, i, j): numpy_ops.im2col transposed.
+// In this orientation consecutive threads take consecutive output pixels j, so the reads of x (along an
+// image row), the writes of the columns and col2im's reads of them are all coalesced; in numpy_ops' (rows =
+// pixels) orientation consecutive threads walk a patch (c, kh, kw), which scatters the reads over channels
+// and makes col2im read with a stride of C*KH*KW. The GEMM output is then (F, N*OH*OW), "FNP" below.
 #include "minigrad_cuda.h"
 
-// One thread per element of the column matrix; consecutive threads write consecutive columns of a row.
+// One thread per element of the column matrix.
 template <typename T, typename I>
 __device__ __forceinline__ void im2col(const T* x, T* cols, I N, I C, I H, I W, I KH, I KW, I stride, I pad, I OH, I
                                        OW) {
-    const I K = C * KH * KW;
-    GRID_STRIDE_LOOP(I, e, N * OH * OW * K) {
-        const I row = e / K, col = e % K;
-        const I j = row % OW, i = (row / OW) % OH, n = row / (OW * OH);
-        const I kw = col % KW, kh = (col / KW) % KH, c = col / (KW * KH);
+    const I P = OH * OW, NP = N * P;
+    GRID_STRIDE_LOOP(I, e, C * KH * KW * NP) {
+        const I row = e / NP, col = e % NP;
+        const I p = col % P, n = col / P, j = p % OW, i = p / OW;
+        const I kw = row % KW, kh = (row / KW) % KH, c = row / (KW * KH);
         const I h = i * stride + kh - pad, w = j * stride + kw - pad;
         cols[e] = (h >= 0 && h < H && w >= 0 && w < W) ? x[((n * C + c) * H + h) * W + w] : T(0);
     }
@@ -28,7 +32,7 @@ MG_KERNEL(im2col,
 template <typename T, typename I>
 __device__ __forceinline__ void col2im(const T* dcols, T* dx, I N, I C, I H, I W, I KH, I KW, I stride, I pad, I OH,
                                        I OW) {
-    const I K = C * KH * KW;
+    const I P = OH * OW, NP = N * P;
     GRID_STRIDE_LOOP(I, e, N * C * H * W) {
         const I w = e % W, h = (e / W) % H, c = (e / (W * H)) % C, n = e / (W * H * C);
         T sum = T(0);
@@ -40,7 +44,7 @@ __device__ __forceinline__ void col2im(const T* dcols, T* dx, I N, I C, I H, I W
                 const I ws = w + pad - kw;
                 if (ws < 0 || ws % stride != 0 || ws / stride >= OW) continue;
                 const I j = ws / stride;
-                sum += dcols[((n * OH + i) * OW + j) * K + (c * KH + kh) * KW + kw];
+                sum += dcols[((c * KH + kh) * KW + kw) * NP + n * P + i * OW + j];
             }
         }
         dx[e] = sum;
@@ -52,27 +56,26 @@ MG_KERNEL(col2im,
            idx_t OH, idx_t OW),
           (dcols, dx, N, C, H, W, KH, KW, stride, pad, OH, OW))
 
-// GEMM output (N*HW, F) -> y (N, F, HW) plus the bias (b may be null): the layout change and the bias add
-// in one pass instead of a transpose copy followed by a broadcast add.
+// GEMM output (F, N, P) -> y (N, F, P) plus the bias (b may be null): the layout change and the bias add in
+// one pass instead of a transpose copy followed by a broadcast add. Reads and writes both run along P.
 template <typename T, typename I>
-__device__ __forceinline__ void rows_to_nchw(const T* rows, const T* b, T* y, I N, I F, I HW) {
-    GRID_STRIDE_LOOP(I, e, N * F * HW) {
-        const I hw = e % HW, f = (e / HW) % F, n = e / (HW * F);
-        const T v = rows[(n * HW + hw) * F + f];
+__device__ __forceinline__ void fnp_to_nchw(const T* out, const T* b, T* y, I N, I F, I P) {
+    GRID_STRIDE_LOOP(I, e, N * F * P) {
+        const I p = e % P, f = (e / P) % F, n = e / (P * F);
+        const T v = out[(f * N + n) * P + p];
         y[e] = b ? v + b[f] : v;
     }
 }
 
-MG_KERNEL(rows_to_nchw, (const T* rows, const T* b, T* y, idx_t N, idx_t F, idx_t HW), (rows, b, y, N, F, HW))
+MG_KERNEL(fnp_to_nchw, (const T* out, const T* b, T* y, idx_t N, idx_t F, idx_t P), (out, b, y, N, F, P))
 
-// dy (N, F, HW) -> (N*HW, F), the GEMM-ready layout of the upstream gradient (the inverse of the above).
+// dy (N, F, P) -> (F, N, P), the GEMM-ready layout of the upstream gradient (the inverse of the above).
 template <typename T, typename I>
-__device__ __forceinline__ void nchw_to_rows(const T* y, T* rows, I N, I F, I HW) {
-    GRID_STRIDE_LOOP(I, e, N * HW * F) {
-        const I f = e % F, hw = (e / F) % HW, n = e / (F * HW);
-        rows[e] = y[(n * F + f) * HW + hw];
+__device__ __forceinline__ void nchw_to_fnp(const T* y, T* out, I N, I F, I P) {
+    GRID_STRIDE_LOOP(I, e, F * N * P) {
+        const I p = e % P, n = (e / P) % N, f = e / (P * N);
+        out[e] = y[(n * F + f) * P + p];
     }
 }
 
-MG_KERNEL(nchw_to_rows, (const T* y, T* rows, idx_t N, idx_t F, idx_t HW), (y, rows, N, F, HW))
-
+MG_KERNEL(nchw_to_fnp, (const T* y, T* out, idx_t N, idx_t F, idx_t P), (y, out, N, F, P))
