@@ -18,6 +18,7 @@ import os
 import statistics
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from numba import njit, prange
@@ -242,9 +243,11 @@ def conv_direct_backward(dy, cache):
     def block(s, e):
         dw, db = np.zeros_like(w), np.zeros(F, DT)
         weight_grad(xp[s:e], dy[s:e], dw, db)
-        forward(np.pad(dy[s:e], ((0, 0), (0, 0), (KH - 1, KH - 1), (KW - 1, KW - 1))), w_adj, zero, dx[s:e])
+        forward(np.pad(dy[s:e], ((0, 0), (0, 0), (KH - 1, KH - 1), (KW - 1, KW - 1))), w_adj, zero, dx[s:e], 1)
         return dw, db
-    parts = rt.run_split(block, N, 2 * dy.size * w[0].size)
+    T = rt.blocks(N, 2 * dy.size * w[0].size)
+    with ThreadPoolExecutor(max_workers=T) as pool:  # the kernels are serial and release the GIL
+        parts = list(pool.map(lambda t: block(t * N // T, (t + 1) * N // T), range(T)))
     return dx, sum(p[0] for p in parts), sum(p[1] for p in parts)
 
 
@@ -358,7 +361,7 @@ def race_relu(sizes):
 def race_parallel_threshold(sizes):
     """The serial/parallel crossover of a memory-bound loop (relu forward), each call right after a
     128x128 single-threaded SGEMM, the state a conv or linear layer leaves the threads in."""
-    a = rand(128, 128)
+    a, c = rand(128, 128), np.empty((128, 128), DT)
     print("\n## parallel crossover: relu forward after a GEMM (us per call, median; ! never quiet)")
     print(f"{'elements':>12s}{'serial':>12s}{'parallel':>12s}")
     for n in sizes:
@@ -366,7 +369,7 @@ def race_parallel_threshold(sizes):
         fns = {"serial": with_tuning(lambda: nb.relu_forward(x), **SERIAL),
                "parallel": with_tuning(lambda: nb.relu_forward(x), **PARALLEL)}
         with rt.OneBlasThread():
-            times, quiet = timeit(fns, before=lambda: a @ a)
+            times, quiet = timeit(fns, before=lambda: rt.matmul(a, False, a, False, c))
         print(f"{n:12d}{times['serial'] * 1e6:12.1f}{times['parallel'] * 1e6:12.1f}{'' if quiet else ' !'}",
               flush=True)
 

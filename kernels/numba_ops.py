@@ -26,7 +26,8 @@ from numba import njit, prange
 
 from . import _checks, numpy_ops
 from ._host import asarray, synchronize, to_numpy, zeros  # noqa: F401  (array plumbing of the contract)
-from .numba_runtime import TUNING, apply_thread_policy, num_threads, parallel, pool_parallel, run_split
+from .numba_runtime import (TUNING, OneBlasThread, apply_thread_policy, block_bounds, blocks, gemm, gemm_pointers,
+                            num_threads, parallel, pool_parallel)
 
 # Reductions may be reordered (vectorised partial sums) and multiply-adds fused: both stay far inside the
 # parity tolerances (1e-10 relative in float64, 1e-5 in float32). NaN/Inf semantics are kept (no 'fast').
@@ -105,8 +106,8 @@ def warmup(dtypes=("float32",)) -> dict:
 
 # ----------------------------------------------------------------------------------------------------------
 # conv2d: direct kernels for small stride-1 layers, im2col chunks + one BLAS GEMM per chunk for the others.
-# The kernels are serial and release the GIL; the wrappers split the batch into one contiguous block of
-# samples per thread (run_split).
+# Each kernel runs the batch as contiguous blocks of samples, one per thread on Numba's threads (a prange over
+# the blocks, numba_runtime.blocks), every block with its own workspaces and single-threaded BLAS.
 #
 # Two things decide whether LLVM vectorises these loops (both measured in the race):
 # * an index like ``x[off + p]`` with a run-time ``off`` may be negative as far as LLVM knows, so Numba's
@@ -127,7 +128,8 @@ def _pad_hw(x, ph, pw):
 
 @functools.lru_cache(maxsize=None)
 def _direct_forward(KH, KW):
-    """The direct stride-1 convolution kernel compiled for one kernel size: y = conv(x, w) + b.
+    """The direct stride-1 convolution kernel compiled for one kernel size, y = conv(x, w) + b, run over T blocks
+    of samples (``forward_blocks(x, w, b, y, T)``).
 
     The plane trick: an output plane (OH, OW) is computed at the input's width W, as one flat run of
     L = (OH-1)*W + OW pixels, so that tap (kh, kw) reads the flat input at offset kh*W + kw + p: one long
@@ -159,7 +161,18 @@ def _direct_forward(KH, KW):
                 for i in range(OH):
                     y[n, f, i, :] = acc[i * W:i * W + OW]
 
-    return forward
+    @njit(cache=True, parallel=True)
+    def forward_blocks(x, w, b, y, T):
+        """forward over T contiguous blocks of samples, on Numba's threads when T > 1."""
+        N = x.shape[0]
+        if T > 1:
+            for t in prange(T):
+                s, e = block_bounds(N, t, T)
+                forward(x[s:e], w, b, y[s:e])
+        else:
+            forward(x, w, b, y)
+
+    return forward_blocks
 
 
 @njit(cache=True, nogil=True)
@@ -231,10 +244,67 @@ def _nchw_to_gemm_in(dy, dyw, db):
         db[f] += s
 
 
-def _chunks(s, e, K, P, itemsize):
-    """Sample ranges covering [s, e) whose im2col columns (K x samples*P) fit TUNING["conv_chunk_bytes"]."""
-    nb = max(1, TUNING["conv_chunk_bytes"] // (K * P * itemsize))
-    return [(a, min(e, a + nb)) for a in range(s, e, nb)]
+def _chunk_samples(K, P, itemsize):
+    """Samples per im2col chunk: as many as keep the columns (K x samples*P) within TUNING["conv_chunk_bytes"]."""
+    return max(1, TUNING["conv_chunk_bytes"] // (K * P * itemsize))
+
+
+@njit(nogil=True)
+def _conv_fwd_block(xp, wm, bias, KH, KW, stride, OH, OW, nb, gemm_ptrs, y3, s, e):
+    """Samples [s, e) in chunks of nb: im2col, one GEMM (F x nb*P x K), the result into NCHW with the bias."""
+    F, K = wm.shape
+    P = OH * OW
+    cols = np.empty((K, nb * P), dtype=xp.dtype)
+    yw = np.empty((F, nb * P), dtype=xp.dtype)
+    for a in range(s, e, nb):
+        z = min(e, a + nb)
+        m = (z - a) * P
+        _im2col(xp[a:z], KH, KW, stride, OH, OW, cols[:, :m])
+        gemm(gemm_ptrs, wm, False, cols[:, :m], False, yw[:, :m], 0.0)
+        _gemm_out_to_nchw(yw[:, :m], bias, y3[a:z])
+
+
+@njit(cache=True, parallel=True)
+def _conv_fwd_im2col(xp, wm, bias, KH, KW, stride, OH, OW, nb, gemm_ptrs, y3, T):
+    N = xp.shape[0]
+    if T > 1:
+        for t in prange(T):
+            s, e = block_bounds(N, t, T)
+            _conv_fwd_block(xp, wm, bias, KH, KW, stride, OH, OW, nb, gemm_ptrs, y3, s, e)
+    else:
+        _conv_fwd_block(xp, wm, bias, KH, KW, stride, OH, OW, nb, gemm_ptrs, y3, 0, N)
+
+
+@njit(nogil=True)
+def _conv_bwd_block(xp, wm, dy3, KH, KW, stride, OH, OW, nb, need_dx, gemm_ptrs, dxp, dw, db, s, e):
+    """Samples [s, e) in chunks of nb: rebuild the columns, dY into the GEMM's layout (db summed on the way),
+    dw += dY @ cols^T, and with need_dx dcols = W^T @ dY scattered into dxp (col2im)."""
+    F, K = wm.shape
+    P = OH * OW
+    cols = np.empty((K, nb * P), dtype=xp.dtype)
+    dyw = np.empty((F, nb * P), dtype=xp.dtype)
+    dcols = np.empty((K, nb * P) if need_dx else (0, 0), dtype=xp.dtype)
+    for a in range(s, e, nb):
+        z = min(e, a + nb)
+        m = (z - a) * P
+        _im2col(xp[a:z], KH, KW, stride, OH, OW, cols[:, :m])
+        _nchw_to_gemm_in(dy3[a:z], dyw[:, :m], db)
+        gemm(gemm_ptrs, dyw[:, :m], False, cols[:, :m], True, dw, 0.0 if a == s else 1.0)
+        if need_dx:
+            gemm(gemm_ptrs, wm, True, dyw[:, :m], False, dcols[:, :m], 0.0)
+            _col2im(dcols[:, :m], KH, KW, stride, OH, OW, dxp[a:z])
+
+
+@njit(cache=True, parallel=True)
+def _conv_bwd_im2col(xp, wm, dy3, KH, KW, stride, OH, OW, nb, need_dx, gemm_ptrs, dxp, dws, dbs):
+    """dws[t], dbs[t] (zeroed db) are block t's partial weight and bias gradients, T = len(dws)."""
+    N, T = xp.shape[0], dws.shape[0]
+    if T > 1:
+        for t in prange(T):
+            s, e = block_bounds(N, t, T)
+            _conv_bwd_block(xp, wm, dy3, KH, KW, stride, OH, OW, nb, need_dx, gemm_ptrs, dxp, dws[t], dbs[t], s, e)
+    else:
+        _conv_bwd_block(xp, wm, dy3, KH, KW, stride, OH, OW, nb, need_dx, gemm_ptrs, dxp, dws[0], dbs[0], 0, N)
 
 
 def conv2d_forward(x, w, b, stride, padding):
@@ -254,20 +324,13 @@ def conv2d_forward(x, w, b, stride, padding):
     bias = _c(b) if b is not None else np.zeros(F, dtype=x.dtype)
     K, P = C * KH * KW, OH * OW
     y = np.empty((N, F, OH, OW), dtype=x.dtype)
+    T = blocks(N, N * F * K * P)
     if stride == 1 and F <= TUNING["conv_direct_max_filters"]:
-        forward = _direct_forward(KH, KW)
-
-        def block(s, e):
-            forward(xp[s:e], w, bias, y[s:e])
+        _direct_forward(KH, KW)(xp, w, bias, y, T)
     else:
-        wm, y3 = w.reshape(F, K), y.reshape(N, F, P)
-
-        def block(s, e):
-            for a, z in _chunks(s, e, K, P, x.itemsize):
-                cols = np.empty((K, (z - a) * P), dtype=x.dtype)
-                _im2col(xp[a:z], KH, KW, stride, OH, OW, cols)
-                _gemm_out_to_nchw(wm @ cols, bias, y3[a:z])
-    run_split(block, N, N * F * K * P)
+        with OneBlasThread():
+            _conv_fwd_im2col(xp, w.reshape(F, K), bias, KH, KW, stride, OH, OW, _chunk_samples(K, P, x.itemsize),
+                             gemm_pointers(), y.reshape(N, F, P), T)
     return y, (xp, w, b is not None, stride, padding)
 
 
@@ -288,26 +351,19 @@ def conv2d_backward(dy, cache, need_dx=True):
     _checks.check_grad("conv2d_backward", dy, (N, F, OH, OW))
     dy = _c(dy)
     K, P = C * KH * KW, OH * OW
-    dxp = np.zeros_like(xp) if need_dx else None
-    wm, dy3 = w.reshape(F, K), dy.reshape(N, F, P)
-
-    def block(s, e):
-        dw, db = np.zeros((F, K), dtype=w.dtype), np.zeros(F, dtype=w.dtype)
-        for a, z in _chunks(s, e, K, P, xp.itemsize):
-            cols = np.empty((K, (z - a) * P), dtype=xp.dtype)
-            _im2col(xp[a:z], KH, KW, stride, OH, OW, cols)
-            dyw = np.empty((F, (z - a) * P), dtype=xp.dtype)
-            _nchw_to_gemm_in(dy3[a:z], dyw, db)
-            dw += dyw @ cols.T
-            if need_dx:
-                _col2im(wm.T @ dyw, KH, KW, stride, OH, OW, dxp[a:z])
-        return dw, db
-    parts = run_split(block, N, 2 * N * F * K * P)
-    dw, db = parts[0]
-    for dw_t, db_t in parts[1:]:
-        dw += dw_t
-        db += db_t
-    if padding and need_dx:
+    dxp = np.zeros_like(xp) if need_dx else np.empty((0, 0, 0, 0), dtype=xp.dtype)
+    T = blocks(N, 2 * N * F * K * P)
+    dws, dbs = np.empty((T, F, K), dtype=w.dtype), np.zeros((T, F), dtype=w.dtype)
+    with OneBlasThread():
+        _conv_bwd_im2col(xp, w.reshape(F, K), dy.reshape(N, F, P), KH, KW, stride, OH, OW,
+                         _chunk_samples(K, P, xp.itemsize), bool(need_dx), gemm_pointers(), dxp, dws, dbs)
+    dw, db = dws[0], dbs[0]
+    for t in range(1, T):
+        dw += dws[t]
+        db += dbs[t]
+    if not need_dx:
+        dx = None
+    elif padding:
         dx = np.ascontiguousarray(dxp[:, :, padding:Hp - padding, padding:Wp - padding])
     else:
         dx = dxp
@@ -426,26 +482,7 @@ def maxpool2d_backward(dy, cache):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# linear: BLAS GEMMs, split over the threads by output rows (see run_split)
-
-
-def linear_forward(x, w, b):
-    """x: (N, IN), w: (OUT, IN), b: (OUT,) or None -> y = x w^T + b: (N, OUT). cache: (x, w, has_bias).
-
-    Computed as y^T = w x^T split over blocks of output features, so that even a batch of 1 (a GEMV
-    reading the whole of w) is shared between the threads; y^T is then transposed, N*OUT elements.
-    """
-    N, IN, OUT = _checks.check_linear(x, w, b)
-    x, w = _c(x), _c(w)
-    yt = np.empty((OUT, N), dtype=x.dtype)
-
-    def block(s, e):
-        np.matmul(w[s:e], x.T, out=yt[s:e])
-    run_split(block, OUT, N * IN * OUT)
-    y = np.ascontiguousarray(yt.T)
-    if b is not None:
-        y += b
-    return y, (x, w, b is not None)
+# linear: BLAS GEMMs, split over Numba's threads by rows of their result
 
 
 @njit(cache=True, nogil=True)
@@ -465,6 +502,49 @@ def _outer_sum(dy, x, dw):
                 row[i] += g * xr[i]
 
 
+@njit(inline="always")
+def _rows_block(a, trans_a, b, trans_b, c, outer, gemm_ptrs, s, e):
+    a_rows = a[:, s:e] if trans_a else a[s:e]
+    if outer:  # c = a^T b with a few rows of inner dimension
+        _outer_sum(a_rows, b, c[s:e])
+    else:
+        gemm(gemm_ptrs, a_rows, trans_a, b, trans_b, c[s:e], 0.0)
+
+
+@njit(cache=True, parallel=True)
+def _gemm_rows(a, trans_a, b, trans_b, c, outer, gemm_ptrs, T):
+    """c = op(a) @ op(b) over T blocks of c's rows, on Numba's threads when T > 1 (``outer``: c = a^T b as a
+    sum of outer products, for a batch of a few samples)."""
+    if T > 1:
+        for t in prange(T):
+            s, e = block_bounds(c.shape[0], t, T)
+            _rows_block(a, trans_a, b, trans_b, c, outer, gemm_ptrs, s, e)
+    else:
+        _rows_block(a, trans_a, b, trans_b, c, outer, gemm_ptrs, 0, c.shape[0])
+
+
+def _gemm_split(a, trans_a, b, trans_b, c, work, outer=False):
+    """c = op(a) @ op(b), split by c's rows into numba_runtime.blocks(rows, work) blocks, BLAS on one thread."""
+    with OneBlasThread():
+        _gemm_rows(a, trans_a, b, trans_b, c, outer, gemm_pointers(), blocks(c.shape[0], work))
+
+
+def linear_forward(x, w, b):
+    """x: (N, IN), w: (OUT, IN), b: (OUT,) or None -> y = x w^T + b: (N, OUT). cache: (x, w, has_bias).
+
+    Computed as y^T = w x^T split over blocks of output features, so that even a batch of 1 (a GEMV
+    reading the whole of w) is shared between the threads; y^T is then transposed, N*OUT elements.
+    """
+    N, IN, OUT = _checks.check_linear(x, w, b)
+    x, w = _c(x), _c(w)
+    yt = np.empty((OUT, N), dtype=x.dtype)
+    _gemm_split(w, False, x, True, yt, N * IN * OUT)
+    y = np.ascontiguousarray(yt.T)
+    if b is not None:
+        y += b
+    return y, (x, w, b is not None)
+
+
 def linear_backward(dy, cache, need_dx=True):
     """dx = dy w: (N, IN) (None, skipped, with ``need_dx=False``), dw = dy^T x: (OUT, IN), db = sum of dy over
     the batch: (OUT,) or None.
@@ -481,28 +561,16 @@ def linear_backward(dy, cache, need_dx=True):
     _checks.check_grad("linear_backward", dy, (N, OUT))
     dy = _c(dy)
     dw = np.empty_like(w)
-    outer = N <= TUNING["linear_outer_max_batch"]
-
-    def dw_block(s, e):
-        if outer:
-            _outer_sum(dy[:, s:e], x, dw[s:e])
-        else:
-            np.matmul(dy[:, s:e].T, x, out=dw[s:e])
-    run_split(dw_block, OUT, N * IN * OUT)
+    work = N * IN * OUT
+    _gemm_split(dy, True, x, False, dw, work, outer=N <= TUNING["linear_outer_max_batch"])
     if not need_dx:
         dx = None
     elif N >= num_threads():
         dx = np.empty_like(x)
-
-        def dx_block(s, e):
-            np.matmul(dy[s:e], w, out=dx[s:e])
-        run_split(dx_block, N, N * IN * OUT)
+        _gemm_split(dy, False, w, False, dx, work)
     else:
         dxt = np.empty((IN, N), dtype=x.dtype)
-
-        def dx_block(s, e):
-            np.matmul(w[:, s:e].T, dy.T, out=dxt[s:e])
-        run_split(dx_block, IN, N * IN * OUT)
+        _gemm_split(w, True, dy, True, dxt, work)
         dx = np.ascontiguousarray(dxt.T)
     return dx, dw, (dy.sum(axis=0) if has_bias else None)
 

@@ -1,18 +1,23 @@
-"""How the Numba backend runs its kernels: threads, the tunables, and the OpenMP wait policy.
+"""How the Numba backend runs its kernels: threads, BLAS, the tunables, and the OpenMP wait policy.
 
 ``numba_ops.py`` holds the kernels and their wrappers; this module holds everything they share about running:
 ``TUNING`` (every launch threshold, with the race results behind it) and ``tuned()`` to change it for a
-while, the threshold tests, the block split over worker threads (``run_split``) with BLAS held to one
-thread (``OneBlasThread``), ``set_threads``/``get_threads``, and ``apply_thread_policy()``.
+while, the threshold tests, the block split over Numba's threads (``blocks``, ``block_bounds``), the GEMM
+called from jitted code (``gemm``, SciPy's BLAS) with its library held to one thread (``OneBlasThread``),
+``set_threads``/``get_threads``, and ``apply_thread_policy()``.
 
-Threads (``set_threads(n)``; the machine this was tuned on has 2 cores). GEMMs go to NumPy's BLAS (``@``
-outside njit: ``np.dot`` inside njit would need SciPy). Three pools could compete for the cores, so:
-* conv2d and linear split their work into one block per thread themselves (``run_split``) and call BLAS
-  single-threaded from each block. OpenBLAS's own workers busy-wait for ~0.1 s after every threaded call,
-  i.e. forever in a training step, and would steal a core from everything else.
+Threads (``set_threads(n)``; the machine this was tuned on has 2 cores). Everything runs on Numba's own
+thread pool; no Python thread is ever started:
+* conv2d and linear run their batch (or their output rows) as one contiguous block per thread, a ``prange``
+  over the blocks inside one jitted kernel, and each block calls BLAS's GEMM directly from jitted code
+  (``gemm``: the ``sgemm``/``dgemm`` of SciPy's ``cython_blas``, whose addresses the kernels take as an
+  argument). That BLAS library is held to one thread while a kernel runs (``OneBlasThread``): OpenBLAS's
+  own workers busy-wait for ~0.1 s after every threaded call, i.e. forever in a training step, and would
+  steal a core from the blocks. SciPy's wheels bundle an OpenBLAS of their own, apart from NumPy's; the
+  guard holds the one the GEMMs run in.
 * memory-bound loops (relu, pooling, optimizers, ...) use Numba's ``prange`` above a size threshold.
-  Numba's OpenMP layer by default also spins after each loop; against OpenBLAS's spinning workers that
-  made a 1000-element loop after a 256x256 SGEMM take 7.6 ms instead of 4 us. ``apply_thread_policy()``
+  Numba's OpenMP layer by default spins after each loop; against OpenBLAS's spinning workers that made a
+  1000-element loop after a 256x256 SGEMM take 7.6 ms instead of 4 us. ``apply_thread_policy()``
   therefore asks OpenMP for a passive wait policy (``OMP_WAIT_POLICY=PASSIVE``) unless the environment
   already sets one.
 Waking a sleeping thread costs 15-100 us on this VM, which is what the thresholds in TUNING pay for.
@@ -32,12 +37,16 @@ process).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
-from concurrent.futures import ThreadPoolExecutor, wait
 
 import numba
 import numpy as np
 import threadpoolctl
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 #: Launch parameters, chosen by benchmarks/race_numba_kernels.py on this project's 2-core AVX-512 machine.
 TUNING = {
@@ -48,8 +57,8 @@ TUNING = {
     # them while they are still in cache, instead of materialising the whole batch (256 KiB won or tied
     # 1 and 4 MiB at every layer and batch size).
     "conv_chunk_bytes": 1 << 18,
-    # conv2d and linear split their work over the threads from this many multiply-adds on: handing a block
-    # to a sleeping worker thread costs 50-150 us here, ~4M multiply-adds of single-threaded SGEMM.
+    # conv2d and linear split their work over the threads from this many multiply-adds on: waking a sleeping
+    # thread for a block costs 15-150 us here, ~4M multiply-adds of single-threaded SGEMM.
     "split_min_work": 1 << 22,
     # Elementwise loops (relu, dropout, batchnorm, the optimizers) run on Numba's threads from this many
     # elements on. They are bound by memory bandwidth, which a second core raises only ~1.5x, and waking
@@ -136,63 +145,204 @@ def num_threads() -> int:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# BLAS on one thread, and the block split over worker threads
+# BLAS from inside jitted code, on one thread, and the block split over Numba's threads
 
 
-_BLAS = threadpoolctl.ThreadpoolController().select(user_api="blas")
-_workers = {"pool": None, "size": 0}
+_N, _T = ord("N"), ord("T")
 
 
-def _pool(size):
-    """The worker threads that run all but the first block of a split (created on first use, resized when
-    set_threads changes the count)."""
-    if _workers["size"] != size:
-        if _workers["pool"] is not None:
-            _workers["pool"].shutdown()
-        _workers["pool"] = ThreadPoolExecutor(max_workers=size, thread_name_prefix="minigrad-numba")
-        _workers["size"] = size
-    return _workers["pool"]
+@functools.cache
+def _scipy_blas():
+    """(sgemm, dgemm, sgemv, dgemv) addresses from SciPy's ``cython_blas`` and the threadpoolctl controller of the BLAS
+    library they call (located once, on first use).
+
+    ``cython_blas`` wraps SciPy's own BLAS (its wheels bundle an OpenBLAS of their own, apart from NumPy's),
+    so the library whose threads the guard holds is found by resolving the Fortran ``sgemm`` symbol through
+    ``cython_blas``'s own dependencies and asking the dynamic linker which file holds it. If none of the
+    known symbol names resolves, every BLAS library is held (correct, a few microseconds dearer per call).
+    """
+    import ctypes
+
+    from numba.extending import get_cython_function_address
+
+    gemm = tuple(get_cython_function_address("scipy.linalg.cython_blas", name)
+                 for name in ("sgemm", "dgemm", "sgemv", "dgemv"))
+    import scipy.linalg.cython_blas as cython_blas
+
+    blas = threadpoolctl.ThreadpoolController().select(user_api="blas")
+    library = _library_of(ctypes, ctypes.CDLL(cython_blas.__file__), ("scipy_sgemm_", "sgemm_", "sgemm"))
+    own = [c for c in blas.lib_controllers if library and os.path.realpath(c.filepath) == library]
+    return gemm, (own or blas.lib_controllers)
+
+
+def _library_of(ctypes, handle, names):
+    """The real path of the file that holds the first of ``names`` resolved through ``handle``, or None."""
+
+    class DlInfo(ctypes.Structure):
+        _fields_ = [("fname", ctypes.c_char_p), ("fbase", ctypes.c_void_p), ("sname", ctypes.c_char_p),
+                    ("saddr", ctypes.c_void_p)]
+
+    dladdr = ctypes.CDLL(None).dladdr
+    dladdr.argtypes = [ctypes.c_void_p, ctypes.POINTER(DlInfo)]
+    for name in names:
+        try:
+            address = ctypes.cast(getattr(handle, name), ctypes.c_void_p).value
+        except AttributeError:
+            continue
+        info = DlInfo()
+        if dladdr(address, ctypes.byref(info)) and info.fname:
+            return os.path.realpath(info.fname.decode())
+    return None
+
+
+def gemm_pointers() -> tuple:
+    """(sgemm, dgemm, sgemv, dgemv) addresses as integers: the kernels pass them to ``gemm`` as an argument (an address
+    compiled in as a constant would not survive Numba's on-disk cache into another process)."""
+    return _scipy_blas()[0]
+
+
+def blas_controllers() -> list:
+    """threadpoolctl's controllers of the BLAS library the kernels' GEMMs run in (see _scipy_blas)."""
+    return _scipy_blas()[1]
+
+
+def _fortran_call(kinds, first):
+    """Code for a call of the Fortran BLAS routine at ``pointers[first]`` (float32) or ``pointers[first + 1]``
+    (float64, by the last array's dtype), whose arguments are of ``kinds``: c (a character), i (an integer),
+    r (a real of the arrays' dtype), a (an array). Every scalar is stored in a stack slot and passed by
+    reference (Fortran), each array by its data pointer."""
+
+    def codegen(context, builder, signature, args):
+        dtype = [t for t in signature.args if isinstance(t, types.Array)][-1].dtype
+        real, i8, i32 = context.get_value_type(dtype), ir.IntType(8), ir.IntType(32)
+        llvm = {"c": (i8, types.int8), "i": (i32, types.int32), "r": (real, dtype)}
+        fnty = ir.FunctionType(ir.VoidType(), [(real if k == "a" else llvm[k][0]).as_pointer() for k in kinds])
+        which = first if dtype == types.float32 else first + 1
+        fn = builder.inttoptr(builder.extract_value(args[0], which), fnty.as_pointer())
+        refs = []
+        for kind, ty, value in zip(kinds, signature.args[1:], args[1:]):
+            if kind == "a":
+                refs.append(context.make_array(ty)(context, builder, value).data)
+            else:
+                slot = cgutils.alloca_once(builder, llvm[kind][0])
+                builder.store(context.cast(builder, value, ty, llvm[kind][1]), slot)
+                refs.append(slot)
+        builder.call(fn, refs)
+        return context.get_dummy_value()
+
+    return codegen
+
+
+@intrinsic
+def _gemm_call(typingctx, pointers, transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
+    """Fortran ``?gemm(transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)``."""
+    sig = types.void(pointers, transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+    return sig, _fortran_call("cciiiraiairai", 0)
+
+
+@intrinsic
+def _gemv_call(typingctx, pointers, trans, m, n, alpha, a, lda, x, incx, beta, y, incy):
+    """Fortran ``?gemv(trans, m, n, alpha, a, lda, x, incx, beta, y, incy)``."""
+    sig = types.void(pointers, trans, m, n, alpha, a, lda, x, incx, beta, y, incy)
+    return sig, _fortran_call("ciiraiairai", 2)
+
+
+@njit(inline="always")
+def _ld(a):
+    """The leading dimension of a row-major 2-D view (its row stride; any valid one for a single row)."""
+    return max(1, a.strides[0] // a.itemsize if a.shape[0] > 1 else a.shape[1])
+
+
+@njit(inline="always")
+def _step(a):
+    """The element stride of a 2-D view holding a vector (one row or one column)."""
+    return max(1, a.strides[0] // a.itemsize) if a.shape[1] == 1 else max(1, a.strides[1] // a.itemsize)
+
+
+@njit(inline="always")
+def _gemv(pointers, a, trans_a, x, y, beta):
+    """y = op(a) @ x + beta * y for a row-major matrix view a and vector views x, y (2-D, one row or column).
+    Row-major a is column-major a^T, so the Fortran transpose flag is the opposite of trans_a."""
+    rows, cols = a.shape
+    _gemv_call(pointers, _N if trans_a else _T, cols, rows, 1.0, a, _ld(a), x, _step(x), beta, y, _step(y))
+
+
+@njit(inline="always")
+def gemm(pointers, a, trans_a, b, trans_b, c, beta):
+    """c = op(a) @ op(b) + beta * c on row-major 2-D views (rows of any stride, unit column stride), op
+    transposing when its flag is set; ``pointers`` from gemm_pointers(). Called from jitted code, on the
+    calling thread, with the guard (OneBlasThread) held by the wrapper. Row-major c is column-major c^T =
+    op(b)^T op(a)^T, so the Fortran routine gets the operands swapped. A product with a single column or
+    row of c runs as a matrix-vector product (GEMM would pack the whole matrix first: a batch of 1 through a
+    large layer)."""
+    M, N = c.shape
+    K = a.shape[0] if trans_a else a.shape[1]
+    if N == 1 and M > 1:  # c = op(a) @ (one column of op(b))
+        _gemv(pointers, a, trans_a, b, c, beta)
+    elif M == 1 and N > 1:  # c^T = op(b)^T @ (one row of op(a))^T
+        _gemv(pointers, b, not trans_b, a, c, beta)
+    else:
+        _gemm_call(pointers, _T if trans_b else _N, _T if trans_a else _N, N, M, K, 1.0, b, _ld(b), a, _ld(a),
+                   beta, c, _ld(c))
+
+
+@njit(cache=True)
+def _gemm_once(pointers, a, trans_a, b, trans_b, c):
+    gemm(pointers, a, trans_a, b, trans_b, c, 0.0)
+
+
+def matmul(a, trans_a: bool, b, trans_b: bool, c) -> None:
+    """c = op(a) @ op(b) from Python, through the kernels' own BLAS call on the calling thread (how the
+    calibration times the backend's GEMMs; hold OneBlasThread around it as the kernels do)."""
+    _gemm_once(gemm_pointers(), a, trans_a, b, trans_b, c)
 
 
 class OneBlasThread:
-    """BLAS on one thread (the caller's) for the duration; the previous counts are restored on exit.
+    """The kernels' BLAS library on one thread (the caller's) for the duration; the previous count is
+    restored on exit.
 
-    The GEMMs of the Numba backend always run single-threaded: parallelism comes from run_split's blocks.
-    OpenBLAS's own workers busy-wait (sched_yield) for ~0.1 s after every multi-threaded call, so in a
-    training step, where a GEMM comes every few ms, they would never sleep and would take a core from
-    the block threads and Numba's loops (measured: convnet at batch 64 trained 517 samples/s with BLAS
-    threads left on, 798 with them held to one). Setting the count through the library's own call
-    costs ~1 us, against ~7 us for threadpoolctl's context manager.
+    The Numba backend's GEMMs run inside its own blocks on Numba's threads, so BLAS must not start threads
+    of its own: OpenBLAS's workers would also busy-wait (sched_yield) for ~0.1 s after every
+    multi-threaded call, i.e. forever in a training step, and take a core from Numba's loops (measured:
+    convnet at batch 64 trained 517 samples/s with BLAS threads left on, 798 with them held to one).
+    Setting the count through the library's own call costs ~1 us, against ~7 us for threadpoolctl's
+    context manager.
     """
 
     def __enter__(self):
-        self.saved = [c.num_threads for c in _BLAS.lib_controllers]
-        for c in _BLAS.lib_controllers:
+        self.controllers = blas_controllers()
+        self.saved = [c.num_threads for c in self.controllers]
+        for c in self.controllers:
             c.set_num_threads(1)
 
     def __exit__(self, *exc):
-        for c, n in zip(_BLAS.lib_controllers, self.saved):
+        for c, n in zip(self.controllers, self.saved):
             c.set_num_threads(n)
 
 
-def run_split(block, N, work):
-    """Run ``block(s, e)`` over [0, N) split into one contiguous block per thread; return their results.
+def blocks(n: int, work: int) -> int:
+    """How many blocks of Numba's threads a job of ``n`` rows and ``work`` multiply-adds is split into: one
+    per thread (at most one per row) from TUNING["split_min_work"] on, else a single block on the calling
+    thread (waking Numba's sleeping threads costs 15-150 us on this VM)."""
+    return min(n, num_threads()) if work >= TUNING["split_min_work"] else 1
 
-    A job smaller than TUNING["split_min_work"] (multiply-adds) runs as one block on this thread: handing
-    a block to a sleeping worker thread costs 50-150 us on this VM. Split jobs run the first block on this
-    thread and the others on the worker threads. BLAS stays on one thread throughout (OneBlasThread).
-    """
-    T = min(N, num_threads()) if work >= TUNING["split_min_work"] else 1
-    with OneBlasThread():
-        if T <= 1:
-            return [block(0, N)]
-        bounds = [(t * N // T, (t + 1) * N // T) for t in range(T)]
-        futures = [_pool(T - 1).submit(block, s, e) for s, e in bounds[1:]]
-        try:
-            first = block(*bounds[0])
-        finally:
-            wait(futures)
-    return [first] + [f.result() for f in futures]
+
+@njit(inline="always")
+def block_bounds(n, t, T):
+    """Rows [s, e) of block ``t`` of ``T`` contiguous blocks over ``n`` rows."""
+    return t * n // T, (t + 1) * n // T
+
+
+@njit(cache=True, parallel=True)
+def _empty_blocks(out, T):
+    for t in prange(T):
+        out[t] = t
+
+
+def handoff(T: int) -> None:
+    """Start ``T`` empty blocks on Numba's threads, as a split kernel does: what the cost model's ``split``
+    term prices (profiling/calibration.py times it)."""
+    _empty_blocks(np.empty(T, dtype=np.int64), T)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -107,9 +107,30 @@ def _fits(m, n, k) -> bool:
     return 2 * m * n * k <= GEMM_MAX_FLOPS and max(m * k, k * n, m * n) <= GEMM_MAX_ELEMENTS
 
 
-def measure_gemm(dtype: str, dims=GEMM_DIMS, layouts=GEMM_LAYOUTS, progress=None) -> dict:
+def _numpy_product(layout, a, b):
+    return lambda: a @ b
+
+
+def _numba_product(layout, a, b):
+    """The Numba backend's GEMM (SciPy's BLAS called as its kernels call it) on the operands as stored."""
+    from minigrad.kernels.numba_runtime import matmul
+
+    ta, tb = layout[0] == "t", layout[1] == "t"
+    c = np.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
+    a, b = (a.T if ta else a), (b.T if tb else b)
+    return lambda: matmul(a, ta, b, tb, c)
+
+
+#: How each backend multiplies: a function of the layout and the two operands (as the product sees them) -> a
+#: call.
+PRODUCTS = {"numpy": _numpy_product, "numba": _numba_product}
+
+
+def measure_gemm(dtype: str, dims=GEMM_DIMS, layouts=GEMM_LAYOUTS, progress=None, backend="numpy") -> dict:
     """{layout: seconds as a nested list [i_m][i_n][i_k] over ``dims``}: measured where the product fits,
-    else the time of the largest fitting product along the largest dimension scaled by the work."""
+    else the time of the largest fitting product along the largest dimension scaled by the work. The
+    products are the ``backend``'s own (PRODUCTS)."""
+    product = PRODUCTS[backend]
     rng = np.random.default_rng(0)
     d = len(dims)
     out = {}
@@ -119,7 +140,7 @@ def measure_gemm(dtype: str, dims=GEMM_DIMS, layouts=GEMM_LAYOUTS, progress=None
             m, n, k = dims[i], dims[j], dims[l]
             if _fits(m, n, k):
                 a, b = _operands(layout, m, n, k, dtype, rng)
-                grid[i, j, l] = _seconds(lambda: a @ b, budget=0.005, most=9, cold=False)
+                grid[i, j, l] = _seconds(product(layout, a, b), budget=0.005, most=9, cold=False)
         for i, j, l in itertools.product(range(d), repeat=3):
             if np.isnan(grid[i, j, l]):
                 grid[i, j, l] = _filled(grid, (i, j, l), dims)
@@ -213,7 +234,7 @@ def _pass_cases(backend: str, dtype: str, width: int = 10):
             x, w, b = arr(n, C, Hd, Hd), arr(Fd, C, ks, ks), arr(Fd)
             y = np.empty((n, Fd, Hd - ks + 1, Hd - ks + 1), dtype=dtype)
             fwd = numba_ops._direct_forward(ks, ks)
-            return (lambda: fwd(x, w, b, y)), n * Fd * C * ks * ks * L, (x,)
+            return (lambda: fwd(x, w, b, y, 1)), n * Fd * C * ks * ks * L, (x,)  # one block: the pass alone
         return make
 
     def im2col(t):
@@ -463,13 +484,12 @@ def measure(backend: str, dtype: str = "float32", threads: int = 1, quick: bool 
                             else measure_curves(backend, dtype, say))
         guard = contextlib.nullcontext()
         if backend == "numba":  # its GEMMs run on one BLAS thread inside its own block split
-            from minigrad.kernels.numba_runtime import OneBlasThread, run_split
+            from minigrad.kernels.numba_runtime import OneBlasThread, handoff
 
             guard = OneBlasThread()
-            result["split_seconds"] = (_seconds(lambda: run_split(lambda s, e: None, threads, 1 << 62))
-                                       if threads > 1 else 0.0)
+            result["split_seconds"] = _seconds(lambda: handoff(threads)) if threads > 1 else 0.0
         with guard:
-            result["gemm"] = measure_gemm(dtype, dims, progress=say)
+            result["gemm"] = measure_gemm(dtype, dims, progress=say, backend=backend)
         result["fresh_memory"] = measure_fresh_memory()
         result["tiny"] = _tiny(backend, dtype)
         say("fixed overheads")

@@ -11,7 +11,7 @@ A kernel call is priced as the sum of its terms:
   curve of seconds against elements;
 * ``call``: what a GEMM kernel's wrapper costs on top of its terms (validation, allocation, the BLAS thread
   guard), measured on the smallest shapes;
-* ``split``: handing a block of work to the Numba backend's worker threads;
+* ``split``: starting the Numba backend's blocks of a split kernel on its threads (one parallel region);
 * ``alloc``: an array of at least ``MMAP_MAX`` bytes the call allocates: glibc maps memory that large fresh from
   the OS on every allocation (smaller blocks are recycled from one step to the next), so its pages fault on first
   touch, every step; priced by the calibration's ``fresh_memory``.
@@ -142,7 +142,7 @@ def _tuning() -> dict:
 
 
 def _split(n: int, work: int, threads: int) -> int:
-    """How many blocks ``run_split`` makes of ``n`` rows of ``work`` multiply-adds."""
+    """How many blocks ``numba_runtime.blocks`` makes of ``n`` rows of ``work`` multiply-adds."""
     return min(n, threads) if work >= _tuning()["split_min_work"] else 1
 
 

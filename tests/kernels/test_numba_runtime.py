@@ -1,6 +1,6 @@
 """The Numba backend's runtime (kernels/numba_runtime.py): tuned() and TUNING, the threshold tests, the block
-split with BLAS held to one thread, set_threads/get_threads, and the OpenMP thread policy, which must reach
-the C environment (where libgomp reads it) without ever appearing in os.environ. The policy tests run in
+split, SciPy's BLAS called from jitted code and held to one thread, set_threads/get_threads, and the OpenMP
+thread policy, which must reach the C environment (where libgomp reads it) without ever appearing in os.environ. The policy tests run in
 fresh interpreters: whether it was applied is decided once per process.
 """
 
@@ -10,10 +10,10 @@ import os
 import subprocess
 import sys
 import textwrap
-import threading
 
 import numpy as np
 import pytest
+import threadpoolctl
 
 rt = pytest.importorskip("minigrad.kernels.numba_runtime")
 
@@ -67,37 +67,81 @@ def test_threshold_helpers_follow_tuning():
 
 
 # ----------------------------------------------------------------------------------------------------------
-# run_split and OneBlasThread
+# blocks, gemm (SciPy's BLAS from jitted code) and OneBlasThread
 
 
-def test_run_split_below_the_threshold_runs_one_block_on_this_thread():
-    seen = []
-
-    def block(s, e):
-        seen.append(threading.current_thread())
-        return s, e
-    with rt.tuned(split_min_work=NEVER):
-        assert rt.run_split(block, 10, 10) == [(0, 10)]
-    assert seen == [threading.current_thread()]
+def test_blocks_one_per_thread_from_the_threshold_on_at_most_one_per_row():
+    with rt.tuned(split_min_work=100):
+        assert rt.blocks(10, 99) == 1
+        assert rt.blocks(10, 100) == min(10, rt.num_threads())
+        assert rt.blocks(1, 100) == 1
 
 
-def test_run_split_covers_the_range_in_contiguous_blocks_in_order():
-    with rt.tuned(split_min_work=0):
-        parts = rt.run_split(lambda s, e: (s, e), 10, 1)
-    assert len(parts) == min(10, rt.num_threads())
-    assert parts[0][0] == 0 and parts[-1][1] == 10
-    assert all(a[1] == b[0] for a, b in zip(parts, parts[1:]))
+@pytest.mark.parametrize("n", [1, 2, 7, 10])
+@pytest.mark.parametrize("T", [1, 2, 3])
+def test_block_bounds_cover_the_rows_in_contiguous_blocks_in_order(n, T):
+    bounds = [rt.block_bounds.py_func(n, t, T) for t in range(T)]
+    assert bounds[0][0] == 0 and bounds[-1][1] == n
+    assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
 
 
-def test_run_split_holds_blas_to_one_thread_and_restores_it():
-    before = rt.get_threads()["blas"]
-    if before is None:
-        pytest.skip("no BLAS library visible to threadpoolctl")
-    inside = []
-    with rt.tuned(split_min_work=0):
-        rt.run_split(lambda s, e: inside.append(rt.get_threads()["blas"]), 4, 1)
-    assert set(inside) == {1}
-    assert rt.get_threads()["blas"] == before
+@rt.njit
+def _gemm_jitted(pointers, a, trans_a, b, trans_b, c, beta):
+    rt.gemm(pointers, a, trans_a, b, trans_b, c, beta)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("trans_a", [False, True])
+@pytest.mark.parametrize("trans_b", [False, True])
+@pytest.mark.parametrize("beta", [0.0, 1.0])
+@pytest.mark.parametrize("M, N, K", [(5, 7, 3), (5, 1, 3), (1, 7, 3)])  # a GEMM, and the two GEMVs
+def test_gemm_from_jitted_code_on_strided_views_matches_numpy(dtype, trans_a, trans_b, beta, M, N, K):
+    rng = np.random.default_rng(0)
+    # row views of wider arrays (leading dimension larger than the row) on every operand
+    a = rng.standard_normal((K, M + 2) if trans_a else (M, K + 2)).astype(dtype)[:, :(M if trans_a else K)]
+    b = rng.standard_normal((N, K + 3) if trans_b else (K, N + 3)).astype(dtype)[:, :(K if trans_b else N)]
+    c_full = rng.standard_normal((M, N + 4)).astype(dtype)
+    c = c_full[:, :N]
+    want = (a.T if trans_a else a) @ (b.T if trans_b else b) + beta * c
+    right = c_full[:, N:].copy()
+    _gemm_jitted(rt.gemm_pointers(), a, trans_a, b, trans_b, c, beta)
+    np.testing.assert_allclose(c, want, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-6)
+    assert np.array_equal(c_full[:, N:], right)  # nothing written past the view
+
+
+def test_gemm_on_single_rows_and_columns():
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_normal((1, 4)), rng.standard_normal((4, 1))
+    c = np.empty((1, 1))
+    _gemm_jitted(rt.gemm_pointers(), a, False, b, False, c, 0.0)
+    np.testing.assert_allclose(c, a @ b)
+    c = np.empty((4, 4))
+    _gemm_jitted(rt.gemm_pointers(), b, False, a, False, c, 0.0)
+    np.testing.assert_allclose(c, b @ a)
+
+
+def test_the_guard_holds_the_library_the_gemm_runs_in_and_nothing_else():
+    import ctypes
+
+    import scipy.linalg.cython_blas as cython_blas
+
+    held = rt.blas_controllers()
+    assert len(held) == 1  # found: SciPy's own BLAS, not every library in the process
+    library = rt._library_of(ctypes, ctypes.CDLL(cython_blas.__file__), ("scipy_sgemm_", "sgemm_", "sgemm"))
+    assert os.path.realpath(held[0].filepath) == library
+    others = [c for c in threadpoolctl.ThreadpoolController().select(user_api="blas").lib_controllers
+              if os.path.realpath(c.filepath) != library]
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        before = [c.num_threads for c in others]
+        with rt.OneBlasThread():
+            assert held[0].num_threads == 1
+            assert [c.num_threads for c in others] == before
+        assert held[0].num_threads == 2
+
+
+def test_handoff_runs_on_any_thread_count():
+    for T in (1, 2):
+        rt.handoff(T)
 
 
 # ----------------------------------------------------------------------------------------------------------
