@@ -367,7 +367,7 @@ def im2col(x, KH, KW, stride, padding):
     OH = (H + 2 * padding - KH) // stride + 1
     OW = (W + 2 * padding - KW) // stride + 1
     cols = _runtime().xp.empty((C * KH * KW, N * OH * OW), dtype=x.dtype)
-    _launch("conv2d", "im2col", x.dtype, cols.size, _c(x), cols, _i(N), _i(C), _i(H), _i(W), _i(KH), _i(KW),
+    _launch("conv2d", "im2col", x.dtype, C * N * OH * OW, _c(x), cols, _i(N), _i(C), _i(H), _i(W), _i(KH), _i(KW),
             _i(stride), _i(padding), _i(OH), _i(OW))
     return cols
 

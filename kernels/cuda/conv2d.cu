@@ -7,17 +7,25 @@
 // and makes col2im read with a stride of C*KH*KW. The GEMM output is then (F, N*OH*OW), "FNP" below.
 #include "minigrad_cuda.h"
 
-// One thread per element of the column matrix.
+// One thread per (channel, pixel of the output grid): it writes the KH*KW rows of its channel at its column.
+// The index arithmetic (divisions, the kernels' main cost here) is done once per thread, not once per
+// element, and for each (kh, kw) consecutive threads still write consecutive addresses.
 template <typename T, typename I>
 __device__ __forceinline__ void im2col(const T* x, T* cols, I N, I C, I H, I W, I KH, I KW, I stride, I pad, I OH, I
                                        OW) {
     const I P = OH * OW, NP = N * P;
-    GRID_STRIDE_LOOP(I, e, C * KH * KW * NP) {
-        const I row = e / NP, col = e % NP;
+    GRID_STRIDE_LOOP(I, e, C * NP) {
+        const I col = e % NP, c = e / NP;
         const I p = col % P, n = col / P, j = p % OW, i = p / OW;
-        const I kw = row % KW, kh = (row / KW) % KH, c = row / (KW * KH);
-        const I h = i * stride + kh - pad, w = j * stride + kw - pad;
-        cols[e] = (h >= 0 && h < H && w >= 0 && w < W) ? x[((n * C + c) * H + h) * W + w] : T(0);
+        const T* plane = x + (n * C + c) * H * W;
+        T* out = cols + c * KH * KW * NP + col;
+        for (I kh = 0; kh < KH; ++kh) {
+            const I h = i * stride + kh - pad;
+            for (I kw = 0; kw < KW; ++kw) {
+                const I w = j * stride + kw - pad;
+                out[(kh * KW + kw) * NP] = (h >= 0 && h < H && w >= 0 && w < W) ? plane[h * W + w] : T(0);
+            }
+        }
     }
 }
 
@@ -35,16 +43,20 @@ __device__ __forceinline__ void col2im(const T* dcols, T* dx, I N, I C, I H, I W
     const I P = OH * OW, NP = N * P;
     GRID_STRIDE_LOOP(I, e, N * C * H * W) {
         const I w = e % W, h = (e / W) % H, c = (e / (W * H)) % C, n = e / (W * H * C);
+        const T* in = dcols + c * KH * KW * NP + n * P;
         T sum = T(0);
         for (I kh = 0; kh < KH; ++kh) {
             const I hs = h + pad - kh;  // = i * stride for the window row i that covers h at offset kh
-            if (hs < 0 || hs % stride != 0 || hs / stride >= OH) continue;
-            const I i = hs / stride;
+            // stride 1 (the common case) needs no division: a uniform branch, not a per-element one
+            if (hs < 0 || (stride != 1 && hs % stride != 0)) continue;
+            const I i = stride == 1 ? hs : hs / stride;
+            if (i >= OH) continue;
             for (I kw = 0; kw < KW; ++kw) {
                 const I ws = w + pad - kw;
-                if (ws < 0 || ws % stride != 0 || ws / stride >= OW) continue;
-                const I j = ws / stride;
-                sum += dcols[((c * KH + kh) * KW + kw) * NP + n * P + i * OW + j];
+                if (ws < 0 || (stride != 1 && ws % stride != 0)) continue;
+                const I j = stride == 1 ? ws : ws / stride;
+                if (j >= OW) continue;
+                sum += in[(kh * KW + kw) * NP + i * OW + j];
             }
         }
         dx[e] = sum;
