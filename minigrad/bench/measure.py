@@ -261,8 +261,9 @@ def measure_train(engine, settings: Settings, batch_size: int, train_set, test_s
     train_seconds = wall - sum(before.values())
     samples = sum(s.samples for s in history.steps)
     tail = history.steps[-max(1, len(history.steps) // 10):]
-    row.update(samples=samples, steps=len(history.steps), updates=history.updates, epochs_run=len(history.epochs),
-               train_seconds=train_seconds, samples_per_s=samples / train_seconds)
+    row.update(samples=samples, steps=len(history.steps), captured_steps=sum(s.captured for s in history.steps),
+               updates=history.updates, epochs_run=len(history.epochs), train_seconds=train_seconds,
+               samples_per_s=samples / train_seconds)
     row.update(step_statistics(compute))
     row.update(steady_samples_per_s=batch_size / row["step_median_s"], data_median_s=float(np.median(data_seconds)),
                data_fraction=float(data_seconds.sum() / seconds.sum()))

@@ -23,7 +23,7 @@ RESULT_COLUMNS = (
     "backend", "mode", "batch_size", "status", "error", "chosen_by",
     "dtype", "threads", "optimizer", "lr", "lr_grid", "lr_at_grid_edge", "momentum", "accumulate", "virtual_batch_size",
     "warmup_updates",
-    "samples", "steps", "updates", "epochs_run",
+    "samples", "steps", "captured_steps", "updates", "epochs_run",
     "train_seconds", "samples_per_s", "steady_samples_per_s",
     "step_median_s", "step_q1_s", "step_q3_s", "step_iqr_s", "step_min_s", "step_max_s", "step_count", "step_skipped",
     "latency_median_s", "latency_q1_s", "latency_q3_s", "latency_iqr_s", "latency_min_s", "latency_max_s",
