@@ -46,7 +46,8 @@ class History:
 
 
 def fit(model, loader, optimizer, epochs: int = 1, accumulate: int = 1, eval_loader=None, max_steps=None,
-        warmup=None, progress=None, desc: str = "train", adapter=MINIGRAD, reduce=None) -> History:
+        warmup=None, progress=None, desc: str = "train", adapter=MINIGRAD, reduce=None,
+        capture: bool = True) -> History:
     """Train ``model`` with minibatch SGD over ``loader`` for ``epochs`` (``minigrad.loop.TrainLoop``).
 
     accumulate: apply the optimizer every ``accumulate`` micro-batches with the sample-weighted mean of their
@@ -58,6 +59,7 @@ def fit(model, loader, optimizer, epochs: int = 1, accumulate: int = 1, eval_loa
     progress: a tqdm bar per epoch; None shows it only on a terminal outside CI (``minigrad.progress``).
     adapter: the engine the loop drives (``minigrad.loop.MINIGRAD``, or ``torch_peer.ADAPTER``).
     reduce: the gradient all-reduce of a data-parallel run (``TrainLoop``'s hook; ``minigrad.distributed.fit``).
+    capture: replay the step from a CUDA graph where possible (``TrainLoop``; False: always eagerly).
     Raises NonFiniteLoss naming the step when the loss becomes NaN or Inf.
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
@@ -67,7 +69,8 @@ def fit(model, loader, optimizer, epochs: int = 1, accumulate: int = 1, eval_loa
     if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1):
         raise ValueError(f"fit: max_steps must be a positive integer or None; got {max_steps!r}")
     history = History()
-    loop = TrainLoop(model, optimizer, accumulate=accumulate, warmup=warmup, adapter=adapter, reduce=reduce)
+    loop = TrainLoop(model, optimizer, accumulate=accumulate, warmup=warmup, adapter=adapter, reduce=reduce,
+                     capture=capture)
     for epoch in range(1, epochs + 1):
         t_epoch = time.perf_counter()
         total = len(loader) if max_steps is None else min(len(loader), max_steps - loop.step)
