@@ -360,9 +360,10 @@ def channel_sums(x, A: int, C: int, B: int, y=None, shift=None, scale: float = 1
 # conv2d: im2col kernel, one cuBLAS GEMM, layout+bias kernel
 
 
-def im2col(x, KH, KW, stride, padding):
+def im2col_t(x, KH, KW, stride, padding):
     """Patches of x as columns: (C*KH*KW, N*OH*OW), row (c, kh, kw), column (n, i, j): numpy_ops.im2col
-    transposed, the orientation in which the GPU's threads read and write consecutive pixels (cuda/conv2d.cu)."""
+    transposed (hence the name), the orientation in which the GPU's threads read and write consecutive pixels
+    (cuda/conv2d.cu)."""
     N, C, H, W = x.shape
     OH = (H + 2 * padding - KH) // stride + 1
     OW = (W + 2 * padding - KW) // stride + 1
@@ -372,8 +373,8 @@ def im2col(x, KH, KW, stride, padding):
     return cols
 
 
-def col2im(dcols, x_shape, KH, KW, stride, padding, OH, OW):
-    """Adjoint of im2col, as a gather (one thread per input pixel, no atomics): dcols (C*KH*KW, N*OH*OW) ->
+def col2im_t(dcols, x_shape, KH, KW, stride, padding, OH, OW):
+    """Adjoint of im2col_t, as a gather (one thread per input pixel, no atomics): dcols (C*KH*KW, N*OH*OW) ->
     dx of x_shape."""
     N, C, H, W = x_shape
     dx = _runtime().xp.empty((N, C, H, W), dtype=dcols.dtype)
@@ -390,7 +391,7 @@ def conv2d_forward(x, w, b, stride, padding):
     cost KH*KW x the input in device memory and spare rebuilding them for dW.
     """
     N, C, H, W, F, KH, KW, OH, OW = _checks.check_conv2d(x, w, b, stride, padding)
-    cols = im2col(x, KH, KW, stride, padding)
+    cols = im2col_t(x, KH, KW, stride, padding)
     out = _runtime().matmul(_c(w).reshape(F, -1), cols)  # (F, N*OH*OW): the one GEMM
     y = _runtime().xp.empty((N, F, OH, OW), dtype=x.dtype)
     _launch("conv2d", "fnp_to_nchw", x.dtype, y.size, out, None if b is None else _c(b), y, _i(N), _i(F),
@@ -399,7 +400,7 @@ def conv2d_forward(x, w, b, stride, padding):
 
 
 def conv2d_backward(dy, cache, need_dx=True):
-    """With dY as (F, N*OH*OW): dW = dY cols^T, dcols = W^T dY (cuBLAS), dx = col2im(dcols) (None, skipped,
+    """With dY as (F, N*OH*OW): dW = dY cols^T, dcols = W^T dY (cuBLAS), dx = col2im_t(dcols) (None, skipped,
     with ``need_dx=False``), db = channel sums of dy over N and OH*OW (channel_sums: on an H100, CuPy's
     ``sum(axis=0)`` of the (N*OH*OW, F) rows took 10-30x cuDNN's whole convolution)."""
     _checks.check_flag("conv2d_backward", "need_dx", need_dx)
@@ -415,7 +416,7 @@ def conv2d_backward(dy, cache, need_dx=True):
     _launch("conv2d", "nchw_to_fnp", cols.dtype, dout.size, dy, dout, _i(N), _i(F), _i(OH * OW))
     w2 = _c(w).reshape(F, -1)
     dw = gemm(dout, cols.T).reshape(w.shape)
-    dx = col2im(gemm(w2.T, dout), x_shape, KH, KW, stride, padding, OH, OW) if need_dx else None
+    dx = col2im_t(gemm(w2.T, dout), x_shape, KH, KW, stride, padding, OH, OW) if need_dx else None
     db = channel_sums(dy, N, F, OH * OW) if has_bias else None
     return dx, dw, db
 

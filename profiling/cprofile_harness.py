@@ -32,6 +32,8 @@ from minigrad import backend
 
 from . import _harness
 
+#: The patch gather/scatter helpers by name (the ``_t`` ones: cupy's transposed orientation).
+HELPERS = ("im2col", "col2im", "im2col_t", "col2im_t")
 CAUSES = ("GEMM/BLAS", "im2col/col2im", "pooling", "elementwise", "loss", "optimizer", "autograd/tape",
           "data loading", "other Python")
 _KERNEL_CAUSE = {"conv2d": "GEMM/BLAS", "linear": "GEMM/BLAS", "maxpool2d": "pooling", "relu": "elementwise",
@@ -106,7 +108,7 @@ def causes(stats: pstats.Stats, kernel_module) -> dict[str, float]:
         if key in kernels:
             out[kernels[key]] += cumtime
             continue
-        if "/kernels/" in path and func in ("im2col", "col2im"):
+        if "/kernels/" in path and func in HELPERS:
             helpers += cumtime
         own = _own_cause(path)
         if own is not None:

@@ -335,11 +335,11 @@ conv_ids = ["N{}C{}H{}W{}F{}K{}s{}p{}".format(*c) for c in CONV_CASES]
 def test_im2col_and_col2im_equal_numpy_ops(cuda_ops, rng, case, dtype):
     N, C, H, W, F, K, s, p = case
     x = rng.standard_normal((N, C, H, W)).astype(dtype)
-    cols = cuda_ops.im2col(x, K, K, s, p)
+    cols = cuda_ops.im2col_t(x, K, K, s, p)
     np.testing.assert_array_equal(cols, npo.im2col(x, K, K, s, p).T)  # a pure copy, transposed: bit-identical
     OH, OW = (H + 2 * p - K) // s + 1, (W + 2 * p - K) // s + 1
     dcols = rng.standard_normal(cols.shape[::-1]).astype(dtype)  # numpy_ops' orientation
-    close(cuda_ops.col2im(np.ascontiguousarray(dcols.T), x.shape, K, K, s, p, OH, OW),
+    close(cuda_ops.col2im_t(np.ascontiguousarray(dcols.T), x.shape, K, K, s, p, OH, OW),
           npo.col2im(dcols, x.shape, K, K, s, p, OH, OW), dtype)
 
 
