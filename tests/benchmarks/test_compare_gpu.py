@@ -14,15 +14,21 @@ from benchmarks import compare_gpu
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.skipif(compare_gpu.gpu_unavailable() is None, reason="a usable GPU is present here")
-def test_without_a_gpu_it_skips_with_one_line_naming_what_is_missing():
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.compare_gpu"], capture_output=True, text=True,
-                          cwd=ROOT)
+def skip_line_without_gpu(module: str) -> str:
+    """Run ``python -m module`` where no GPU is usable: it must exit 0 with one line on stdout and nothing on
+    stderr; that line."""
+    proc = subprocess.run([sys.executable, "-m", module], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
     lines = proc.stdout.splitlines()
     assert len(lines) == 1
-    assert lines[0].startswith("compare_gpu: skipped, no GPU to measure on (backend 'cupy' is not available: ")
+    return lines[0]
+
+
+@pytest.mark.skipif(compare_gpu.gpu_unavailable() is None, reason="a usable GPU is present here")
+def test_without_a_gpu_it_skips_with_one_line_naming_what_is_missing():
+    assert skip_line_without_gpu("benchmarks.compare_gpu").startswith(
+        "compare_gpu: skipped, no GPU to measure on (backend 'cupy' is not available: ")
 
 
 def test_steps_per_repeat_are_bounded_both_ways():
