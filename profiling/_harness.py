@@ -46,7 +46,9 @@ class Harness:
 
     def updates(self, n: int, around=None) -> np.ndarray:
         """Step time (the loop's compute seconds) of each of the next ``n`` optimizer updates: one
-        micro-batch each, or ``batch_size`` of them summed on the per-sample rung."""
+        micro-batch each, or ``batch_size`` of them summed on the per-sample rung. ``captured`` holds how many
+        of their micro-batches were replayed from a CUDA graph (``minigrad.graphs``)."""
         records = self.steps(n * self.loop.accumulate, around)
+        self.captured = sum(r.captured for r in records)
         return np.array([sum(r.compute_seconds for r in records[i:i + self.loop.accumulate])
                          for i in range(0, len(records), self.loop.accumulate)])

@@ -268,7 +268,9 @@ def gpu_bounds(traced: list[dict], ceilings: dict, step_rows: list[dict] | None 
     smallest traced B, where the per-call floors come from; None with one batch size), "rows": [...],
     "launch_bound_until", "gpu_bound_from"}, one row per batch size, ascending, each with (times per step):
 
-    - step_ms: the traced step; untraced_step_ms: from step_rows, else None;
+    - step_ms: the traced step (eager: the tracer times each kernel call); untraced_step_ms: from step_rows,
+      else None; untraced_captured_share: the share of those untraced steps replayed from a CUDA graph
+      (step_rows' ``captured_share``), else None;
     - kernel_ms: the kernels' time as timed (device_ms where recorded, else host); kernel_share: over the
       step, an upper bound on the share the GPU is busy; per_call_us: kernel_ms per call;
     - busy_ms / busy_share: the estimated device work (module docstring); busiest_kernel, busiest_share:
@@ -298,7 +300,7 @@ def gpu_bounds(traced: list[dict], ceilings: dict, step_rows: list[dict] | None 
             for k in _kernels(t):
                 if k["calls"]:
                     floor[k["kernel"]] = min(floor.get(k["kernel"], math.inf), timed_ms(k) / k["calls"])
-    untraced = {r["batch_size"]: r["step_seconds"] for r in step_rows or []}
+    untraced = {r["batch_size"]: r for r in step_rows or []}
 
     rows = []
     for t in traced:
@@ -325,7 +327,8 @@ def gpu_bounds(traced: list[dict], ceilings: dict, step_rows: list[dict] | None 
         b = t["batch_size"]
         rows.append({
             "batch_size": b, "steps": steps, "step_ms": step_ms,
-            "untraced_step_ms": 1e3 * untraced[b] if b in untraced else None,
+            "untraced_step_ms": 1e3 * untraced[b]["step_seconds"] if b in untraced else None,
+            "untraced_captured_share": untraced[b].get("captured_share") if b in untraced else None,
             "kernel_ms": kernel_ms, "kernel_share": kernel_ms / step_ms if step_ms else 0.0,
             "per_call_us": 1e3 * kernel_ms / calls if calls else None,
             "busy_ms": busy_ms, "busy_share": busy_share,
@@ -384,12 +387,15 @@ def gpu_headline(model: str, bounds: dict, ceilings: dict) -> str:
         steps = [r["step_ms"] for r in low]
         flat = max(steps) <= 1.25 * min(steps)
         untraced = [r["untraced_step_ms"] for r in low if r["untraced_step_ms"] is not None]
+        replayed = bool(untraced) and all((r["untraced_captured_share"] or 0.0) >= 0.5 for r in low
+                                          if r["untraced_step_ms"] is not None)
         per_call = [r["per_call_us"] for r in low if r["per_call_us"] is not None] or [0.0]
         host = [100 * (1 - r["busy_share"] / r["kernel_share"]) for r in low if r["kernel_share"]]
         text.append(
             f"at {_batches([r['batch_size'] for r in low], sizes)} the traced step takes {_span(steps, '.1f')} ms"
             + (" whatever B" if flat and len(low) > 1 else "")
-            + (f" ({_span(untraced, '.1f')} ms untraced)" if untraced else "")
+            + (f" ({_span(untraced, '.1f')} ms untraced{', replayed from a CUDA graph' if replayed else ''})"
+               if untraced else "")
             + f", and the GPU is busy for {_span([100 * r['busy_share'] for r in low], '.0f')}% of it. The kernels "
             f"take {_span([100 * r['kernel_share'] for r in low], '.0f')}% of the step ({timing}), but a kernel "
             f"call costs {_span(per_call, '.0f')} µs"
@@ -402,6 +408,9 @@ def gpu_headline(model: str, bounds: dict, ceilings: dict) -> str:
                " (a floor: conv2d and linear calls launch several kernels each), so the launches themselves are "
                "not the bound; the Python around them is (each kernel call's wrapper, the autograd tape, the "
                "optimizer's per-parameter calls). Fewer, larger kernel calls help here; faster kernels do not.")
+            + (" The untraced steps remove exactly that cost: the loop replays the whole step as one CUDA graph "
+               "(minigrad.graphs), so no Python and one launch run per step."
+               if replayed else "")
             + (f" Up to B={last['batch_size']} a larger batch costs next to nothing per step, so epoch time falls "
                "almost as 1/B."
                if flat and len(low) > 1 else ""))

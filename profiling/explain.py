@@ -58,7 +58,8 @@ def step_sweep(model_name: str, batch_sizes, train_set, samples_per_point: int, 
         low, high = (min(medians), max(medians)) if repeats > 1 else (runs[b][0]["step_q1"], runs[b][0]["step_q3"])
         rows.append({"batch_size": b, "step_seconds": step, "step_low": low, "step_high": high,
                      "step_iqr": float(np.median([r["step_iqr"] for r in runs[b]])), "repeats": medians,
-                     "spread": (high - low) / step, "samples_per_s": b / step})
+                     "spread": (high - low) / step, "samples_per_s": b / step,
+                     "captured_share": float(np.mean([r["captured_share"] for r in runs[b]]))})
     return rows
 
 

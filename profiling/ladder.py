@@ -32,7 +32,8 @@ def available_rungs() -> list[str]:
 def time_rung(rung: str, model_name: str, batch_size: int, train_set, steps: int, warmup: int = 2,
               seed: int = 0) -> dict:
     """Median and spread of the step time of ``rung`` at ``batch_size`` over ``steps`` timed steps (the
-    loop's compute seconds per optimizer update; the ``loop`` rung sums its batch's per-sample steps)."""
+    loop's compute seconds per optimizer update; the ``loop`` rung sums its batch's per-sample steps), and
+    ``captured_share``: the share of the timed micro-batches replayed from a CUDA graph (cupy)."""
     with backend.use_backend(_RUNG_BACKEND[rung]):
         run = _harness.Harness(model_name, batch_size, train_set, warmup + steps, seed, per_sample=rung == "loop")
         run.updates(warmup)
@@ -40,7 +41,7 @@ def time_rung(rung: str, model_name: str, batch_size: int, train_set, steps: int
     q1, median, q3 = np.percentile(t, [25, 50, 75])
     return {"rung": rung, "batch_size": batch_size, "steps": steps, "step_seconds": float(median),
             "step_q1": float(q1), "step_q3": float(q3), "step_iqr": float(q3 - q1),
-            "samples_per_s": batch_size / float(median)}
+            "samples_per_s": batch_size / float(median), "captured_share": run.captured / (steps * run.loop.accumulate)}
 
 
 def run(model_name: str, batch_sizes, train_set, rungs=None, samples_per_point: int = 512, max_steps: int = 20,

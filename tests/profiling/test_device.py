@@ -424,3 +424,19 @@ def test_tracer_device_times_on_this_device(cuda):
     assert all(e.device_seconds is not None and 0 <= e.device_seconds for e in tr.events)
     # the device span sits inside the host's time of the call (a little slack for the clocks' resolution)
     assert all(e.device_seconds <= e.seconds + 50e-6 for e in tr.events)
+
+
+def test_headline_says_when_the_untraced_steps_were_replayed_from_a_graph():
+    """The traced step is eager (the tracer times each kernel); when the sweep's untraced steps were replayed
+    from a CUDA graph, the headline says so, next to their time, and names what removed the host's cost."""
+    ceilings = recorded_ceilings()
+    sizes = [e["batch_size"] for e in traced("lenet5")]
+    for share, said in ((1.0, True), (0.0, False), (None, False)):
+        rows = [{"batch_size": b, "step_seconds": 0.0002} | ({} if share is None else {"captured_share": share})
+                for b in sizes]
+        bounds = device.gpu_bounds(traced("lenet5"), ceilings, step_rows=rows)
+        assert by_batch(bounds)[1]["untraced_captured_share"] == share
+        text = device.gpu_headline("lenet5", bounds, ceilings)
+        assert "(0.2 ms untraced" in text
+        assert ("ms untraced, replayed from a CUDA graph)" in text) == said
+        assert ("replays the whole step as one CUDA graph" in text) == said
