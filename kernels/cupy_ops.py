@@ -26,6 +26,7 @@ import functools
 import importlib
 import pathlib
 import types
+import weakref
 from typing import Callable
 
 import numpy as np
@@ -683,6 +684,10 @@ def synchronize() -> None:
 # CUDA graphs: a whole training step recorded once, replayed per batch
 
 
+#: The StepGraphs alive now: their memory pools count in memory_info().
+_GRAPHS: weakref.WeakSet = weakref.WeakSet()
+
+
 class StepGraph:
     """``fn``'s device work recorded once as a CUDA graph, then replayed: one launch per step.
 
@@ -710,6 +715,7 @@ class StepGraph:
         self._stream = cupy.cuda.Stream(non_blocking=True)
         self._pool = cupy.cuda.MemoryPool()
         self._before, self._after = cupy.cuda.Event(disable_timing=True), cupy.cuda.Event(disable_timing=True)
+        _GRAPHS.add(self)
         with cupy.cuda.using_allocator(self._pool.malloc), self._stream:
             self._stream.begin_capture()
             try:
@@ -722,6 +728,7 @@ class StepGraph:
                 raise
             self._graph = self._stream.end_capture()
         self._graph.upload(self._stream)
+        memory_info()  # the peak now includes this graph's pool (its arrays live as long as the graph)
 
     def replay(self, *arrays):
         """Copy ``arrays`` (the shapes and dtypes of the recorded inputs) into the graph's inputs and run it;
@@ -749,7 +756,7 @@ _peak = {"bytes": 0}  # the pool's high-water mark since reset_peak(), updated w
 
 
 def memory_info() -> dict:
-    """Device memory as CuPy's default memory pool sees it, in bytes.
+    """Device memory as CuPy's default memory pool and the pools of the live StepGraphs see it, in bytes.
 
     used_bytes: held by live arrays. total_bytes: held by the pool (live arrays + freed blocks it keeps
     for reuse). peak_bytes: the most the pool has held since ``reset_peak()``. The pool never returns
@@ -757,8 +764,8 @@ def memory_info() -> dict:
     pool's rounding (512-byte units) and blocks it could not reuse, which is what decides whether a batch
     size fits.
     """
-    pool = _runtime().xp.get_default_memory_pool()
-    used, total = pool.used_bytes(), pool.total_bytes()
+    pools = [_runtime().xp.get_default_memory_pool(), *(g._pool for g in list(_GRAPHS))]
+    used, total = sum(p.used_bytes() for p in pools), sum(p.total_bytes() for p in pools)
     _peak["bytes"] = max(_peak["bytes"], total)
     return {"used_bytes": used, "total_bytes": total, "peak_bytes": _peak["bytes"]}
 

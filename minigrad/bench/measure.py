@@ -69,7 +69,8 @@ def measure_memory(engine, run_steps) -> dict:
     to the OS first (what the OS had to provide; sees every allocator, counts whole pages).
     tracemalloc_peak_bytes: the peak of numpy's traced allocations (exact and repeatable, but blind to
     memory allocated outside numpy, e.g. inside numba's jitted code).
-    gpu_pool_bytes: growth of CuPy's pool.
+    gpu_pool_bytes: the growth of CuPy's pools at their peak: the default pool and the private pool of each
+    CUDA graph the steps recorded (``cupy_ops.memory_info``).
     ``peak_memory_bytes`` is the GPU pool on the GPU, else the RSS measure where the OS offers it, else
     tracemalloc; ``memory_measure`` names which.
     """
@@ -87,12 +88,13 @@ def measure_memory(engine, run_steps) -> dict:
             out["tracemalloc_peak_bytes"] = tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()
-    pool = engine.gpu_pool()
-    if pool is not None:
-        pool.free_all_blocks()
-        before = pool.total_bytes()
+    if engine.gpu_pool() is not None:
+        from minigrad.kernels import cupy_ops  # the engine runs on the cupy backend
+
+        cupy_ops.reset_peak()
+        before = cupy_ops.memory_info()["total_bytes"]
         run_steps()
-        out["gpu_pool_bytes"] = pool.total_bytes() - before
+        out["gpu_pool_bytes"] = cupy_ops.memory_info()["peak_bytes"] - before
     # RSS first: it sees every allocator (numpy, numba's runtime, torch), so engines compare like for like.
     for key, measure in (("gpu_pool_bytes", "gpu_pool"), ("rss_peak_delta_bytes", "rss"),
                          ("tracemalloc_peak_bytes", "tracemalloc")):

@@ -315,3 +315,17 @@ def test_a_step_graph_replays_what_it_recorded_on_new_inputs(cp):
     cp.testing.assert_array_equal(acc, 3 * cp.matmul(x, w))
     with pytest.raises(ValueError, match="recorded for"):
         graph.replay(x[:1])
+
+
+@on_gpu
+def test_memory_info_counts_the_pools_of_live_step_graphs(cp):
+    """A recorded graph's arrays live in its own pool for as long as the graph: memory_info() counts it, and
+    the peak holds it after the graph is gone."""
+    cupy_ops.reset_peak()
+    x = cp.ones(1024, cp.float32)
+    before = cupy_ops.memory_info()["total_bytes"]
+    graph = cupy_ops.StepGraph(lambda xs: xs + cp.ones(1 << 20, cp.float32)[:1024], x)
+    assert cupy_ops.memory_info()["total_bytes"] >= before + (4 << 20)
+    del graph
+    after = cupy_ops.memory_info()
+    assert after["total_bytes"] < before + (4 << 20) <= after["peak_bytes"]
