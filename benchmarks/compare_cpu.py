@@ -286,7 +286,8 @@ def main(argv=None):
 
     print(f"# compare_cpu: {args.samples} samples per repeat, median of {args.repeats} repeats, "
           f"{WARMUP_STEPS} warm-up steps; threads {threads}; {torch_note}")
-    print(f"# float32 SGEMM peak (2048^3 NumPy matmul, {args.threads} BLAS threads): {peak:.1f} GFLOP/s")
+    print(f"# float32 SGEMM peak (2048^3 NumPy matmul, {args.threads} BLAS threads; the OpenBLAS the Numba kernels "
+          f"call): {peak:.1f} GFLOP/s")
     print(f"# Numba warmup (compile, or load from cache) {compile_total:.2f} s, not counted below; per kernel: "
           + ", ".join(f"{k} {v:.2f}" for k, v in sorted(compile_times.items(), key=lambda kv: -kv[1])[:6])
           + ", ...")

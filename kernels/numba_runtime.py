@@ -3,18 +3,17 @@
 ``numba_ops.py`` holds the kernels and their wrappers; this module holds everything they share about running:
 ``TUNING`` (every launch threshold, with the race results behind it) and ``tuned()`` to change it for a
 while, the threshold tests, the block split over Numba's threads (``blocks``, ``block_bounds``), the GEMM
-called from jitted code (``gemm``, SciPy's BLAS) with its library held to one thread (``OneBlasThread``),
+called from jitted code (``gemm``, NumPy's own BLAS) with its library held to one thread (``OneBlasThread``),
 ``set_threads``/``get_threads``, and ``apply_thread_policy()``.
 
 Threads (``set_threads(n)``; the machine this was tuned on has 2 cores). Everything runs on Numba's own
 thread pool; no Python thread is ever started:
 * conv2d and linear run their batch (or their output rows) as one contiguous block per thread, a ``prange``
   over the blocks inside one jitted kernel, and each block calls BLAS's GEMM directly from jitted code
-  (``gemm``: the ``sgemm``/``dgemm`` of SciPy's ``cython_blas``, whose addresses the kernels take as an
-  argument). That BLAS library is held to one thread while a kernel runs (``OneBlasThread``): OpenBLAS's
-  own workers busy-wait for ~0.1 s after every threaded call, i.e. forever in a training step, and would
-  steal a core from the blocks. SciPy's wheels bundle an OpenBLAS of their own, apart from NumPy's; the
-  guard holds the one the GEMMs run in.
+  (``gemm``: the Fortran ``sgemm``/``dgemm`` of the OpenBLAS that NumPy's wheels bundle, ILP64, found through
+  NumPy's own extension module, whose addresses the kernels take as an argument). That BLAS library is held
+  to one thread while a kernel runs (``OneBlasThread``): OpenBLAS's own workers busy-wait for ~0.1 s after
+  every threaded call, i.e. forever in a training step, and would steal a core from the blocks.
 * memory-bound loops (relu, pooling, optimizers, ...) use Numba's ``prange`` above a size threshold.
   Numba's OpenMP layer by default spins after each loop; against OpenBLAS's spinning workers that made a
   1000-element loop after a 256x256 SGEMM take 7.6 ms instead of 4 us. ``apply_thread_policy()``
@@ -151,32 +150,37 @@ def num_threads() -> int:
 _N, _T = ord("N"), ord("T")
 
 
-@functools.cache
-def _scipy_blas():
-    """(sgemm, dgemm, sgemv, dgemv) addresses from SciPy's ``cython_blas`` and the threadpoolctl controller of the BLAS
-    library they call (located once, on first use).
+#: The Fortran BLAS routines the kernels call, in the order of gemm_pointers(): those of NumPy's own OpenBLAS.
+#: NumPy's wheels bundle it as scipy-openblas64, an ILP64 build (64-bit integers) whose every symbol carries the
+#: prefix ``scipy_`` and the suffix ``64_``.
+BLAS_SYMBOLS = ("scipy_sgemm_64_", "scipy_dgemm_64_", "scipy_sgemv_64_", "scipy_dgemv_64_")
 
-    ``cython_blas`` wraps SciPy's own BLAS (its wheels bundle an OpenBLAS of their own, apart from NumPy's),
-    so the library whose threads the guard holds is found by resolving the Fortran ``sgemm`` symbol through
-    ``cython_blas``'s own dependencies and asking the dynamic linker which file holds it. If none of the
-    known symbol names resolves, every BLAS library is held (correct, a few microseconds dearer per call).
-    """
+
+def _resolve(names) -> tuple:
+    """(addresses of ``names``, threadpoolctl's controllers of the library that holds them), looked up through
+    NumPy's own extension module, i.e. in the BLAS NumPy loaded. Raises RuntimeError naming what is missing."""
     import ctypes
 
-    from numba.extending import get_cython_function_address
+    from numpy._core import _multiarray_umath
 
-    gemm = tuple(get_cython_function_address("scipy.linalg.cython_blas", name)
-                 for name in ("sgemm", "dgemm", "sgemv", "dgemv"))
-    import scipy.linalg.cython_blas as cython_blas
+    handle = ctypes.CDLL(_multiarray_umath.__file__)  # already loaded: dlsym searches it and the libraries it loaded
+    missing = [name for name in names if not hasattr(handle, name)]
+    if missing:
+        raise RuntimeError(f"the Numba backend calls NumPy's bundled ILP64 OpenBLAS, but NumPy's BLAS exports none "
+                           f"of {missing} (looked up through {_multiarray_umath.__file__}): install NumPy >= 2 from "
+                           f"its PyPI wheel, which bundles scipy-openblas64")
+    addresses = tuple(ctypes.cast(getattr(handle, name), ctypes.c_void_p).value for name in names)
+    library = _file_of(ctypes, addresses[0])
+    held = [c for c in threadpoolctl.ThreadpoolController().lib_controllers
+            if library and os.path.realpath(c.filepath) == library]
+    if not held:
+        raise RuntimeError(f"threadpoolctl does not see the BLAS library holding {names[0]} ({library}), so the "
+                           f"Numba backend cannot hold it to one thread: install threadpoolctl >= 3.5")
+    return addresses, held
 
-    blas = threadpoolctl.ThreadpoolController().select(user_api="blas")
-    library = _library_of(ctypes, ctypes.CDLL(cython_blas.__file__), ("scipy_sgemm_", "sgemm_", "sgemm"))
-    own = [c for c in blas.lib_controllers if library and os.path.realpath(c.filepath) == library]
-    return gemm, (own or blas.lib_controllers)
 
-
-def _library_of(ctypes, handle, names):
-    """The real path of the file that holds the first of ``names`` resolved through ``handle``, or None."""
+def _file_of(ctypes, address):
+    """The real path of the loaded file that holds ``address`` (the dynamic linker's dladdr), or None."""
 
     class DlInfo(ctypes.Structure):
         _fields_ = [("fname", ctypes.c_char_p), ("fbase", ctypes.c_void_p), ("sname", ctypes.c_char_p),
@@ -184,38 +188,37 @@ def _library_of(ctypes, handle, names):
 
     dladdr = ctypes.CDLL(None).dladdr
     dladdr.argtypes = [ctypes.c_void_p, ctypes.POINTER(DlInfo)]
-    for name in names:
-        try:
-            address = ctypes.cast(getattr(handle, name), ctypes.c_void_p).value
-        except AttributeError:
-            continue
-        info = DlInfo()
-        if dladdr(address, ctypes.byref(info)) and info.fname:
-            return os.path.realpath(info.fname.decode())
-    return None
+    info = DlInfo()
+    return os.path.realpath(info.fname.decode()) if dladdr(address, ctypes.byref(info)) and info.fname else None
+
+
+@functools.cache
+def _numpy_blas() -> tuple:
+    """_resolve(BLAS_SYMBOLS), once."""
+    return _resolve(BLAS_SYMBOLS)
 
 
 def gemm_pointers() -> tuple:
-    """(sgemm, dgemm, sgemv, dgemv) addresses as integers: the kernels pass them to ``gemm`` as an argument (an address
-    compiled in as a constant would not survive Numba's on-disk cache into another process)."""
-    return _scipy_blas()[0]
+    """(sgemm, dgemm, sgemv, dgemv) addresses (BLAS_SYMBOLS) as integers: the kernels pass them to ``gemm`` as an
+    argument (an address compiled in as a constant would not survive Numba's on-disk cache into another process)."""
+    return _numpy_blas()[0]
 
 
 def blas_controllers() -> list:
-    """threadpoolctl's controllers of the BLAS library the kernels' GEMMs run in (see _scipy_blas)."""
-    return _scipy_blas()[1]
+    """threadpoolctl's controllers of the BLAS library the kernels' GEMMs run in: NumPy's own (see _resolve)."""
+    return _numpy_blas()[1]
 
 
 def _fortran_call(kinds, first):
     """Code for a call of the Fortran BLAS routine at ``pointers[first]`` (float32) or ``pointers[first + 1]``
-    (float64, by the last array's dtype), whose arguments are of ``kinds``: c (a character), i (an integer),
-    r (a real of the arrays' dtype), a (an array). Every scalar is stored in a stack slot and passed by
-    reference (Fortran), each array by its data pointer."""
+    (float64, by the last array's dtype), whose arguments are of ``kinds``: c (a character), i (a 64-bit integer:
+    the library is ILP64), r (a real of the arrays' dtype), a (an array). Every scalar is stored in a stack slot
+    and passed by reference (Fortran), each array by its data pointer."""
 
     def codegen(context, builder, signature, args):
         dtype = [t for t in signature.args if isinstance(t, types.Array)][-1].dtype
-        real, i8, i32 = context.get_value_type(dtype), ir.IntType(8), ir.IntType(32)
-        llvm = {"c": (i8, types.int8), "i": (i32, types.int32), "r": (real, dtype)}
+        real, i8, i64 = context.get_value_type(dtype), ir.IntType(8), ir.IntType(64)
+        llvm = {"c": (i8, types.int8), "i": (i64, types.int64), "r": (real, dtype)}
         fnty = ir.FunctionType(ir.VoidType(), [(real if k == "a" else llvm[k][0]).as_pointer() for k in kinds])
         which = first if dtype == types.float32 else first + 1
         fn = builder.inttoptr(builder.extract_value(args[0], which), fnty.as_pointer())

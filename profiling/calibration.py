@@ -112,7 +112,8 @@ def _numpy_product(layout, a, b):
 
 
 def _numba_product(layout, a, b):
-    """The Numba backend's GEMM (SciPy's BLAS called as its kernels call it) on the operands as stored."""
+    """The Numba backend's GEMM (NumPy's BLAS called from jitted code, as its kernels call it) on the operands as
+    stored."""
     from minigrad.kernels.numba_runtime import matmul
 
     ta, tb = layout[0] == "t", layout[1] == "t"

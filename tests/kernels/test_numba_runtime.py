@@ -1,5 +1,5 @@
 """The Numba backend's runtime (kernels/numba_runtime.py): tuned() and TUNING, the threshold tests, the block
-split, SciPy's BLAS called from jitted code and held to one thread, set_threads/get_threads, and the OpenMP
+split, NumPy's BLAS called from jitted code and held to one thread, set_threads/get_threads, and the OpenMP
 thread policy, which must reach the C environment (where libgomp reads it) without ever appearing in os.environ. The policy tests run in
 fresh interpreters: whether it was applied is decided once per process.
 """
@@ -67,7 +67,7 @@ def test_threshold_helpers_follow_tuning():
 
 
 # ----------------------------------------------------------------------------------------------------------
-# blocks, gemm (SciPy's BLAS from jitted code) and OneBlasThread
+# blocks, gemm (NumPy's BLAS from jitted code) and OneBlasThread
 
 
 def test_blocks_one_per_thread_from_the_threshold_on_at_most_one_per_row():
@@ -123,12 +123,10 @@ def test_gemm_on_single_rows_and_columns():
 def test_the_guard_holds_the_library_the_gemm_runs_in_and_nothing_else():
     import ctypes
 
-    import scipy.linalg.cython_blas as cython_blas
-
     held = rt.blas_controllers()
-    assert len(held) == 1  # found: SciPy's own BLAS, not every library in the process
-    library = rt._library_of(ctypes, ctypes.CDLL(cython_blas.__file__), ("scipy_sgemm_", "sgemm_", "sgemm"))
-    assert os.path.realpath(held[0].filepath) == library
+    assert len(held) == 1  # found: NumPy's own BLAS, not every library in the process
+    library = rt._file_of(ctypes, rt.gemm_pointers()[0])
+    assert "numpy" in library and os.path.realpath(held[0].filepath) == library
     others = [c for c in threadpoolctl.ThreadpoolController().select(user_api="blas").lib_controllers
               if os.path.realpath(c.filepath) != library]
     with threadpoolctl.threadpool_limits(2, user_api="blas"):
@@ -137,6 +135,18 @@ def test_the_guard_holds_the_library_the_gemm_runs_in_and_nothing_else():
             assert held[0].num_threads == 1
             assert [c.num_threads for c in others] == before
         assert held[0].num_threads == 2
+
+
+def test_every_routine_comes_from_the_library_the_guard_holds():
+    import ctypes
+
+    held = os.path.realpath(rt.blas_controllers()[0].filepath)
+    assert {rt._file_of(ctypes, address) for address in rt.gemm_pointers()} == {held}
+
+
+def test_a_missing_blas_symbol_is_named_in_the_error():
+    with pytest.raises(RuntimeError, match="scipy_sgemm_nowhere_"):
+        rt._resolve(("scipy_sgemm_64_", "scipy_sgemm_nowhere_"))
 
 
 def test_handoff_runs_on_any_thread_count():
