@@ -83,12 +83,16 @@ def make_engine(engine, model_name):
     import minigrad as mg
     from minigrad.models import get_model
 
-    mg.set_backend("numpy" if engine == "torch" else engine.split("-")[1])
+    if engine == "torch":
+        from minigrad import torch_peer
+
+        mg.set_backend(torch_peer.PLUMBING_BACKEND)
+    else:
+        mg.set_backend(engine.split("-")[1])
     mg.manual_seed(0)
     model = get_model(model_name)
     if engine != "torch":
         return model, mg.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM), mg.loop.MINIGRAD
-    from minigrad import torch_peer
 
     twin = torch_peer.twin(model)
     return twin, torch_peer.Optimizer(twin, "sgd", LR, MOMENTUM), torch_peer.ADAPTER

@@ -105,7 +105,7 @@ def make_engine(engine: str, model_name: str, x, y):
 
     from minigrad import torch_peer
 
-    mg.set_backend("numpy")
+    mg.set_backend(torch_peer.PLUMBING_BACKEND)
     mg.manual_seed(0)
     twin = torch_peer.twin(get_model(model_name)).to("cuda")
     return (twin, torch_peer.Optimizer(twin, "sgd", LR, MOMENTUM), _torch_cuda_adapter(),

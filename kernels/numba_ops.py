@@ -12,9 +12,7 @@ the thread policy; the backend dispatcher calls it when this backend is selected
 
 Compile time. Kernels compile on first use and ``cache=True`` keeps the machine code on disk for later
 processes; ``warmup()`` compiles everything up front and reports the seconds per kernel, so that compile
-time is never counted as run time. Numba checks a cached kernel against its own file only, not against the
-``numba_runtime`` code compiled into it (``gemm``'s BLAS call, ``block_bounds``): a change there must come
-with a change to this file (or a touch of it), or kernels cached before it keep running the old code.
+time is never counted as run time.
 """
 
 from __future__ import annotations
@@ -26,7 +24,7 @@ import time
 import numpy as np
 from numba import njit, prange
 
-from . import _checks, numpy_ops
+from . import _checks, _host, numpy_ops
 from ._host import asarray, synchronize, to_numpy, zeros  # noqa: F401  (array plumbing of the contract)
 from .numba_runtime import (TUNING, OneBlasThread, apply_thread_policy, block_bounds, blocks, gemm, gemm_pointers,
                             num_threads, parallel, pool_parallel)
@@ -47,8 +45,10 @@ def _c(a):
 
 def activate() -> dict:
     """Prepare the process for this backend: apply the OpenMP thread policy (numba_runtime.apply_thread_policy)
-    before Numba starts its pool. Called by the backend dispatcher when this backend is selected; cheap and
+    before Numba starts its pool, and make steps reuse the memory the previous step freed
+    (``_host.keep_freed_memory``). Called by the backend dispatcher when this backend is selected; cheap and
     idempotent. Returns the variables it set."""
+    _host.keep_freed_memory()
     return apply_thread_policy()
 
 

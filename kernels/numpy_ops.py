@@ -9,8 +9,14 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from . import _checks
+from . import _checks, _host
 from ._host import asarray, synchronize, to_numpy, zeros  # noqa: F401  (array plumbing of the contract)
+
+
+def activate() -> None:
+    """Called by the backend dispatcher when this backend is selected: steps reuse the memory the previous
+    step freed (``_host.keep_freed_memory``)."""
+    _host.keep_freed_memory()
 
 
 # ----------------------------------------------------------------------------------------------------------

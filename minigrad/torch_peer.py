@@ -7,7 +7,7 @@ Like for like means:
 - architecture: the twin is translated layer by layer from the minigrad model itself, so it has the same
   layers, sizes and order, hence the same state-dict keys (``1.weight`` ...), for any of the reference models;
 - initial weights: loaded from the minigrad model's ``state_dict()``;
-- data order: the twin consumes the same minigrad ``DataLoader`` (numpy backend), batch for batch;
+- data order: the twin consumes the same minigrad ``DataLoader`` (host arrays), batch for batch;
 - optimizer: torch's SGD (momentum, dampening 0) or Adam, the rules minigrad's optimizers copy;
 - timing and accounting: not a copy of the loop but the loop itself: ``ADAPTER`` lets
   ``minigrad.train.fit`` / ``minigrad.loop.TrainLoop`` drive a torch model (same timing points, same
@@ -25,6 +25,11 @@ import torch
 from minigrad import nn as mnn
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+#: The minigrad backend a PyTorch process selects for what it shares with minigrad (the loaders' host arrays,
+#: the initial weights): the numpy and numba backends tune the process when selected (threads, the allocator,
+#: ``kernels/_host.keep_freed_memory``), which the peer must not inherit; the reference backend changes nothing.
+PLUMBING_BACKEND = "reference"
 
 
 def _twin_layer(layer: mnn.Module) -> torch.nn.Module:

@@ -13,8 +13,6 @@ Measured (never on a reference model; every array is synthetic, with shapes chos
   after other kernels and Python ran, except those a step calls back to back (``plans.BACK_TO_BACK``: the
   optimizer's update of each parameter in turn); a pass and a GEMM hot, back to back, as a kernel's own loops
   run them (the cold start of a GEMM kernel is in its call cost, measured cold on its smallest shapes);
-* ``fresh_memory``: what an array of 32 MiB or more costs beyond writing it, since glibc maps one that large
-  fresh from the OS on every allocation (its pages fault on first touch);
 * ``tiny``: raw step-level times the model turns into fixed overheads: a GEMM kernel called on the smallest
   shapes, a chain of layers that run no kernel (Flatten) through the autograd tape, an optimizer over many
   one-element parameters against the same updates called directly, and the training loop's step on a
@@ -37,7 +35,7 @@ import numpy as np
 
 from . import plans
 
-VERSION = 5  # of what a calibration holds: a cached one of another version is measured again
+VERSION = 6  # of what a calibration holds: a cached one of another version is measured again
 GEMM_DIMS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096, 16384, 65536, 262144)
 QUICK_GEMM_DIMS = (1, 16, 256, 4096, 65536)   # ``quick``: a rough calibration in seconds
 GEMM_LAYOUTS = ("nn", "nt", "tn", "tt")
@@ -280,24 +278,6 @@ def _pass_cases(backend: str, dtype: str, width: int = 10):
     return cases
 
 
-def measure_fresh_memory(sizes=(1 << 25, 1 << 26, 1 << 27)) -> list[list[float]]:
-    """[bytes, seconds] of taking ``bytes`` of memory fresh from the OS (an allocation of at least
-    plans.MMAP_MAX is a new mapping every time: each page faults on first touch and is returned on free), less
-    writing the same bytes into memory already mapped."""
-    points = []
-    for nbytes in sizes:
-        n = nbytes // 8
-        kept = np.empty(n)
-        kept.fill(1.0)
-
-        def fresh():
-            np.empty(n).fill(1.0)
-
-        points.append([nbytes, max(0.0, _seconds(fresh, most=9, cold=False) - _seconds(lambda: kept.fill(1.0), most=9,
-                                                                                     cold=False))])
-    return points
-
-
 def _kernel_cases(ops, dtype: str, side: int = 16):
     """{kernel: make(target elements of its forward input) -> (fn, elements, inputs)} for the kernels priced whole
     (the pooling kernels on planes ``side`` pixels wide)."""
@@ -491,7 +471,6 @@ def measure(backend: str, dtype: str = "float32", threads: int = 1, quick: bool 
             result["split_seconds"] = _seconds(lambda: handoff(threads)) if threads > 1 else 0.0
         with guard:
             result["gemm"] = measure_gemm(dtype, dims, progress=say, backend=backend)
-        result["fresh_memory"] = measure_fresh_memory()
         result["tiny"] = _tiny(backend, dtype)
         say("fixed overheads")
     return result
@@ -537,17 +516,6 @@ class Calibration:
             weight = math.prod(f if c else 1 - f for f, c in zip(frac, corner))
             value += weight * grid[lo[0] + corner[0], lo[1] + corner[1], lo[2] + corner[2]]
         return float(math.exp(value) * scale)
-
-    def fresh_memory_seconds(self, nbytes: int) -> float:
-        """What taking ``nbytes`` fresh from the OS costs beyond writing them (log-log between the measured
-        sizes, in proportion beyond them)."""
-        points = np.asarray(self.data["fresh_memory"], dtype=np.float64)
-        sizes, seconds = points[:, 0], np.maximum(points[:, 1], 1e-9)
-        if nbytes <= sizes[0]:
-            return float(seconds[0] * nbytes / sizes[0])
-        if nbytes >= sizes[-1]:
-            return float(seconds[-1] * nbytes / sizes[-1])
-        return float(np.exp(np.interp(math.log(nbytes), np.log(sizes), np.log(seconds))))
 
     def curve_seconds(self, name: str, elements: int, width: int | None = None) -> float:
         """Log-log interpolation of the named curve; below its first size the first time, beyond its last the

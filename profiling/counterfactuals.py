@@ -36,16 +36,6 @@ from typing import Callable
 #: MXCSR bits: flush-to-zero (denormal results become 0) and denormals-are-zero (denormal inputs read as 0).
 FTZ, DAZ = 0x8000, 0x0040
 
-#: glibc's allocator tunables for "large malloc thresholds": blocks up to 1 GiB come from the heap instead of a
-#: fresh mmap (which the kernel zero-fills page by page on first touch: one minor fault per 4 KiB), and the heap
-#: is neither trimmed below 1 GiB of free space nor grown by less than 256 MiB at a time.
-LARGE_MALLOC_ENV = {
-    "MALLOC_MMAP_THRESHOLD_": "1073741824",
-    "MALLOC_TRIM_THRESHOLD_": "1073741824",
-    "MALLOC_TOP_PAD_": "268435456",
-}
-
-
 @dataclass(frozen=True)
 class Config:
     """What the user configured: every variant is a change to this."""
@@ -68,6 +58,8 @@ class Variant:
     backend: run under this backend instead of the configured one.
     blas_threads: limit BLAS to this many threads after ``set_threads`` (threadpoolctl).
     flush_denormals: set MXCSR's FTZ and DAZ bits before anything else runs in the child.
+    default_malloc: leave glibc's allocator thresholds as they are (the host backends raise them when
+        selected, ``kernels/_host.keep_freed_memory``).
     applies: ``applies(config)`` returns why the variant does not apply to ``config``, or None if it does.
     """
 
@@ -77,6 +69,7 @@ class Variant:
     backend: str | None = None
     blas_threads: int | None = None
     flush_denormals: bool = False
+    default_malloc: bool = False
     applies: Callable[[Config], str | None] | None = None
 
     def reason_not_applicable(self, config: Config) -> str | None:
@@ -114,12 +107,12 @@ def _numba_backend(config: Config) -> str | None:
     return backend.unavailable_reason("numba")
 
 
-def _large_malloc(config: Config) -> str | None:
+def _default_malloc(config: Config) -> str | None:
     libc = platform.libc_ver()[0]
     if libc != "glibc":
-        return f"these are glibc's allocator variables; this Python runs on {libc or 'another C library'}"
-    if all(os.environ.get(k) == v for k, v in LARGE_MALLOC_ENV.items()):
-        return "the environment already sets these values"
+        return f"the host backends tune glibc's allocator; this Python runs on {libc or 'another C library'}"
+    if not _host_backend(config.backend):
+        return f"the {config.backend} backend's arrays live in the GPU's memory pool, not in glibc's heap"
     return None
 
 
@@ -151,10 +144,9 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
     Variant("one BLAS thread", "BLAS limited to 1 thread (threadpoolctl), everything else the same",
             blas_threads=1, applies=_one_blas_thread),
     Variant("numba backend", "the numba backend instead of numpy", backend="numba", applies=_numba_backend),
-    Variant("large malloc thresholds",
-            "glibc: " + " ".join(f"{k}={v}" for k, v in LARGE_MALLOC_ENV.items())
-            + " (temporaries recycled from the heap, not mmapped fresh)",
-            env=dict(LARGE_MALLOC_ENV), applies=_large_malloc),
+    Variant("glibc malloc defaults",
+            "without the host backends' allocator policy: large temporaries mapped fresh from the OS each step "
+            "(gain < 1: what the policy saves)", default_malloc=True, applies=_default_malloc),
     Variant("flush denormals to zero", "MXCSR FTZ and DAZ set in the child before NumPy loads",
             flush_denormals=True, applies=_flush_denormals),
     Variant("fused kernels", "the contract's fused kernels instead of their unfused sequences",
@@ -288,7 +280,7 @@ def _call_child(config: Config, variant: Variant) -> dict:
         "model": config.model, "backend": variant.backend or config.backend, "batch_size": config.batch_size,
         "dataset": config.dataset, "data_dir": config.data_dir, "threads": config.threads, "steps": config.steps,
         "warmup": config.warmup, "blas_threads": variant.blas_threads, "flush_denormals": variant.flush_denormals,
-        "watch_env": _watched_env(),
+        "default_malloc": variant.default_malloc, "watch_env": _watched_env(),
     }
     if variant.flush_denormals:
         command = [sys.executable, "-c", _BOOT.format(path=os.path.abspath(__file__))]
@@ -319,13 +311,13 @@ def _row(variant: Variant, reply: dict | None = None, reason: str | None = None)
     row = {"name": variant.name, "description": variant.description, "applicable": reason is None,
            "reason": reason, "step_seconds": None, "step_iqr": None, "minor_faults_per_step": None, "gain": None,
            "baseline_drift": None, "runs": None, "backend": None, "env": None, "blas_threads": None,
-           "flush_denormals": None}
+           "flush_denormals": None, "keeps_freed_memory": None}
     if reply is not None:
         if "error" in reply:
             row.update(applicable=False, reason=f"failed in its child: {reply['error']}")
         else:
             for key in ("step_seconds", "step_iqr", "minor_faults_per_step", "backend", "env", "blas_threads",
-                        "flush_denormals"):
+                        "flush_denormals", "keeps_freed_memory"):
                 row[key] = reply.get(key)
             row["runs"] = [reply["step_seconds"]]
     return row
@@ -372,7 +364,8 @@ def run(model_name: str, backend_name: str, batch_size: int, dataset: str = "mni
     Returns rows sorted by ``sort_rows`` (baseline first), each with: name, description, applicable, reason,
     step_seconds, step_iqr, minor_faults_per_step, gain (mean baseline step / this step), baseline_drift
     (baseline row only: its last run / its first), runs (the child step medians behind step_seconds), and the
-    child's own facts: backend, env (the watched variables it saw; None: unset), blas_threads, flush_denormals.
+    child's own facts: backend, env (the watched variables it saw; None: unset), blas_threads, flush_denormals,
+    keeps_freed_memory (whether the host backends' allocator policy was in force).
     """
     from minigrad import progress as _progress
 
@@ -447,12 +440,15 @@ def _serve(request: dict) -> dict:
     import threadpoolctl
 
     from minigrad import backend, data
+    from minigrad.kernels import _host
     from minigrad.machine import set_threads
 
     from . import _harness
 
     if request["flush_denormals"] and not denormals_flushed():
         mxcsr_update(0xFFFFFFFF, FTZ | DAZ)  # started with -m instead of the boot: late, but set
+    if request["default_malloc"]:
+        _host.KEEP_FREED = False  # before the backend's activate() would raise the thresholds
     backend.set_backend(request["backend"])  # first: set_threads sets numba's threads once its backend is loaded
     set_threads(request["threads"])
     if request["blas_threads"] is not None:
@@ -471,6 +467,7 @@ def _serve(request: dict) -> dict:
         "step_times": [float(x) for x in t], "backend": backend.get_backend(), "dataset": train_set.name,
         "env": {name: os.environ.get(name) for name in request["watch_env"]},
         "blas_threads": max(blas) if blas else None, "flush_denormals": denormals_flushed(),
+        "keeps_freed_memory": _host.keeps_freed_memory(),
     }
 
 

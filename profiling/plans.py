@@ -11,10 +11,11 @@ A kernel call is priced as the sum of its terms:
   curve of seconds against elements;
 * ``call``: what a GEMM kernel's wrapper costs on top of its terms (validation, allocation, the BLAS thread
   guard), measured on the smallest shapes;
-* ``split``: starting the Numba backend's blocks of a split kernel on its threads (one parallel region);
-* ``alloc``: an array of at least ``MMAP_MAX`` bytes the call allocates: glibc maps memory that large fresh from
-  the OS on every allocation (smaller blocks are recycled from one step to the next), so its pages fault on first
-  touch, every step; priced by the calibration's ``fresh_memory``.
+* ``split``: starting the Numba backend's blocks of a split kernel on its threads (one parallel region).
+
+Allocations have no term of their own: the host backends make glibc recycle a step's freed memory
+(``kernels/_host.keep_freed_memory``), so a steady-state step takes no fresh pages from the OS, and an array's
+cost is the writing of it, in its pass.
 
 The plans read the Numba backend's decisions (direct or im2col convolution, chunk sizes, when to split over
 threads) from its ``TUNING``, so a retuned backend is priced as it now runs. Every plan is a reading of the
@@ -58,16 +59,6 @@ CURVE_KERNELS = {
 WIDE = ("im2col", "col2im", "maxpool2d_forward", "maxpool2d_backward")
 
 
-#: glibc's largest mmap threshold on 64-bit (DEFAULT_MMAP_THRESHOLD_MAX): a block this large or larger is always
-#: a fresh mapping, whatever the allocator saw before.
-MMAP_MAX = 32 << 20
-
-#: Arrays (in elements of the forward input x) that a kernel priced by a curve allocates on every backend.
-_CURVE_OUTPUTS = {
-    "relu_forward": lambda n, k: [n], "relu_backward": lambda n, k: [n],
-    "maxpool2d_forward": lambda n, k: [n // (k * k)], "maxpool2d_backward": lambda n, k: [n],
-}
-
 #: Kernels a step calls back to back (the optimizer updates one parameter after another), so the calibration
 #: times them hot, call after call, where it times every other whole kernel cold.
 BACK_TO_BACK = ("sgd_update",)
@@ -82,18 +73,11 @@ def plan(backend: str, call: Call, threads: int) -> list[Term]:
     the call's shapes, ``threads`` and ``itemsize``, whether or not its backend's decisions depend on them."""
     if call.kernel in CURVE_KERNELS:
         x, n = call.shape["x"], _elements(call.shape["x"])
-        outputs = _CURVE_OUTPUTS.get(call.kernel, lambda n, k: [])(n, call.shape.get("kernel", 1))
-        return ([Term("kernel", call.kernel, (n, x[-1]) if call.kernel in WIDE else (n,))]
-                + _fresh(call.shape["itemsize"], *outputs))
+        return [Term("kernel", call.kernel, (n, x[-1]) if call.kernel in WIDE else (n,))]
     planner = _PLANS.get((backend, call.kernel))
     if planner is None:
         raise KeyError(f"no plan for kernel {call.kernel!r} on the {backend} backend")
     return [Term("call", call.kernel, ())] + planner(threads=threads, **call.shape)
-
-
-def _fresh(itemsize: int, *elements: int) -> list[Term]:
-    """An ``alloc`` term for each array of these sizes that is at least MMAP_MAX bytes."""
-    return [Term("alloc", "fresh", (n * itemsize,)) for n in elements if n * itemsize >= MMAP_MAX]
 
 
 # -- numpy: strided im2col + one GEMM per conv, BLAS on every thread -------------------------------------------
@@ -110,16 +94,15 @@ def _numpy_conv2d_forward(N, C, H, W, F, KH, KW, stride, padding, bias, need_dx,
     terms = [Term("pass", "pad", (N * C * (H + 2 * padding) * (W + 2 * padding),))] if padding else []
     return terms + [Term("pass", "im2col", (N * P * K, OW)),
                     Term("gemm", "nt", (N * P, F, K)),
-                    Term("pass", "gemm_out_to_nchw", (N * P * F,))] + _fresh(itemsize, N * P * K, N * P * F, N * F * P)
+                    Term("pass", "gemm_out_to_nchw", (N * P * F,))]
 
 
 def _numpy_conv2d_backward(N, C, H, W, F, KH, KW, stride, padding, bias, need_dx, threads, itemsize):
     OH, OW, K, P = _conv_geometry(N, C, H, W, F, KH, KW, stride, padding)
     M = N * P
-    terms = [Term("pass", "nchw_to_gemm_in", (M * F,)), Term("gemm", "tn", (F, K, M))] + _fresh(itemsize, M * F)
-    if need_dx:  # dcols, col2im's transposed copy of it, and the padded dx it adds into
+    terms = [Term("pass", "nchw_to_gemm_in", (M * F,)), Term("gemm", "tn", (F, K, M))]
+    if need_dx:
         terms += [Term("gemm", "nn", (M, K, F)), Term("pass", "col2im", (M * K, OW))]
-        terms += _fresh(itemsize, M * K, M * K, N * C * (H + 2 * padding) * (W + 2 * padding))
     return terms + ([Term("pass", "column_sum", (M * F,))] if bias else [])
 
 
@@ -175,7 +158,7 @@ def _numba_conv2d_forward(N, C, H, W, F, KH, KW, stride, padding, bias, need_dx,
             return _chunked(n, K, P, itemsize, lambda nb: [
                 Term("pass", "im2col", (K * nb * P, OW)), Term("gemm", "nn", (F, nb * P, K)),
                 Term("pass", "gemm_out_to_nchw", (F * nb * P,))])
-    return terms + _blocks(block, N, N * F * K * P, threads) + _fresh(itemsize, N * F * P)
+    return terms + _blocks(block, N, N * F * K * P, threads)
 
 
 def _numba_conv2d_backward(N, C, H, W, F, KH, KW, stride, padding, bias, need_dx, threads, itemsize):
@@ -187,7 +170,7 @@ def _numba_conv2d_backward(N, C, H, W, F, KH, KW, stride, padding, bias, need_dx
             Term("pass", "im2col", (K * nb * P, OW)), Term("pass", "nchw_to_gemm_in", (F * nb * P,)),
             Term("gemm", "nt", (F, K, nb * P))] + ([
                 Term("gemm", "tn", (K, nb * P, F)), Term("pass", "col2im", (K * nb * P, OW))] if need_dx else []))
-    terms = [Term("pass", "fill", (N * C * Hp * Wp,))] + _fresh(itemsize, N * C * Hp * Wp) if need_dx else []
+    terms = [Term("pass", "fill", (N * C * Hp * Wp,))] if need_dx else []
     terms += _blocks(block, N, 2 * N * F * K * P, threads)
     return terms + ([Term("pass", "crop", (N * C * H * W,))] if padding and need_dx else [])
 

@@ -175,10 +175,6 @@ class CostModel:
         elif term.kind == "call":
             s = self.overheads[term.what]
             reason = "wrapper: validation, allocation, thread guard (measured on the smallest shapes)"
-        elif term.kind == "alloc":
-            (nbytes,) = term.size
-            s = self.cal.fresh_memory_seconds(nbytes)
-            reason = f"{nbytes / 2**20:.0f} MiB fresh from the OS (mapped anew every step): its pages fault"
         elif term.kind == "split":
             s = self.cal.data["split_seconds"]
             reason = f"hand-off of a block to each of {term.size[0] - 1} worker thread(s)"

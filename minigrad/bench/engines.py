@@ -91,7 +91,9 @@ class TorchEngine:
         self.peer = torch_peer
 
     def activate(self) -> None:
-        backend.set_backend("numpy")  # the loaders must hand out numpy arrays, which torch wraps without a copy
+        # the loaders must hand out numpy arrays, which torch wraps without a copy; a backend that leaves the
+        # process as torch would find it alone
+        backend.set_backend(self.peer.PLUMBING_BACKEND)
 
     def model(self, settings: Settings, init_state: dict):
         source = models.get_model(settings.model, dtype=settings.dtype)

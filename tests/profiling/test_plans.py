@@ -102,10 +102,9 @@ def test_pooling_and_the_im2col_family_are_priced_by_their_row_width():
     assert term.size == (int(np.prod((4, 6, 24, 24))),)
 
 
-def test_an_array_of_32_mib_or_more_is_fresh_memory_every_step():
-    big = (256, 64, 24, 24)  # 37.7 MB of float32: past glibc's largest mmap threshold
-    terms = plans.plan("numba", Call("relu_forward", {"x": big, "itemsize": 4}), threads=1)
-    assert terms[1:] == [Term("alloc", "fresh", (int(np.prod(big)) * 4,))]
-    assert len(plans.plan("numba", Call("relu_forward", {"x": big, "itemsize": 2}), threads=1)) == 1  # 18.9 MB
-    pool = plans.plan("numba", Call("maxpool2d_forward", {"x": big, "kernel": 2, "itemsize": 4}), threads=1)
-    assert [t.kind for t in pool] == ["kernel"]  # its output is a quarter of the input
+def test_a_large_array_is_priced_by_its_pass_alone():
+    """No allocation term: the host backends recycle a step's freed memory (kernels/_host.keep_freed_memory), so
+    even an array past glibc's largest mmap threshold costs only its writing."""
+    big = (256, 64, 24, 24)  # 37.7 MB of float32
+    assert plans.plan("numba", Call("relu_forward", {"x": big, "itemsize": 4}), threads=1) == [
+        Term("kernel", "relu_forward", (int(np.prod(big)),))]

@@ -11,7 +11,6 @@ from minigrad.profiling import calibration, plans, predict
 
 GEMM_RATE = 1e9        # every product: 2mnk / GEMM_RATE seconds
 PER_ELEMENT = 1e-9     # every pass and small kernel: PER_ELEMENT seconds per element
-FRESH = 2e-10          # seconds per byte taken fresh from the OS
 LAYER, PARAMETER, STEP, CALL = 3e-6, 2e-6, 50e-6, 7e-6   # the planted fixed costs
 DIMS = [1, 4, 16, 64, 256, 1024, 4096]
 
@@ -23,8 +22,6 @@ def hand_priced(term: plans.Term) -> float:
         return 2 * m * n * k / GEMM_RATE * term.count
     if term.kind in ("pass", "kernel"):
         return PER_ELEMENT * term.size[0] * term.count
-    if term.kind == "alloc":
-        return FRESH * term.size[0]
     return {"call": CALL, "split": 0.0}[term.kind]
 
 
@@ -40,8 +37,7 @@ def synthetic(backend_name="numpy", itemsize=4) -> calibration.Calibration:
     grid = [[[2 * m * n * k / GEMM_RATE for k in DIMS] for n in DIMS] for m in DIMS]
     cal = calibration.Calibration({"backend": backend_name, "threads": 1, "gemm_dims": DIMS,
                                    "gemm": {layout: grid for layout in calibration.GEMM_LAYOUTS},
-                                   "curves": curves, "split_seconds": 0.0, "measured_at": "synthetic",
-                                   "fresh_memory": [[1 << 25, FRESH * (1 << 25)], [1 << 27, FRESH * (1 << 27)]]})
+                                   "curves": curves, "split_seconds": 0.0, "measured_at": "synthetic"})
     # the raw tiny times that the planted fixed costs imply
     n = calibration.TINY_LAYERS
     tiny = {"chain_1": 1e-4, "chain_n": 1e-4 + n * LAYER, "params_1": 1e-5, "params_n": 1e-5 + n * (PARAMETER + 1e-6),
