@@ -12,7 +12,9 @@ the thread policy; the backend dispatcher calls it when this backend is selected
 
 Compile time. Kernels compile on first use and ``cache=True`` keeps the machine code on disk for later
 processes; ``warmup()`` compiles everything up front and reports the seconds per kernel, so that compile
-time is never counted as run time.
+time is never counted as run time. Numba checks a cached kernel against its own file only, not against the
+``numba_runtime`` code compiled into it (``gemm``'s BLAS call, ``block_bounds``): a change there must come
+with a change to this file (or a touch of it), or kernels cached before it keep running the old code.
 """
 
 from __future__ import annotations
