@@ -49,9 +49,16 @@ def _busy_seconds():
     return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK"), own.user + own.system
 
 
-def timeit(fns, before=None, rounds=7, budget=0.01, max_foreign=0.25, retries=8):
+#: Seconds to pause after a variant that ran BLAS on several threads: OpenBLAS's idle workers spin for about
+#: 0.1 s after such a call and, on 2 cores, leave the next variant's Numba threads one core (measured: convnet
+#: conv2's forward at B=64 took 17 ms right after a NumPy conv, 8.5 ms from 0.1 s on).
+BLAS_SETTLE = 0.15
+
+
+def timeit(fns, before=None, rounds=7, budget=0.01, max_foreign=0.25, retries=8, settle_after=()):
     """Median seconds per call of each ``fns[name]()``, measured in interleaved rounds (every variant once
-    per round) so that a burst of outside load hits all variants alike.
+    per round) so that a burst of outside load hits all variants alike. After each timed block of a variant
+    named in ``settle_after`` (those running BLAS's own threads) the round pauses BLAS_SETTLE seconds.
 
     Each round's time comes from a loop sized to ~``budget`` seconds; with ``before``, it runs untimed
     ahead of every single call instead (e.g. a GEMM, to time a kernel in the state a training step leaves
@@ -81,6 +88,8 @@ def timeit(fns, before=None, rounds=7, budget=0.01, max_foreign=0.25, retries=8)
                         t0 = time.perf_counter()
                         fn()
                         samples[name].append(time.perf_counter() - t0)
+                if name in settle_after:
+                    time.sleep(BLAS_SETTLE)
         busy1, own1 = _busy_seconds()
         foreign = ((busy1 - busy0) - (own1 - own0)) / (time.perf_counter() - wall0)
         if foreign <= max_foreign:
@@ -107,6 +116,10 @@ def with_tuning(fn, **settings):
     return run
 
 
+#: Variants that run BLAS on its own threads (numpy_ops, the stacked conv): timeit pauses after them.
+BLAS_THREADED = ("numpy", "stack-1M")
+
+
 def race(title, cases, variants):
     """cases: [(label, args, oracle)], variants: {name: fn(*args)}. Validates every variant against the
     oracle (None: validated by the caller), then times them all; prints one row per case."""
@@ -116,7 +129,8 @@ def race(title, cases, variants):
         if oracle is not None:
             for name, fn in variants.items():
                 check(f"{title}/{label}/{name}", fn(*args), oracle)
-        times, quiet = timeit({name: (lambda fn: lambda: fn(*args))(fn) for name, fn in variants.items()})
+        times, quiet = timeit({name: (lambda fn: lambda: fn(*args))(fn) for name, fn in variants.items()},
+                              settle_after=BLAS_THREADED)
         best = min(times, key=times.get)
         print(f"{label:23s}{' ' if quiet else '!'}"
               + "".join(f"{t * 1e6:14.1f}{'*' if n == best else ' '}" for n, t in times.items()), flush=True)
