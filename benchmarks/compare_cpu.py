@@ -252,6 +252,19 @@ def conclude(failures: list[str], checks: str) -> int:
     return 0
 
 
+def parse_or_serve(parser, argv, models, serve):
+    """The comparison's arguments, with ``--models`` checked against ``models``; or, in a worker process
+    (``--worker``), None after printing ``serve(args)``'s report as JSON on stdout."""
+    args = parser.parse_args(argv)
+    for m in args.models:
+        if m not in models:
+            parser.error(f"--models: unknown model {m!r}; expected some of {list(models)}")
+    if args.worker:
+        print(json.dumps(serve(args)))
+        return None
+    return args
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", type=lambda s: s.split(","), default=list(MODELS))
@@ -264,12 +277,8 @@ def main(argv=None):
                         help="rounds of every engine's worker, interleaved; each point reports its best round "
                              "(default 2)")
     parser.add_argument("--worker", choices=ENGINES + ("parity",), help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    for m in args.models:
-        if m not in MODELS:
-            parser.error(f"--models: unknown model {m!r}; expected some of {list(MODELS)}")
-    if args.worker:
-        print(json.dumps(worker(args)))
+    args = parse_or_serve(parser, argv, MODELS, worker)
+    if args is None:
         return 0
 
     from threadpoolctl import threadpool_limits

@@ -34,7 +34,7 @@ import subprocess
 import sys
 
 from benchmarks.compare_cpu import (EVAL_SAMPLES, LR, MOMENTUM, WARMUP_STEPS, conclude, loss_failures,
-                                     synthetic_mnist)
+                                     parse_or_serve, synthetic_mnist)
 
 MODELS = ("lenet5", "convnet")
 BATCH_SIZES = (1, 16, 64, 256, 1024, 4096)
@@ -226,12 +226,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats per point; the median is reported")
     parser.add_argument("--json", help="also write every measurement to this file")
     parser.add_argument("--worker", choices=ENGINES, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    for m in args.models:
-        if m not in MODELS:
-            parser.error(f"--models: unknown model {m!r}; expected some of {list(MODELS)}")
-    if args.worker:
-        print(json.dumps(worker(args)))
+    args = parse_or_serve(parser, argv, MODELS, worker)
+    if args is None:
         return 0
     reason = gpu_unavailable()
     if reason is not None:
