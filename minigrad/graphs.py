@@ -44,11 +44,12 @@ def _modules(module):
 
 
 def unsupported(loop) -> str | None:
-    """Why ``loop``'s steps cannot be replayed from a graph on the live backend, or None when they can."""
-    if getattr(backend.backend_module(), "StepGraph", None) is None:
-        return f"backend {backend.get_backend()!r} does not record CUDA graphs"
+    """Why ``loop``'s steps cannot be replayed from a graph on the live backend, or None when they can. A loop
+    driving another engine is answered before the backend is looked at (looking selects the default one)."""
     if loop.adapter.name != "minigrad":
         return f"the loop drives {loop.adapter.name}, not minigrad"
+    if getattr(backend.backend_module(), "StepGraph", None) is None:
+        return f"backend {backend.get_backend()!r} does not record CUDA graphs"
     if loop.accumulate != 1:
         return "gradients are accumulated over micro-batches"
     if loop.reduce is not None:
