@@ -9,6 +9,7 @@ hyperparameters other than those it was recorded with (a real graph would silent
 
 from __future__ import annotations
 
+import contextlib
 import types
 
 import numpy as np
@@ -129,7 +130,7 @@ def test_steps_with_a_per_step_hook_run_eagerly(graph_backend):
     train_set, _ = data.synthetic_mnist(n_train=32, n_test=4, seed=3)
     mg.manual_seed(0)
     m = mg.models.lenet5()
-    tl = loop.TrainLoop(m, optim.SGD(m.parameters(), lr=0.05), around=lambda: __import__("contextlib").nullcontext())
+    tl = loop.TrainLoop(m, optim.SGD(m.parameters(), lr=0.05), around=lambda: contextlib.nullcontext())
     records = list(tl.epoch(data.DataLoader(train_set, 8)))
     assert tl.graphs.reason is None and not any(r.captured for r in records)
 
