@@ -1,9 +1,12 @@
 """Training throughput on a GPU, side by side: minigrad's cupy backend and PyTorch CUDA eager.
 
-Four engines: ``minigrad-cupy`` (the training loop as it runs by default: its step replayed from a CUDA graph,
-``minigrad.graphs``), ``minigrad-cupy-eager`` (the same step launched kernel by kernel, ``capture=False``),
-``torch-cuda`` (PyTorch's defaults, under which cuDNN may run convolutions in TF32) and ``torch-cuda-fp32``
-(TF32 off for convolutions and matmuls: IEEE float32 arithmetic, as minigrad's kernels and cuBLAS calls).
+Five engines: ``minigrad-cupy`` (the training loop as it runs by default: its step replayed from a CUDA graph,
+``minigrad.graphs``, IEEE float32 arithmetic), ``minigrad-cupy-tf32`` (the same with its convolutions' GEMMs
+allowed TF32, ``cupy_ops.ALLOW_TF32``), ``minigrad-cupy-eager`` (the default step launched kernel by kernel,
+``capture=False``), ``torch-cuda`` (PyTorch's defaults, under which cuDNN may run convolutions in TF32 and
+matmuls stay fp32) and ``torch-cuda-fp32`` (TF32 off for convolutions and matmuls). The like-for-like pairs
+are minigrad-cupy / torch-cuda-fp32 (IEEE fp32 on both sides) and minigrad-cupy-tf32 / torch-cuda (TF32
+convolutions on both sides); minigrad-cupy / torch-cuda is reported too.
 lenet5 and convnet are trained with SGD (lr 0.01, momentum 0.9) in float32 on synthetic MNIST-shaped data
 (``compare_cpu.synthetic_mnist``) staged on the device once, so a step is the training work alone: each
 batch is a slice of device memory for every engine (minigrad's replayed step copies it into the graph's
@@ -21,7 +24,7 @@ pool, streams or libraries. Without a usable GPU (no cupy, no CUDA device) it pr
 missing and exits 0. The run checks itself and exits 1 when a check fails: for every engine and point the
 loss on a fixed set of 256 training samples is finite after the timed steps and, once 1024 samples were
 trained on, below what it was before the warm-up. The target (cupy >= 1.0x torch at every batch size) is
-reported against both PyTorch engines, met or missed, not asserted.
+reported for each pair, met or missed, not asserted.
 """
 
 from __future__ import annotations
@@ -38,7 +41,9 @@ from benchmarks.compare_cpu import (EVAL_SAMPLES, LR, MOMENTUM, WARMUP_STEPS, co
 
 MODELS = ("lenet5", "convnet")
 BATCH_SIZES = (1, 16, 64, 256, 1024, 4096)
-ENGINES = ("minigrad-cupy", "minigrad-cupy-eager", "torch-cuda", "torch-cuda-fp32")
+ENGINES = ("minigrad-cupy", "minigrad-cupy-tf32", "minigrad-cupy-eager", "torch-cuda", "torch-cuda-fp32")
+#: (minigrad engine, PyTorch engine) pairs the target is judged on
+PAIRS = (("minigrad-cupy", "torch-cuda-fp32"), ("minigrad-cupy-tf32", "torch-cuda"), ("minigrad-cupy", "torch-cuda"))
 DATA_SAMPLES = 8192  # staged on the device once; batches are contiguous slices of it
 MIN_STEPS, MAX_STEPS = 10, 200
 
@@ -154,8 +159,12 @@ def worker(args) -> dict:
     else:
         import cupy
 
+        from minigrad.kernels import cupy_ops
+
+        cupy_ops.ALLOW_TF32 = args.worker == "minigrad-cupy-tf32"
         info = {"version": f"cupy {cupy.__version__}",
-                "device": cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()}
+                "device": cupy.cuda.runtime.getDeviceProperties(0)["name"].decode(),
+                "tf32": {"conv": cupy_ops.ALLOW_TF32, "matmul": False}}
     results = {}
     for model_name in args.models:
         results[model_name] = {}
@@ -186,33 +195,33 @@ def spawn(name: str, args) -> dict:
 
 
 def report(results: dict, models, batch_sizes) -> list[str]:
-    """The table (samples/s of each engine, the ratios of minigrad's default step to both PyTorch engines and
-    the share of its timed steps replayed from a graph) and the target's verdict per model and peer."""
-    short = {"minigrad-cupy": "cupy", "minigrad-cupy-eager": "cupy-eager", "torch-cuda": "torch",
-             "torch-cuda-fp32": "torch-fp32"}
+    """The table (samples/s of each engine, the ratio of each pair and the share of minigrad's default timed
+    steps replayed from a graph) and the target's verdict per model and pair."""
+    short = {"minigrad-cupy": "cupy", "minigrad-cupy-tf32": "cupy-tf32", "minigrad-cupy-eager": "cupy-eager",
+             "torch-cuda": "torch", "torch-cuda-fp32": "torch-fp32"}
+    pair_names = [f"{short[m]}/{short[t]}" for m, t in PAIRS]
     lines = []
     for model_name in models:
-        lines += [f"## {model_name} (training samples/s, fp32)",
+        lines += [f"## {model_name} (training samples/s, fp32 tensors)",
                   f"{'batch':>6s}" + "".join(f"{short[e]:>12s}" for e in ENGINES)
-                  + f"{'/torch':>9s}{'/torch-fp32':>12s}{'graphs':>8s}"]
+                  + "".join(f"{p:>17s}" for p in pair_names) + f"{'graphs':>8s}"]
         for b in batch_sizes:
             rows = {e: results[e][model_name][b] for e in ENGINES}
             rate = {e: r["rate"] for e, r in rows.items()}
             mine = rows["minigrad-cupy"]
             lines.append(f"{b:6d}" + "".join(f"{rate[e]:12.0f}" for e in ENGINES)
-                         + f"{rate['minigrad-cupy'] / rate['torch-cuda']:8.2f}x"
-                         + f"{rate['minigrad-cupy'] / rate['torch-cuda-fp32']:11.2f}x"
+                         + "".join(f"{rate[m] / rate[t]:16.2f}x" for m, t in PAIRS)
                          + f"{mine['captured_steps'] / mine['timed_steps']:8.0%}")
         lines.append("")
     lines.append("## target: minigrad cupy >= 1.0x PyTorch CUDA eager at every batch size")
     for model_name in models:
-        for peer in ("torch-cuda", "torch-cuda-fp32"):
-            ratios = {b: results["minigrad-cupy"][model_name][b]["rate"] / results[peer][model_name][b]["rate"]
+        for mine, peer in PAIRS:
+            ratios = {b: results[mine][model_name][b]["rate"] / results[peer][model_name][b]["rate"]
                       for b in batch_sizes}
             missed = {b: r for b, r in ratios.items() if r < 1.0}
             verdict = ("met" if not missed
                        else "missed at " + ", ".join(f"B={b} ({r:.2f}x)" for b, r in missed.items()))
-            lines.append(f"{model_name} vs {peer}: {verdict}; worst {min(ratios.values()):.2f}x, best "
+            lines.append(f"{model_name} {mine} vs {peer}: {verdict}; worst {min(ratios.values()):.2f}x, best "
                          f"{max(ratios.values()):.2f}x")
     return lines
 
@@ -240,7 +249,7 @@ def main(argv=None) -> int:
         return 0
     results = {e: {m: {int(b): r for b, r in per_batch.items()} for m, per_batch in notes[e]["results"].items()}
                for e in ENGINES}
-    tf32 = {e: notes[e]["tf32"] for e in ("torch-cuda", "torch-cuda-fp32")}
+    tf32 = {e: notes[e]["tf32"] for e in ENGINES}
     print(f"# compare_gpu on {notes['minigrad-cupy']['device']}: {notes['minigrad-cupy']['version']}, "
           f"{notes['torch-cuda']['version']}; median of {args.repeats} repeats of up to {args.samples} samples "
           f"({MIN_STEPS}-{MAX_STEPS} steps), {WARMUP_STEPS} warm-up steps, each engine in its own process; "

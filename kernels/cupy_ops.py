@@ -24,6 +24,7 @@ import ctypes
 import dataclasses
 import functools
 import importlib
+import os
 import pathlib
 import types
 import weakref
@@ -120,6 +121,13 @@ class LaunchConfig:
     reduce_rows_per_thread: int = 32
     reduce_blocks: int = 512
 
+    #: Split-K GEMMs (``split_k_gemm``, conv2d's dW): K is cut into at most ``split_k_chunks`` slices of at
+    #: least ``split_k_min`` terms, when the output has at most ``split_k_max_output`` elements. 1 (one plain
+    #: GEMM) until benchmarks/gpu/probe_gemm.py has measured the chunk counts on a device.
+    split_k_chunks: int = 1
+    split_k_min: int = 1 << 15
+    split_k_max_output: int = 1 << 20
+
     def grid(self, work: int) -> int:
         return max(1, min(self.max_grid, -(-work // self.block)))
 
@@ -134,8 +142,21 @@ class LaunchConfig:
         return -(-A // chunks)
 
 
+    def split_k(self, m: int, n: int, K: int) -> int:
+        """How many slices split_k_gemm cuts K into for an (m, n) output (1: one plain GEMM)."""
+        if m * n > self.split_k_max_output:
+            return 1
+        return max(1, min(self.split_k_chunks, K // self.split_k_min))
+
+
 #: The one place launch parameters are chosen.
 LAUNCH = LaunchConfig()
+
+#: Whether conv2d's GEMMs may round fp32 inputs to TF32 on tensor cores (fp32 accumulation): PyTorch's default
+#: for cuDNN convolutions (``torch.backends.cudnn.allow_tf32``), off here unless MINIGRAD_CUPY_TF32=1 is set
+#: when this module is imported, or the attribute is set before a training loop records its step graph.
+#: Linear layers stay IEEE fp32, as PyTorch's ``torch.backends.cuda.matmul.allow_tf32`` default.
+ALLOW_TF32 = os.environ.get("MINIGRAD_CUPY_TF32", "0") == "1"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,27 +187,48 @@ class CublasGemm:
 
     CuPy refuses every cuBLAS call while a stream is being captured into a CUDA graph (its wrapper will not
     point the handle at a capturing stream, because of the workspace cuBLAS might allocate); cuBLAS itself
-    captures fine once it has a fixed workspace. So this backend calls ``cublasSgemm_v2``/``cublasDgemm_v2``
-    directly, in the eager step and in the captured one alike: one GEMM path, with results identical to
-    ``cupy.matmul`` (the same library and algorithm; the GPU tests compare them). The library is the one CuPy
-    loaded, found by its path in this process's memory map.
+    captures fine once it has a fixed workspace. So this backend calls cuBLAS directly, in the eager step and
+    in the captured one alike: one GEMM path. A single fp32/fp64 product goes through
+    ``cublasSgemm_v2``/``cublasDgemm_v2``, with results identical to ``cupy.matmul`` (the same library and
+    algorithm; the GPU tests compare them); a batch, or a product allowed TF32, through
+    ``cublasGemmStridedBatchedEx``. The library is the one CuPy loaded, found by its path in this process's
+    memory map.
+
+    ``gemm(a, b, tf32=False)``: a (m, k) @ b (k, n), or a batch of them: (batch, m, k) @ (batch, k, n), either
+    operand a strided view (each matrix row- or column-major with any leading dimension, any batch stride,
+    0 included: a matrix shared by the batch), returned as a new C-contiguous (m, n) or (batch, m, n).
+    ``tf32=True`` lets cuBLAS round fp32 inputs to TF32 on tensor cores (fp32 accumulation), as PyTorch's
+    ``cudnn.allow_tf32`` lets cuDNN; it changes nothing for fp64.
     """
 
     _N, _T = 0, 1  # cublasOperation_t
+    _DATA_TYPE = {np.dtype(np.float32): 0, np.dtype(np.float64): 1}  # cudaDataType: CUDA_R_32F, CUDA_R_64F
+    _COMPUTE = {(np.dtype(np.float32), False): 68, (np.dtype(np.float32), True): 77,  # cublasComputeType_t:
+                (np.dtype(np.float64), False): 70, (np.dtype(np.float64), True): 70}  # 32F, 32F_FAST_TF32, 64F
+    _GEMM_DEFAULT = -1  # cublasGemmAlgo_t
 
-    def __init__(self, cupy):
+    def __init__(self, cupy, lib: ctypes.CDLL | None = None):
+        """``lib``: the cuBLAS library to call (the tests pass a host stand-in); by default CuPy's own."""
         self.cupy = cupy
         cupy.cuda.device.get_cublas_handle()  # makes CuPy load libcublas
-        with open("/proc/self/maps") as maps:
-            paths = sorted({line.split()[-1] for line in maps if "/libcublas.so" in line})
-        if not paths:
-            raise BackendUnavailable("backend 'cupy' is not available: CuPy's cuBLAS library is not loaded in "
-                                     "this process (looked for libcublas.so in /proc/self/maps)")
-        self.lib = ctypes.CDLL(paths[0])
+        if lib is None:
+            with open("/proc/self/maps") as maps:
+                paths = sorted({line.split()[-1] for line in maps if "/libcublas.so" in line})
+            if not paths:
+                raise BackendUnavailable("backend 'cupy' is not available: CuPy's cuBLAS library is not loaded "
+                                         "in this process (looked for libcublas.so in /proc/self/maps)")
+            lib = ctypes.CDLL(paths[0])
+        self.lib = lib
         self.workspaces = {}
         scalars = {np.dtype(np.float32): ctypes.c_float, np.dtype(np.float64): ctypes.c_double}
         self.routines = {dt: (getattr(self.lib, "cublasSgemm_v2" if dt == np.float32 else "cublasDgemm_v2"),
                               ctypes.byref(c(1.0)), ctypes.byref(c(0.0))) for dt, c in scalars.items()}
+        self.batched = self.lib.cublasGemmStridedBatchedEx
+        self.batched.argtypes = ([ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                                  ctypes.c_int, ctypes.c_void_p]
+                                 + [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_longlong] * 2
+                                 + [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_longlong,
+                                    ctypes.c_int, ctypes.c_int, ctypes.c_int])
 
     def _handle(self) -> ctypes.c_void_p:
         handle = self.cupy.cuda.device.get_cublas_handle()
@@ -202,36 +244,52 @@ class CublasGemm:
         if status != 0:
             raise RuntimeError(f"cupy backend: {call} failed with cuBLAS status {status}")
 
-    @classmethod
-    def _operand(cls, a):
-        """(operation, leading dimension, array) for a row-major operand seen column-major by cuBLAS."""
-        if a.flags.c_contiguous:
-            return cls._N, max(1, a.shape[1]), a
-        if a.flags.f_contiguous:
-            return cls._T, max(1, a.shape[0]), a
-        a = a.copy()
-        return cls._N, max(1, a.shape[1]), a
-
-    def __call__(self, a, b):
-        if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0] or a.dtype != b.dtype:
-            raise ValueError(f"cupy backend: gemm needs 2-D operands (m, k) @ (k, n) of one dtype; got "
-                             f"{a.shape} {a.dtype} @ {b.shape} {b.dtype}")
-        # Row-major C = A B is column-major C^T = B^T A^T: cuBLAS gets B first and writes C with ldc = n.
-        (m, k), n = a.shape, b.shape[1]
-        c = self.cupy.empty((m, n), dtype=a.dtype)
-        if m == 0 or n == 0:
-            return c
+    def __call__(self, a, b, tf32: bool = False):
+        batched = a.ndim == 3
+        if (a.ndim not in (2, 3) or b.ndim != a.ndim or a.shape[-1] != b.shape[-2] or a.dtype != b.dtype
+                or a.dtype not in self._DATA_TYPE or (batched and a.shape[0] != b.shape[0])):
+            raise ValueError(f"cupy backend: gemm needs operands (m, k) @ (k, n), or (batch, m, k) @ (batch, k, n), "
+                             f"of one float dtype; got {a.shape} {a.dtype} @ {b.shape} {b.dtype}")
+        a3, b3 = (a, b) if batched else (a[None], b[None])
+        (batch, m, k), n = a3.shape, b3.shape[2]
+        c = self.cupy.empty((batch, m, n), dtype=a.dtype)
+        if c.size == 0:
+            return c if batched else c[0]
         if k == 0:
             c.fill(0)
-            return c
-        (op_a, lda, a), (op_b, ldb, b) = self._operand(a), self._operand(b)
-        gemm, one, zero = self.routines[np.dtype(a.dtype)]
+            return c if batched else c[0]
+        (op_a, lda, sa, a3), (op_b, ldb, sb, b3) = _gemm_operand(a3), _gemm_operand(b3)
         handle = self._handle()
         self._check("cublasSetStream_v2", self.lib.cublasSetStream_v2(
             handle, ctypes.c_void_p(self.cupy.cuda.get_current_stream().ptr)))
-        self._check(gemm.__name__, gemm(handle, op_b, op_a, n, m, k, one, ctypes.c_void_p(b.data.ptr), ldb,
-                                        ctypes.c_void_p(a.data.ptr), lda, zero, ctypes.c_void_p(c.data.ptr), n))
-        return c
+        gemm, one, zero = self.routines[np.dtype(a.dtype)]
+        # Row-major C = A B is column-major C^T = B^T A^T: cuBLAS gets B first and writes C with ldc = n.
+        if batch == 1 and not tf32:
+            self._check(gemm.__name__, gemm(handle, op_b, op_a, n, m, k, one, ctypes.c_void_p(b3.data.ptr), ldb,
+                                            ctypes.c_void_p(a3.data.ptr), lda, zero, ctypes.c_void_p(c.data.ptr), n))
+        else:
+            dtype = self._DATA_TYPE[np.dtype(a.dtype)]
+            self._check("cublasGemmStridedBatchedEx", self.batched(
+                handle, op_b, op_a, n, m, k, one, b3.data.ptr, dtype, ldb, sb, a3.data.ptr, dtype, lda, sa, zero,
+                c.data.ptr, dtype, n, m * n, batch, self._COMPUTE[np.dtype(a.dtype), bool(tf32)],
+                self._GEMM_DEFAULT))
+        return c if batched else c[0]
+
+
+def _gemm_operand(a):
+    """(operation, leading dimension, batch stride, array) that cuBLAS's column-major view needs for a batch of
+    row-major matrices ``a`` (batch, rows, cols): each matrix must have a unit stride along one axis and a
+    non-negative batch stride; anything else is copied to C order first."""
+    batch, rows, cols = a.shape
+    sb, s0, s1 = (s // a.itemsize for s in a.strides)
+    if sb >= 0 or batch == 1:
+        sb = max(sb, 0) if batch > 1 else 0
+        if (s1 == 1 or cols == 1) and (rows == 1 or s0 >= cols):
+            return CublasGemm._N, max(1, cols, s0 if rows > 1 else 0), sb, a
+        if (s0 == 1 or rows == 1) and (cols == 1 or s1 >= rows):
+            return CublasGemm._T, max(1, rows, s1 if cols > 1 else 0), sb, a
+    a = a.copy()
+    return CublasGemm._N, max(1, cols), rows * cols, a
 
 
 @functools.lru_cache(maxsize=None)
@@ -384,6 +442,25 @@ def col2im_t(dcols, x_shape, KH, KW, stride, padding, OH, OW):
     return dx
 
 
+def split_k_gemm(a, b, tf32: bool = False):
+    """a (m, K) @ b (K, n) for a long K and a small output (conv2d's dW: K = N*OH*OW): one GEMM would give each
+    of the GPU's multiprocessors a sliver of an m x n tile to sweep all of K with. Instead a strided batch of
+    GEMMs over ``chunks`` slices of K (no copy: the batch strides step along K) writes (chunks, m, n) partial
+    products, and channel_sums adds them up. The chunk count is ``LAUNCH.split_k(m, n, K)``."""
+    (m, K), n = a.shape, b.shape[1]
+    chunks = LAUNCH.split_k(m, n, K)
+    if chunks == 1:
+        return _runtime().matmul(a, b, tf32=tf32)
+    L = K // chunks  # the last K % chunks terms go in one more GEMM
+    as_strided = _runtime().xp.lib.stride_tricks.as_strided
+    a_chunks = as_strided(a, (chunks, m, L), (L * a.strides[1], *a.strides))
+    b_chunks = as_strided(b, (chunks, L, n), (L * b.strides[0], *b.strides))
+    out = channel_sums(_runtime().matmul(a_chunks, b_chunks, tf32=tf32), chunks, m * n, 1).reshape(m, n)
+    if K % chunks:
+        out += _runtime().matmul(a[:, chunks * L:], b[chunks * L:], tf32=tf32)
+    return out
+
+
 def conv2d_forward(x, w, b, stride, padding):
     """x: (N, C, H, W), w: (F, C, KH, KW), b: (F,) or None -> y: (N, F, OH, OW).
 
@@ -393,7 +470,7 @@ def conv2d_forward(x, w, b, stride, padding):
     """
     N, C, H, W, F, KH, KW, OH, OW = _checks.check_conv2d(x, w, b, stride, padding)
     cols = im2col_t(x, KH, KW, stride, padding)
-    out = _runtime().matmul(_c(w).reshape(F, -1), cols)  # (F, N*OH*OW): the one GEMM
+    out = _runtime().matmul(_c(w).reshape(F, -1), cols, tf32=ALLOW_TF32)  # (F, N*OH*OW): the one GEMM
     y = _runtime().xp.empty((N, F, OH, OW), dtype=x.dtype)
     _launch("conv2d", "fnp_to_nchw", x.dtype, y.size, out, None if b is None else _c(b), y, _i(N), _i(F),
             _i(OH * OW))
@@ -416,8 +493,9 @@ def conv2d_backward(dy, cache, need_dx=True):
     dout = xp.empty((F, N * OH * OW), dtype=cols.dtype)
     _launch("conv2d", "nchw_to_fnp", cols.dtype, dout.size, dy, dout, _i(N), _i(F), _i(OH * OW))
     w2 = _c(w).reshape(F, -1)
-    dw = gemm(dout, cols.T).reshape(w.shape)
-    dx = col2im_t(gemm(w2.T, dout), x_shape, KH, KW, stride, padding, OH, OW) if need_dx else None
+    dw = split_k_gemm(dout, cols.T, tf32=ALLOW_TF32).reshape(w.shape)
+    dx = (col2im_t(gemm(w2.T, dout, tf32=ALLOW_TF32), x_shape, KH, KW, stride, padding, OH, OW)
+          if need_dx else None)
     db = channel_sums(dy, N, F, OH * OW) if has_bias else None
     return dx, dw, db
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The GPU check in one call, on a machine with a CUDA device, cupy and torch (CUDA) installed and no package
-# registry: the GPU tests, benchmarks/compare_gpu.py, then benchmarks/gpu/probe_conv.py. Every output lands
-# under $OUT; each part runs under `timeout`, so the whole stays under 8 minutes. Nothing here reads MNIST (compare_gpu trains on
-# synthetic data), so no data has to travel with the tree.
+# registry: the GPU tests, benchmarks/compare_gpu.py, then benchmarks/gpu/probe_gemm.py and probe_conv.py.
+# Every output lands under $OUT; each part runs under `timeout`, so the whole stays under 9 minutes (the device
+# tool allows 10 per call). Nothing here reads MNIST (compare_gpu trains on synthetic data), so no data has to
+# travel with the tree.
 #
 #     OUT=/some/dir bash benchmarks/gpu/run.sh        # from the project root
 #
@@ -27,14 +28,18 @@ status=0
 } 2>&1 | tee "$OUT/device.txt"
 
 echo "== GPU tests"
-timeout 150 python3 -m pytest tests -k "cupy or cuda" -q -p no:cacheprovider 2>&1 | tee "$OUT/tests.log"
+timeout 120 python3 -m pytest tests -k "cupy or cuda" -q -p no:cacheprovider 2>&1 | tee "$OUT/tests.log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
 echo "== compare_gpu"
 timeout 300 python3 -m benchmarks.compare_gpu --json "$OUT/compare_gpu.json" 2>&1 | tee "$OUT/compare_gpu.log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
+echo "== probe_gemm"
+timeout 60 python3 -m benchmarks.gpu.probe_gemm 2>&1 | tee "$OUT/probe_gemm.log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+
 echo "== probe_conv"
-timeout 90 python3 -m benchmarks.gpu.probe_conv 2>&1 | tee "$OUT/probe_conv.log"
+timeout 60 python3 -m benchmarks.gpu.probe_conv 2>&1 | tee "$OUT/probe_conv.log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 exit $status

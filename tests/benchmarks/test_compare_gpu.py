@@ -42,16 +42,21 @@ def _point(rate, loss_start=2.3, loss_end=1.0, trained=4096, captured=0):
             "captured_steps": captured, "timed_steps": 10}
 
 
-def test_report_gives_each_ratio_and_names_the_batch_sizes_that_miss_the_target():
+def test_report_gives_each_pairs_ratio_and_names_the_batch_sizes_that_miss_the_target():
     results = {"minigrad-cupy": {"lenet5": {1: _point(300.0, captured=10), 64: _point(9000.0, captured=5)}},
+               "minigrad-cupy-tf32": {"lenet5": {1: _point(330.0), 64: _point(12000.0)}},
                "minigrad-cupy-eager": {"lenet5": {1: _point(100.0), 64: _point(5000.0)}},
                "torch-cuda": {"lenet5": {1: _point(600.0), 64: _point(6000.0)}},
                "torch-cuda-fp32": {"lenet5": {1: _point(600.0), 64: _point(3000.0)}}}
     lines = compare_gpu.report(results, ["lenet5"], [1, 64])
-    assert "     1         300         100         600         600    0.50x       0.50x    100%" in lines
-    assert "    64        9000        5000        6000        3000    1.50x       3.00x     50%" in lines
-    assert lines[-2] == "lenet5 vs torch-cuda: missed at B=1 (0.50x); worst 0.50x, best 1.50x"
-    assert lines[-1] == "lenet5 vs torch-cuda-fp32: missed at B=1 (0.50x); worst 0.50x, best 3.00x"
+    assert lines[1].split() == ["batch", "cupy", "cupy-tf32", "cupy-eager", "torch", "torch-fp32",
+                                "cupy/torch-fp32", "cupy-tf32/torch", "cupy/torch", "graphs"]
+    assert lines[2].split() == ["1", "300", "330", "100", "600", "600", "0.50x", "0.55x", "0.50x", "100%"]
+    assert lines[3].split() == ["64", "9000", "12000", "5000", "6000", "3000", "3.00x", "2.00x", "1.50x", "50%"]
+    assert lines[-3:] == [
+        "lenet5 minigrad-cupy vs torch-cuda-fp32: missed at B=1 (0.50x); worst 0.50x, best 3.00x",
+        "lenet5 minigrad-cupy-tf32 vs torch-cuda: missed at B=1 (0.55x); worst 0.55x, best 2.00x",
+        "lenet5 minigrad-cupy vs torch-cuda: missed at B=1 (0.50x); worst 0.50x, best 1.50x"]
 
 
 def test_loss_failures_name_non_finite_and_non_decreasing_losses_once_enough_was_trained():

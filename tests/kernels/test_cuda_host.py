@@ -201,13 +201,14 @@ class ShimKernel:
 def host_runtime(launched: set, capturing: bool = False) -> cupy_ops._Runtime:
     """NumPy arrays, the shim's kernels, NumPy's matmul; ``capturing`` says a CUDA graph is being recorded."""
     kernel = functools.lru_cache(maxsize=None)(lambda stem, name: ShimKernel(stem, name, launched))
-    return cupy_ops._Runtime(xp=np, kernel=kernel, synchronize=lambda: None, matmul=np.matmul,
+    return cupy_ops._Runtime(xp=np, kernel=kernel, synchronize=lambda: None, matmul=lambda a, b, tf32=False: np.matmul(a, b),
                              capturing=lambda: capturing)
 
 
 needs_gxx = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed")
 
-LAUNCHES = {"production": cupy_ops.LaunchConfig(), "tiny-grid": cupy_ops.LaunchConfig(block=3, max_grid=2)}
+LAUNCHES = {"production": cupy_ops.LaunchConfig(), "tiny-grid": cupy_ops.LaunchConfig(block=3, max_grid=2, split_k_chunks=3,
+                                                                           split_k_min=4)}
 
 
 def force_64bit_indices(monkeypatch):
@@ -357,6 +358,76 @@ def test_conv2d_equals_numpy_ops(cuda_ops, rng, case, dtype, bias):
     dy = rng.standard_normal(y_np.shape).astype(dtype)
     close_all(cuda_ops.conv2d_backward(dy, cache), npo.conv2d_backward(dy, cache_np), dtype)
     close_all(cuda_ops.conv2d_backward(dy, cache, False), npo.conv2d_backward(dy, cache_np, False), dtype)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# CublasGemm's calls, against a host stand-in of cuBLAS (tests/kernels/cublas_shim.cpp)
+
+
+class _DeviceArray(np.ndarray):
+    """A NumPy array that CublasGemm can take for a CuPy one: ``.data.ptr`` is its first element's address."""
+
+    @property
+    def data(self):
+        return types.SimpleNamespace(ptr=self.ctypes.data)
+
+
+@pytest.fixture
+def host_cublas():
+    """(CublasGemm on cublas_shim.cpp, the shim library): each call checked the way cuBLAS checks it."""
+    if shutil.which("g++") is None:
+        pytest.skip("g++ is not installed")
+    src = SHIM_DIR / "cublas_shim.cpp"
+    lib = ctypes.CDLL(str(_build(BUILD_DIR / f"libcublas-shim-{_digest(src, ' '.join(GXX_FLAGS))}.so",
+                                 ["g++", *GXX_FLAGS, str(src)])))
+    cuda = types.SimpleNamespace(device=types.SimpleNamespace(get_cublas_handle=lambda: 1),
+                                 get_current_stream=lambda: types.SimpleNamespace(ptr=0))
+    cupy = types.SimpleNamespace(cuda=cuda, empty=lambda shape, dtype: np.empty(shape, dtype).view(_DeviceArray))
+    return cupy_ops.CublasGemm(cupy, lib), lib
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cublas_calls_compute_each_operand_layout_and_batch(host_cublas, rng, dtype):
+    """Every view the wrappers pass, as cuBLAS would read it: C- and F-ordered matrices, slices along K (split-K),
+    a matrix shared by a batch (stride 0), per-image column blocks, reversed rows (copied first)."""
+    gemm, lib = host_cublas
+    x = rng.standard_normal((7, 60)).astype(dtype).view(_DeviceArray)
+    y = rng.standard_normal((60, 5)).astype(dtype).view(_DeviceArray)
+    yt = np.ascontiguousarray(y.T).view(_DeviceArray)
+    cases = [(x, y), (np.asfortranarray(x), y), (x, yt.T), (x[::-1], y), (x[:, :0], y[:0]), (x[:, 10:20], y[10:20]),
+             (x.reshape(7, 4, 15).transpose(1, 0, 2), yt.T.reshape(4, 15, 5)),
+             (np.broadcast_to(x[:, :15], (4, 7, 15)), y.reshape(4, 15, 5)),
+             (np.broadcast_to(yt[:, :7], (3, 5, 7)), x.reshape(7, 3, 20).transpose(1, 0, 2)[:, :, :9])]
+    for a, b in cases:
+        a, b = a.view(_DeviceArray), b.view(_DeviceArray)
+        for tf32 in (False, True):
+            got = gemm(a, b, tf32=tf32)
+            assert got.flags.c_contiguous and got.dtype == dtype
+            close(np.asarray(got), np.matmul(np.asarray(a), np.asarray(b)), dtype)
+            if a.ndim == 3 or tf32:
+                assert lib.shim_last_compute_type() == (77 if tf32 and dtype == np.float32 else
+                                                        68 if dtype == np.float32 else 70)
+    with pytest.raises(ValueError, match="gemm needs operands"):
+        gemm(x, x)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("K", [7, 96, 100])
+def test_split_k_gemm_sums_the_slices_and_the_remainder(cuda_ops, rng, dtype, K, monkeypatch):
+    """conv2d's dW product with K cut into 3 slices of 32 (and 4 left over for K=100): b is the transposed
+    view conv2d passes. K=7 is below two slices and stays one GEMM."""
+    monkeypatch.setattr(cuda_ops, "LAUNCH", cupy_ops.LaunchConfig(split_k_chunks=3, split_k_min=32))
+    assert cuda_ops.LAUNCH.split_k(5, 6, K) == (1 if K == 7 else 3)
+    a = rng.standard_normal((5, K)).astype(dtype)
+    b = np.ascontiguousarray(rng.standard_normal((6, K)).astype(dtype)).T
+    close(cuda_ops.split_k_gemm(a, b), a @ b, dtype)
+
+
+def test_split_k_is_only_for_small_outputs():
+    launch = cupy_ops.LaunchConfig(split_k_chunks=32)
+    assert launch.split_k(64, 288, 4096 * 576) == 32
+    assert launch.split_k(64, 288, 40000) == 1
+    assert launch.split_k(128, 9216, 4096 * 576) == 1
 
 
 def test_conv2d_takes_non_contiguous_inputs(cuda_ops, rng):

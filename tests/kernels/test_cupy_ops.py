@@ -291,8 +291,67 @@ def test_gemm_through_cublas_equals_cupy_matmul_for_every_operand_layout(cp, dty
             assert got.flags.c_contiguous and got.dtype == dtype
             cp.testing.assert_array_equal(got, cp.matmul(x, y))
     cp.testing.assert_array_equal(gemm(a[:, :0], b[:0]), cp.zeros((37, 23), dtype))
-    with pytest.raises(ValueError, match="gemm needs 2-D operands"):
+    with pytest.raises(ValueError, match="gemm needs operands"):
         gemm(a, a)
+
+
+def _as_cublas_reads(view):
+    """The (batch, rows, cols) matrices cuBLAS reads through _gemm_operand's description of ``view``: element
+    (i, r, c) at i*stride + r*ld + c (row-major, op N) or i*stride + r + c*ld (column-major, op T) from the
+    first element, in the memory the array it returns lives in."""
+    op, ld, stride, arr = cupy_ops._gemm_operand(view)
+    base = arr
+    while base.base is not None:
+        base = base.base
+    start = (arr.__array_interface__["data"][0] - base.__array_interface__["data"][0]) // arr.itemsize
+    i, r, c = np.indices(arr.shape)
+    return base.reshape(-1)[start + i * stride + (r * ld + c if op == cupy_ops.CublasGemm._N else r + c * ld)]
+
+
+def test_gemm_operand_describes_every_view_the_wrappers_pass():
+    x = np.arange(7 * 60, dtype=np.float32).reshape(7, 60)
+    y = np.arange(5 * 60, dtype=np.float32).reshape(5, 60)
+    views = [x[None], x.T[None], x.reshape(7, 4, 15).transpose(1, 0, 2), y.T.reshape(4, 15, 5),
+             np.broadcast_to(x[:, :15], (4, 7, 15)), x[None, :1], x[None, :, :1], x.T[None, :1],
+             x[None, :, ::2], x[::-1][None], x.reshape(7, 3, 20).transpose(1, 2, 0)]
+    for view in views:
+        np.testing.assert_array_equal(_as_cublas_reads(view), view)
+
+
+@on_gpu
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_batched_gemm_equals_cupy_matmul_for_strided_and_shared_operands(cp, dtype):
+    """A batch through cublasGemmStridedBatchedEx: a shared matrix (batch stride 0), slices along K of one
+    matrix and of a transposed one (what split_k_gemm passes), and per-image column blocks (ld > cols)."""
+    rng = np.random.default_rng(1)
+    gemm = cupy_ops._runtime().matmul
+    a = cp.asarray(rng.standard_normal((7, 60)).astype(dtype))
+    bt = cp.asarray(rng.standard_normal((5, 60)).astype(dtype))
+    a_k = a.reshape(7, 4, 15).transpose(1, 0, 2)             # (4, 7, 15), ld 60, batch stride 15
+    b_k = bt.T.reshape(4, 15, 5)                             # (4, 15, 5), column-major, ld 60
+    got = gemm(a_k, b_k)
+    assert got.shape == (4, 7, 5) and got.flags.c_contiguous
+    cp.testing.assert_allclose(got, cp.matmul(a_k, b_k), rtol=1e-5)
+    shared = cp.broadcast_to(a[:, :15], (4, 7, 15))          # batch stride 0
+    cp.testing.assert_allclose(gemm(shared, b_k), cp.matmul(shared, b_k), rtol=1e-5)
+    with pytest.raises(ValueError, match="gemm needs operands"):
+        gemm(a_k, b_k[:3])
+
+
+@on_gpu
+def test_tf32_gemm_is_close_to_fp32_and_split_k_equals_one_gemm(cp, monkeypatch):
+    monkeypatch.setattr(cupy_ops, "LAUNCH", cupy_ops.LaunchConfig(split_k_chunks=8))
+    rng = np.random.default_rng(2)
+    gemm = cupy_ops._runtime().matmul
+    a = cp.asarray(rng.standard_normal((64, 200_000), dtype=np.float32))
+    b = cp.asarray(rng.standard_normal((288, 200_000), dtype=np.float32)).T
+    want = gemm(a, b)
+    scale = float(cp.abs(want).max())
+    assert float(cp.abs(gemm(a, b, tf32=True) - want).max()) < 1e-2 * scale
+    assert cupy_ops.LAUNCH.split_k(64, 288, 200_000) > 1
+    assert float(cp.abs(cupy_ops.split_k_gemm(a, b) - want).max()) < 1e-4 * scale
+    cp.testing.assert_array_equal(gemm(a.astype(np.float64), b.astype(np.float64), tf32=True),
+                                  gemm(a.astype(np.float64), b.astype(np.float64)))  # TF32 is for fp32 only
 
 
 @on_gpu
