@@ -3,16 +3,33 @@ primitive a training step is made of, measured once per machine and cached with 
 
 Measured (never on a reference model; every array is synthetic, with shapes chosen unlike theirs):
 
-* ``gemm``: seconds of a BLAS product over a grid of (m, n, k) from 1 to 262,144 in each of the four
-  operand layouts the kernels use, with BLAS on the threads the backend gives it (the Numba backend's
-  GEMMs run on one thread inside its own block split). Cells whose product is too large to time quickly are
+* ``gemm``: seconds of a BLAS product over a grid of (m, n, k) from 1 to 262,144 (every power of two up to
+  16,384: across a factor of four, interpolation missed the cache level a product's operands fall out of) in
+  each of the four operand layouts the kernels use, with BLAS on the threads the backend gives it (the Numba
+  backend's GEMMs run on one thread inside its own block split). Cells whose product is too large to time quickly are
   filled at the rate of the nearest measured cell (a large GEMM runs at the BLAS peak);
 * ``curves``: seconds against elements for each memory pass of the backend (``plans.py`` names them: im2col,
   col2im, layout changes, fills, reductions) and for each whole kernel without a GEMM (relu, pooling, the
-  loss, the optimizer update), from 16 to 4M elements. A whole kernel is timed cold, as a step calls it
+  loss, the optimizer update), from 16 to 16M elements. A whole kernel is timed cold, as a step calls it
   after other kernels and Python ran, except those a step calls back to back (``plans.BACK_TO_BACK``: the
   optimizer's update of each parameter in turn); a pass and a GEMM hot, back to back, as a kernel's own loops
-  run them (the cold start of a GEMM kernel is in its call cost, measured cold on its smallest shapes);
+  run them (the cold start of a GEMM kernel is in its call cost, measured cold on its smallest shapes). Each
+  whole kernel is timed a second time at every other size (``name~deep``), after a pass over DEEP_EVICT_BYTES
+  that leaves none of its memory in any cache: how a step whose working set overflows the last-level cache
+  finds the block its output lands in, and its page tables (the smallest calls pay most, relative to their
+  size: the loss on 16 logits took 16 us cold and 73 us deep, relu on 4,096 elements 8 and 48 us);
+* ``widths``: each pass and kernel that runs along image rows (plans.WIDE) at one size for every row width
+  from 2 to 32: its cost per element jumps with how a row splits into SIMD vectors (at float32 on this
+  machine, im2col's rate went 0.97, 1.66, 1.54, 2.12 and 1.84 G elements/s at widths 6, 8, 12, 24 and 30),
+  which interpolating between the two widths of its size curves cannot follow;
+* ``far``: the same for a GEMM's operand last used a whole step ago (a weight matrix, the forward's
+  activations in the backward): a memory-bound product (64 x 8 x 16,384, its 4 MiB operand not re-read) after
+  passes over 4 MiB to DEEP_EVICT_BYTES, as seconds per byte of that operand from DRAM and the fraction of
+  the way to it against the bytes passed over (reading it back cost more than writing a kernel's output:
+  +50% of the deep penalty after 32 MiB, where relu's output paid 6%);
+* ``reach``: how much of that deep penalty a kernel pays against how many bytes were touched since its memory
+  was last used: relu on a synthetic array after passes over 4 MiB to DEEP_EVICT_BYTES, each as the fraction
+  of the way from the 4 MiB time to the deep one (0: the data stayed in cache, 1: it came from DRAM);
 * ``tiny``: raw step-level times the model turns into fixed overheads: a GEMM kernel called on the smallest
   shapes, a chain of layers that run no kernel (Flatten) through the autograd tape, an optimizer over many
   one-element parameters against the same updates called directly, and the training loop's step on a
@@ -35,24 +52,26 @@ import numpy as np
 
 from . import plans
 
-VERSION = 6  # of what a calibration holds: a cached one of another version is measured again
-GEMM_DIMS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096, 16384, 65536, 262144)
+VERSION = 13  # of what a calibration holds: a cached one of another version is measured again
+GEMM_DIMS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 65536, 262144)
 QUICK_GEMM_DIMS = (1, 16, 256, 4096, 65536)   # ``quick``: a rough calibration in seconds
 GEMM_LAYOUTS = ("nn", "nt", "tn", "tt")
 GEMM_MAX_FLOPS = 2 ** 28          # larger products are filled at the rate of a measured one
 GEMM_MAX_ELEMENTS = 2 ** 22       # per operand
-CURVE_SIZES = tuple(4 ** i for i in range(2, 12))  # 16 .. 4,194,304 elements
+CURVE_SIZES = tuple(4 ** i for i in range(2, 13))  # 16 .. 16,777,216 elements: past the last-level cache
 QUICK_CURVE_SIZES = tuple(8 ** i for i in range(1, 8))
 WIDTHS = (6, 30)                  # image widths of the passes that run along rows (plans.WIDE)
 TINY_LAYERS = 32                  # the chains that measure per-layer and per-parameter overheads
 
 
-def _evict() -> None:
+def _evict(nbytes: int = 0) -> None:
     """Leave the caches as a kernel of a training step finds them: the previous kernels' data in L2, not this
-    one's, and other code run in between (a pass over a 4 MiB buffer and a few NumPy calls)."""
-    buf = _EVICT.get("buf")
+    one's, and other code run in between (a pass over a 4 MiB buffer and a few NumPy calls). ``nbytes``: pass
+    over that many bytes instead (DEEP_EVICT_BYTES: nothing of the kernel's memory left in any cache)."""
+    nbytes = nbytes or EVICT_BYTES
+    buf = _EVICT.get(nbytes)
     if buf is None:
-        buf = _EVICT["buf"] = np.zeros(EVICT_BYTES // 8)
+        buf = _EVICT[nbytes] = np.zeros(nbytes // 8)
     buf += 1.0
     np.maximum(buf[:256], 0.5, out=buf[:256])
     float(buf[:64].sum())
@@ -60,9 +79,15 @@ def _evict() -> None:
 
 _EVICT: dict = {}
 EVICT_BYTES = 4 << 20
+SHARE_BYTES = 1 << 20            # half a core's L2 here: a chunk's other buffers (columns, gradients, weights)
+DEEP_EVICT_BYTES = 512 << 20     # twice this machine class's last-level cache and more
+REACH_BYTES = tuple(1 << i for i in range(22, 30))  # 4 MiB .. 512 MiB
+PROFILE_WIDTHS = tuple(range(2, 33))
+PROFILE_ELEMENTS = 1 << 16
+REACH_ELEMENTS = 1 << 21
 
 
-def _seconds(fn, inputs=(), budget: float = 0.05, most: int = 100, cold: bool = True) -> float:
+def _seconds(fn, inputs=(), budget: float = 0.05, most: int = 100, cold: bool = True, evict: int = 0) -> float:
     """Median seconds of single calls of ``fn``, after a warm-up call, as many as fit ``budget`` seconds (5 to
     ``most``). Each result is freed before the next call: in a training step's steady state the allocator
     reuses the memory of the step before (no page faults after the first steps), and so it does here.
@@ -70,13 +95,17 @@ def _seconds(fn, inputs=(), budget: float = 0.05, most: int = 100, cold: bool = 
     cold: each call as a kernel call of a training step meets the machine: after ``_evict()`` (other code and
         data ran since the last call) and a read of ``inputs`` (which the previous kernel has just written).
         Otherwise (a pass or GEMM inside a kernel, run back to back with the kernel's other passes and chunks,
-        as its loops run them) the calls follow each other directly.
+        as its loops run them) only SHARE_BYTES are touched between calls: what the kernel's other passes and
+        buffers of a chunk leave of the core's L2 to this one.
+    evict: with ``cold``, the bytes ``_evict`` passes over (default EVICT_BYTES).
     """
     def prepare():
         if cold:
-            _evict()
+            _evict(evict)
             for a in inputs:
                 a.sum()
+        else:
+            _evict(SHARE_BYTES)
     fn()
     prepare()
     t0 = time.perf_counter()
@@ -139,7 +168,7 @@ def measure_gemm(dtype: str, dims=GEMM_DIMS, layouts=GEMM_LAYOUTS, progress=None
             m, n, k = dims[i], dims[j], dims[l]
             if _fits(m, n, k):
                 a, b = _operands(layout, m, n, k, dtype, rng)
-                grid[i, j, l] = _seconds(product(layout, a, b), budget=0.005, most=9, cold=False)
+                grid[i, j, l] = _seconds(product(layout, a, b), budget=0.02, most=15, cold=False)
         for i, j, l in itertools.product(range(d), repeat=3):
             if np.isnan(grid[i, j, l]):
                 grid[i, j, l] = _filled(grid, (i, j, l), dims)
@@ -295,8 +324,8 @@ def _kernel_cases(ops, dtype: str, side: int = 16):
     def logits(t):
         return arr(_rows(t, 16), 16)
 
-    def targets(x):
-        return rng.integers(0, x.shape[1], x.shape[0]).astype(np.int64)
+    def targets(x):  # uint8, as the data loader yields MNIST's labels (the kernels cast them, a cost of its own)
+        return rng.integers(0, x.shape[1], x.shape[0]).astype(np.uint8)
 
     def forward(name, make_x, *extra):
         def make(t):
@@ -338,9 +367,11 @@ def _kernel_cases(ops, dtype: str, side: int = 16):
     }
 
 
-def measure_curves(backend: str, dtype: str, say=lambda text: None, sizes=CURVE_SIZES, budget: float = 0.05) -> dict:
+def measure_curves(backend: str, dtype: str, say=lambda text: None, sizes=CURVE_SIZES, budget: float = 0.05,
+                   deep: bool = True) -> dict:
     """Every pass and whole kernel of ``backend``: ``name`` for those whose cost per element is one number,
-    ``name@w`` for each width w of WIDTHS for those that run along rows of an image (plans.WIDE)."""
+    ``name@w`` for each width w of WIDTHS for those that run along rows of an image (plans.WIDE); with ``deep``,
+    each whole kernel's ``~deep`` curve too."""
     from minigrad import backend as be
 
     curves = {}
@@ -350,19 +381,71 @@ def measure_curves(backend: str, dtype: str, say=lambda text: None, sizes=CURVE_
                 wide = name in plans.WIDE
                 if wide or width == WIDTHS[0]:
                     cold = kernels and name not in plans.BACK_TO_BACK
-                    curves[f"{name}@{width}" if wide else name] = _curve(make, sizes, budget, cold)
+                    key = f"{name}@{width}" if wide else name
+                    curves[key] = _curve(make, sizes, budget, cold)
+                    if kernels and deep:
+                        curves[f"{key}~deep"] = _curve(make, deep_sizes(sizes), 0.0, True, DEEP_EVICT_BYTES, most=5)
                     say(f"{name}{f' at width {width}' if wide else ''}")
     return curves
 
 
-def _curve(make, sizes, budget: float, cold: bool) -> list[list[float]]:
+def deep_sizes(sizes) -> list[int]:
+    """The sizes a deep curve is measured at: every other one of ``sizes``, and the last."""
+    return sorted({*sizes[::2], sizes[-1]})
+
+
+def _curve(make, sizes, budget: float, cold: bool, evict: int = 0, most: int = 100) -> list[list[float]]:
     points = []
     for target in sizes:
         fn, elements, inputs = make(target)
         if points and elements <= points[-1][0]:
             continue
-        points.append([int(elements), _seconds(fn, inputs, budget, cold=cold)])
+        points.append([int(elements), _seconds(fn, inputs, budget, most, cold, evict)])
     return points
+
+
+def measure_widths(backend: str, dtype: str, widths=PROFILE_WIDTHS, elements: int = PROFILE_ELEMENTS,
+                   budget: float = 0.02) -> dict:
+    """{name: [[width, seconds per element], ...]} for each pass and kernel along image rows (plans.WIDE), at
+    about ``elements`` elements, timed as its size curves are (passes hot, kernels cold)."""
+    from minigrad import backend as be
+
+    out: dict = {}
+    for width in widths:
+        for cases, kernels in ((_pass_cases(backend, dtype, width), False), (_kernel_cases(be.k, dtype, width), True)):
+            for name, make in cases.items():
+                if name in plans.WIDE:
+                    fn, n, inputs = make(elements)
+                    out.setdefault(name, []).append([width, _seconds(fn, inputs, budget, cold=kernels) / n])
+    return out
+
+
+def measure_far(dtype: str, backend: str, sizes=REACH_BYTES, k: int = 1 << 14) -> dict:
+    """{"seconds_per_byte": of the (64, k) operand of a 64 x 8 x k product read from DRAM, "reach": [[bytes
+    passed over since, fraction of the way from the first size's time to the deep one], ...]}, the product
+    the ``backend``'s own (PRODUCTS), the small operand re-read before each call as a step's previous kernel
+    leaves it, the large one not."""
+    rng = np.random.default_rng(5)
+    a, b = _operands("nt", 64, 8, k, dtype, rng)
+    product = PRODUCTS[backend]("nt", a, b)
+    times = [_seconds(product, (b,), budget=0.0, most=7, evict=nbytes) for nbytes in (*sizes, DEEP_EVICT_BYTES)]
+    span = max(times[-1] - times[0], 1e-12)
+    fractions = np.maximum.accumulate(np.clip([(t - times[0]) / span for t in times[:-1]], 0.0, 1.0))
+    return {"seconds_per_byte": times[-1] / a.nbytes, "reach": [[int(s), float(f)] for s, f in zip(sizes, fractions)]}
+
+
+def measure_reach(dtype: str, sizes=REACH_BYTES, elements: int = REACH_ELEMENTS) -> list[list[float]]:
+    """[[bytes touched since, fraction of the deep penalty paid], ...]: relu_forward on ``elements`` synthetic
+    values after a pass over each of ``sizes`` bytes (its input re-read, as a step's previous kernel leaves
+    it), as the fraction of the way from the first size's time to DEEP_EVICT_BYTES's; non-decreasing."""
+    from minigrad import backend as be
+
+    x = np.random.default_rng(4).standard_normal(elements).astype(dtype)
+    times = [_seconds(lambda: be.k.relu_forward(x), (x,), budget=0.0, most=7, evict=nbytes)
+             for nbytes in (*sizes, DEEP_EVICT_BYTES)]
+    span = max(times[-1] - times[0], 1e-12)
+    fractions = np.maximum.accumulate(np.clip([(t - times[0]) / span for t in times[:-1]], 0.0, 1.0))
+    return [[int(b), float(f)] for b, f in zip(sizes, fractions)]
 
 
 # -- fixed overheads: raw times, turned into per-call, per-layer, per-parameter and per-step costs by the model
@@ -450,8 +533,8 @@ def step_model(dtype: str):
 def measure(backend: str, dtype: str = "float32", threads: int = 1, quick: bool = False, progress=None,
             dims=None, sizes=None) -> dict:
     """Every primitive of ``backend`` (numpy or numba) at ``dtype``, with the current thread settings (the
-    caller sets ``threads`` with ``machine.set_threads``; it is recorded). About a minute; ``quick``: a coarser
-    grid and fewer sizes, in seconds (``explain --quick``). ``dims``/``sizes``: the GEMM grid's dimensions and
+    caller sets ``threads`` with ``machine.set_threads``; it is recorded). About two minutes; ``quick``: a
+    coarser grid and fewer sizes, no deep curves, widths or reach, in seconds (``explain --quick``). ``dims``/``sizes``: the GEMM grid's dimensions and
     the curves' sizes (default: GEMM_DIMS/CURVE_SIZES, or the QUICK_ ones)."""
     from minigrad import backend as be
     from minigrad.machine import cpu_model
@@ -464,7 +547,11 @@ def measure(backend: str, dtype: str = "float32", threads: int = 1, quick: bool 
     with be.use_backend(backend):
         result = {"version": VERSION, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cpu": cpu_model(),
                   "backend": backend, "dtype": dtype, "threads": threads, "quick": quick, "gemm_dims": list(dims)}
-        result["curves"] = measure_curves(backend, dtype, say, sizes, 0.005 if quick else 0.05)
+        result["curves"] = measure_curves(backend, dtype, say, sizes, 0.005 if quick else 0.05, deep=not quick)
+        result["widths"] = {} if quick else measure_widths(backend, dtype)
+        say("row widths")
+        result["reach"] = [] if quick else measure_reach(dtype)  # quick: every kernel priced as cache finds it
+        say("cache reach")
         guard = contextlib.nullcontext()
         if backend == "numba":  # its GEMMs run on one BLAS thread inside its own block split
             from minigrad.kernels.numba_runtime import OneBlasThread, handoff
@@ -473,6 +560,7 @@ def measure(backend: str, dtype: str = "float32", threads: int = 1, quick: bool 
             result["split_seconds"] = _seconds(lambda: handoff(threads)) if threads > 1 else 0.0
         with guard:
             result["gemm"] = measure_gemm(dtype, dims, progress=say, backend=backend)
+            result["far"] = {} if quick else measure_far(dtype, backend)
         result["tiny"] = _tiny(backend, dtype)
         say("fixed overheads")
     return result
@@ -579,16 +667,49 @@ class Calibration:
             value += weight * grid[lo[0] + corner[0], lo[1] + corner[1], lo[2] + corner[2]]
         return float(math.exp(value) * scale)
 
-    def curve_seconds(self, name: str, elements: int, width: int | None = None) -> float:
+    def deep_fraction(self, nbytes: float, far: bool = False) -> float:
+        """How much of the deep penalty memory last used ``nbytes`` ago pays (the ``reach`` curve, or with
+        ``far`` the one of an operand read back, ``far["reach"]``; linear in log bytes between its points, 0 below
+        the first, 1 beyond DEEP_EVICT_BYTES)."""
+        reach = self.data.get("far", {}).get("reach") if far else self.data.get("reach")
+        if not reach:
+            return 0.0
+        points = np.asarray(reach + [[DEEP_EVICT_BYTES, 1.0]], dtype=np.float64)
+        return float(np.interp(math.log(max(nbytes, 1.0)), np.log(points[:, 0]), points[:, 1], left=0.0, right=1.0))
+
+    def far_seconds(self, nbytes: float) -> float:
+        """Seconds to bring ``nbytes`` of operands from DRAM into a GEMM (0 without a ``far`` measurement)."""
+        return nbytes * self.data.get("far", {}).get("seconds_per_byte", 0.0)
+
+    def curve_seconds(self, name: str, elements: int, width: int | None = None, deep: float = 0.0) -> float:
         """Log-log interpolation of the named curve; below its first size the first time, beyond its last the
         last time scaled by the elements. A pass along image rows (``width`` given) is interpolated in log
-        width between the curves measured at WIDTHS (the nearest one outside them)."""
+        width between the curves measured at WIDTHS (the nearest one outside them), then scaled by the ``widths``
+        profile at that width over the same interpolation of the profile (where one was measured). ``deep``
+        (0..1, a ``deep_fraction``): that share of the way to the ``name~deep`` curve, where one was measured
+        (below its first size, the penalty per element there)."""
         if width is not None:
             lo, hi = WIDTHS[0], WIDTHS[-1]
             w = min(max(width, lo), hi)
             f = math.log(w / lo) / math.log(hi / lo)
-            return float(math.exp((1 - f) * math.log(self.curve_seconds(f"{name}@{lo}", elements))
-                                  + f * math.log(self.curve_seconds(f"{name}@{hi}", elements))))
+
+            def between(at_lo: float, at_hi: float) -> float:
+                return math.exp((1 - f) * math.log(at_lo) + f * math.log(at_hi))
+            seconds = between(self.curve_seconds(f"{name}@{lo}", elements, deep=deep),
+                              self.curve_seconds(f"{name}@{hi}", elements, deep=deep))
+            profile = dict((int(w_), t) for w_, t in self.data.get("widths", {}).get(name, []))
+            if width in profile and lo in profile and hi in profile:
+                seconds *= profile[width] / between(profile[lo], profile[hi])
+            return float(seconds)
+        shallow = self._interpolate(name, elements)
+        deep_name = f"{name}~deep"
+        if deep <= 0 or deep_name not in self.data["curves"]:
+            return shallow
+        first = self.data["curves"][deep_name][0][0]
+        penalty = (self._interpolate(deep_name, max(elements, first)) - self._interpolate(name, max(elements, first)))
+        return shallow + deep * max(0.0, penalty) * min(1.0, elements / first)
+
+    def _interpolate(self, name: str, elements: int) -> float:
         if name not in self.data["curves"]:
             raise KeyError(f"the {self.backend} calibration has no curve {name!r}")
         points = np.asarray(self.data["curves"][name], dtype=np.float64)

@@ -25,6 +25,7 @@ the tracer on small shapes).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -35,6 +36,8 @@ class Term:
     what: str        # the GEMM's layout, the pass's or kernel's curve name
     size: tuple      # (m, n, k) for a GEMM; (elements,) or (elements, width) for a pass or kernel in WIDE
     count: int = 1   # how many times the call runs it (chunks, blocks)
+    far: int = 0     # elements it reads or writes of arrays last used a whole step ago (weights, the forward's
+                     # activations in the backward): from DRAM once the step outgrows the caches
 
 
 @dataclass(frozen=True)
@@ -83,14 +86,15 @@ def plan(backend: str, call: Call, threads: int) -> list[Term]:
 # -- numpy: strided im2col + one GEMM per conv, BLAS on every thread -------------------------------------------
 
 
-def _conv_geometry(N, C, H, W, F, KH, KW, stride, padding):
+def conv_geometry(N, C, H, W, F, KH, KW, stride, padding):
+    """(OH, OW, C*KH*KW, OH*OW) of a convolution: output size, patch length, pixels per output plane."""
     OH = (H + 2 * padding - KH) // stride + 1
     OW = (W + 2 * padding - KW) // stride + 1
     return OH, OW, C * KH * KW, OH * OW
 
 
 def _numpy_conv2d_forward(N, C, H, W, F, KH, KW, stride, padding, bias, need_dx, threads, itemsize):
-    OH, OW, K, P = _conv_geometry(N, C, H, W, F, KH, KW, stride, padding)
+    OH, OW, K, P = conv_geometry(N, C, H, W, F, KH, KW, stride, padding)
     terms = [Term("pass", "pad", (N * C * (H + 2 * padding) * (W + 2 * padding),))] if padding else []
     return terms + [Term("pass", "im2col", (N * P * K, OW)),
                     Term("gemm", "nt", (N * P, F, K)),
@@ -98,20 +102,21 @@ def _numpy_conv2d_forward(N, C, H, W, F, KH, KW, stride, padding, bias, need_dx,
 
 
 def _numpy_conv2d_backward(N, C, H, W, F, KH, KW, stride, padding, bias, need_dx, threads, itemsize):
-    OH, OW, K, P = _conv_geometry(N, C, H, W, F, KH, KW, stride, padding)
+    OH, OW, K, P = conv_geometry(N, C, H, W, F, KH, KW, stride, padding)
     M = N * P
-    terms = [Term("pass", "nchw_to_gemm_in", (M * F,)), Term("gemm", "tn", (F, K, M))]
+    terms = [Term("pass", "nchw_to_gemm_in", (M * F,)), Term("gemm", "tn", (F, K, M), far=M * K)]  # the forward's cols
     if need_dx:
         terms += [Term("gemm", "nn", (M, K, F)), Term("pass", "col2im", (M * K, OW))]
     return terms + ([Term("pass", "column_sum", (M * F,))] if bias else [])
 
 
 def _numpy_linear_forward(N, IN, OUT, bias, need_dx, threads, itemsize):
-    return [Term("gemm", "nt", (N, OUT, IN))] + ([Term("pass", "bias_add", (N * OUT,))] if bias else [])
+    return [Term("gemm", "nt", (N, OUT, IN), far=OUT * IN)] + ([Term("pass", "bias_add", (N * OUT,))] if bias else [])
 
 
 def _numpy_linear_backward(N, IN, OUT, bias, need_dx, threads, itemsize):
-    return (([Term("gemm", "nn", (N, IN, OUT))] if need_dx else []) + [Term("gemm", "tn", (OUT, IN, N))]
+    return (([Term("gemm", "nn", (N, IN, OUT), far=OUT * IN)] if need_dx else [])
+            + [Term("gemm", "tn", (OUT, IN, N), far=N * IN + OUT * IN)]  # x from the forward, dw's buffer
             + ([Term("pass", "column_sum", (N * OUT,))] if bias else []))
 
 
@@ -140,12 +145,12 @@ def _chunked(nb_rows: int, K: int, P: int, itemsize: int, per_chunk) -> list[Ter
     """Terms of a block of ``nb_rows`` samples processed in the conv's chunks (TUNING['conv_chunk_bytes'])."""
     nb = max(1, _tuning()["conv_chunk_bytes"] // (K * P * itemsize))
     full, rest = divmod(nb_rows, nb)
-    terms = [Term(t.kind, t.what, t.size, full) for t in per_chunk(nb)] if full else []
+    terms = [dataclasses.replace(t, count=full) for t in per_chunk(nb)] if full else []
     return terms + (per_chunk(rest) if rest else [])
 
 
 def _numba_conv2d_forward(N, C, H, W, F, KH, KW, stride, padding, bias, need_dx, threads, itemsize):
-    OH, OW, K, P = _conv_geometry(N, C, H, W, F, KH, KW, stride, padding)
+    OH, OW, K, P = conv_geometry(N, C, H, W, F, KH, KW, stride, padding)
     terms = [Term("pass", "pad", (N * C * (H + 2 * padding) * (W + 2 * padding),))] if padding else []
     Wp = W + 2 * padding
     if stride == 1 and F <= _tuning()["conv_direct_max_filters"]:
@@ -162,7 +167,7 @@ def _numba_conv2d_forward(N, C, H, W, F, KH, KW, stride, padding, bias, need_dx,
 
 
 def _numba_conv2d_backward(N, C, H, W, F, KH, KW, stride, padding, bias, need_dx, threads, itemsize):
-    OH, OW, K, P = _conv_geometry(N, C, H, W, F, KH, KW, stride, padding)
+    OH, OW, K, P = conv_geometry(N, C, H, W, F, KH, KW, stride, padding)
     Hp, Wp = H + 2 * padding, W + 2 * padding
 
     def block(n):
@@ -176,21 +181,23 @@ def _numba_conv2d_backward(N, C, H, W, F, KH, KW, stride, padding, bias, need_dx
 
 
 def _numba_linear_forward(N, IN, OUT, bias, need_dx, threads, itemsize):
-    terms = _blocks(lambda rows: [Term("gemm", "nt", (rows, N, IN))], OUT, N * IN * OUT, threads)
+    terms = _blocks(lambda rows: [Term("gemm", "nt", (rows, N, IN), far=rows * IN)], OUT, N * IN * OUT, threads)
     return terms + [Term("pass", "transpose", (N * OUT,))] + ([Term("pass", "bias_add", (N * OUT,))] if bias else [])
 
 
 def _numba_linear_backward(N, IN, OUT, bias, need_dx, threads, itemsize):
     if N <= _tuning()["linear_outer_max_batch"]:
-        dw = _blocks(lambda rows: [Term("pass", "outer_sum", (rows * IN * N,))], OUT, N * IN * OUT, threads)
+        dw = _blocks(lambda rows: [Term("pass", "outer_sum", (rows * IN * N,), far=N * IN + rows * IN)], OUT,
+                     N * IN * OUT, threads)
     else:
-        dw = _blocks(lambda rows: [Term("gemm", "tn", (rows, IN, N))], OUT, N * IN * OUT, threads)
+        dw = _blocks(lambda rows: [Term("gemm", "tn", (rows, IN, N), far=N * IN + rows * IN)], OUT, N * IN * OUT,
+                     threads)
     if not need_dx:
         dx = []
     elif N >= threads:
-        dx = _blocks(lambda rows: [Term("gemm", "nn", (rows, IN, OUT))], N, N * IN * OUT, threads)
+        dx = _blocks(lambda rows: [Term("gemm", "nn", (rows, IN, OUT), far=OUT * IN)], N, N * IN * OUT, threads)
     else:
-        dx = _blocks(lambda rows: [Term("gemm", "tt", (rows, N, OUT))], IN, N * IN * OUT, threads)
+        dx = _blocks(lambda rows: [Term("gemm", "tt", (rows, N, OUT), far=rows * OUT)], IN, N * IN * OUT, threads)
         dx = dx + [Term("pass", "transpose", (N * IN,))]
     return dw + dx + ([Term("pass", "column_sum", (N * OUT,))] if bias else [])
 

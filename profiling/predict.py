@@ -14,6 +14,14 @@ The fixed costs come out of the calibration's raw times on synthetic models: a c
 updates called directly (per parameter), a GEMM
 kernel on its smallest shapes less its priced terms (per call), and the training loop's step on a one-layer
 model less everything else priced in it (per step). ``measure`` runs the same batch sizes for the errors.
+
+A whole kernel (relu, pooling, the loss, the update) is priced between its cache-warm curve and its ``~deep``
+one (memory from DRAM) by the step's working set (``working_set``: the bytes a step touches between two uses
+of the same array), through the calibration's measured ``reach``: a step that fits the last-level cache
+finds its arrays there, one that overflows it finds them in DRAM. A term that reads or writes arrays last used
+a step ago (``Term.far``: a weight matrix, the forward's activations in the backward) is priced the same way
+between its hot time and the time to bring those bytes from DRAM (``Calibration.far_seconds``), through the
+``far`` reach.
 """
 
 from __future__ import annotations
@@ -39,6 +47,8 @@ class StepCalls:
     layers: int                     # ops on the autograd tape (every layer, and the loss)
     parameters: int
     outputs: list[tuple[str, tuple]]  # (layer, the shape of its output) in the forward's order
+    batch_size: int
+    parameter_elements: int
 
 
 def step_calls(model, batch_size: int, itemsize: int) -> StepCalls:
@@ -85,7 +95,25 @@ def step_calls(model, batch_size: int, itemsize: int) -> StepCalls:
     params = list(model.parameters())
     updates = [(f"param {tuple(p.shape)}", Call("sgd_update", {"x": tuple(p.shape), "itemsize": itemsize}))
                for p in params]
-    return StepCalls(forward + loss + backward[::-1] + updates, len(model) + 1, len(params), outputs)
+    return StepCalls(forward + loss + backward[::-1] + updates, len(model) + 1, len(params), outputs, batch_size,
+                     sum(int(math.prod(p.shape)) for p in params))
+
+
+def working_set(calls: StepCalls, backend: str, itemsize: int) -> int:
+    """Bytes a training step touches between two uses of one array: the input, every layer's output and its
+    gradient, each parameter with its gradient and momentum buffer, and on numpy each convolution's im2col
+    matrix (kept from the forward for the backward), its gradient and the GEMM-layout copies of the output and
+    its gradient (the Numba backend works on them chunk by chunk, in buffers that stay in cache)."""
+    elements = math.prod((calls.batch_size, *INPUT_SHAPE)) + 2 * sum(math.prod(s) for _, s in calls.outputs)
+    elements += 3 * calls.parameter_elements
+    if backend == "numpy":
+        for _, call in calls.calls:
+            if call.kernel == "conv2d_forward":
+                s = call.shape
+                _, _, K, P = plans.conv_geometry(*(s[k] for k in ("N", "C", "H", "W", "F", "KH", "KW", "stride",
+                                                                  "padding")))
+                elements += 2 * s["N"] * P * (K + s["F"])
+    return elements * itemsize
 
 
 # -- pricing ---------------------------------------------------------------------------------------------------
@@ -162,16 +190,18 @@ class CostModel:
         probe = self.predict(calibration.step_model(_DTYPES[self.itemsize]), 1, 1)
         self.overheads["step"] = max(0.0, tiny["step"] - probe.step_seconds)
 
-    def _price(self, term: Term) -> PricedTerm:
+    def _price(self, term: Term, deep: float = 0.0, far: float = 0.0) -> PricedTerm:
         if term.kind == "gemm":
             m, n, k = term.size
             s = self.cal.gemm_seconds(term.what, m, n, k)
             reason = f"GEMM {m}x{n}x{k} ({term.what}) at {2 * m * n * k / s / 1e9:.1f} GFLOP/s"
         elif term.kind in ("pass", "kernel"):
             elements, width = term.size[0], (term.size[1] if len(term.size) > 1 else None)
-            s = self.cal.curve_seconds(term.what, elements, width)
+            deep = deep if term.kind == "kernel" else 0.0
+            s = self.cal.curve_seconds(term.what, elements, width, deep)
             reason = (f"{term.what}: {elements:,} elements{f' in rows of {width}' if width else ''} at "
-                      f"{_rate(elements / s)} elements/s ({_rate(elements * self.itemsize / s)}B/s)")
+                      f"{_rate(elements / s)} elements/s ({_rate(elements * self.itemsize / s)}B/s)"
+                      + (f", {100 * deep:.0f}% of the way to DRAM" if deep > 0 else ""))
         elif term.kind == "call":
             s = self.overheads[term.what]
             reason = "wrapper: validation, allocation, thread guard (measured on the smallest shapes)"
@@ -180,18 +210,23 @@ class CostModel:
             reason = f"hand-off of a block to each of {term.size[0] - 1} worker thread(s)"
         else:
             raise KeyError(f"unknown term kind {term.kind!r}")
+        if term.far and far > 0:
+            from_dram = self.cal.far_seconds(term.far * self.itemsize)
+            if from_dram > s:
+                s += far * (from_dram - s)
+                reason += (f"; {term.far * self.itemsize / 2**20:.1f} MiB last used a step ago, {100 * far:.0f}% of "
+                           f"the way to {1e6 * from_dram:.0f} us from DRAM")
         if term.count > 1:
             reason += f", x{term.count}"
         return PricedTerm(term, s * term.count, reason)
 
-    def _terms(self, terms: list[Term]) -> list[PricedTerm]:
-        return [self._price(t) for t in terms]
-
     def predict(self, model, batch_size: int, n_samples: int) -> StepPrediction:
         calls = step_calls(model, batch_size, self.itemsize)
+        ws = working_set(calls, self.cal.backend, self.itemsize)
+        deep, far = self.cal.deep_fraction(ws), self.cal.deep_fraction(ws, far=True)
         kernels = []
         for layer, call in calls.calls:
-            priced = self._terms(plans.plan(self.cal.backend, call, self.cal.threads))
+            priced = [self._price(t, deep, far) for t in plans.plan(self.cal.backend, call, self.cal.threads)]
             kernels.append(KernelCost(layer, call.kernel, sum(p.seconds for p in priced), priced))
         fixed = {"layers": calls.layers * self.overheads["layer"],
                  "parameters": calls.parameters * self.overheads["parameter"],

@@ -53,6 +53,75 @@ def test_curves_interpolate_in_log_log_floor_below_and_scale_linearly_beyond():
         cal.curve_seconds("relu", 10)
 
 
+def test_a_width_profile_corrects_the_interpolation_between_the_measured_widths():
+    """Size curves at widths 6 and 30 (2 and 8 ns per element) interpolate to 4 ns at width sqrt(180); the profile
+    says width 8 costs what width 30 does and width 24 costs half of it: the price follows the profile."""
+    lo, hi = calibration.WIDTHS
+    curves = {f"pool@{lo}": [[16, 32e-9], [1024, 2048e-9]], f"pool@{hi}": [[16, 128e-9], [1024, 8192e-9]]}
+    widths = {"pool": [[lo, 2e-9], [8, 8e-9], [24, 4e-9], [hi, 8e-9]]}
+    cal = calibration.Calibration({"backend": "numpy", "curves": curves, "widths": widths})
+    plain = calibration.Calibration({"backend": "numpy", "curves": curves})
+    for w in (lo, hi):
+        assert cal.curve_seconds("pool", 100, w) == pytest.approx(plain.curve_seconds("pool", 100, w))
+    assert cal.curve_seconds("pool", 100, 8) == pytest.approx(800e-9)
+    assert cal.curve_seconds("pool", 100, 24) == pytest.approx(400e-9)
+    assert cal.curve_seconds("pool", 100, 12) == pytest.approx(plain.curve_seconds("pool", 100, 12))  # not profiled
+    assert plain.curve_seconds("pool", 100, 8) == pytest.approx(100 * 2e-9 * 4 ** (math.log(8 / lo) / math.log(hi / lo)))
+
+
+def test_width_profiles_are_measured_for_every_pass_and_kernel_along_rows():
+    if backend.unavailable_reason("numpy"):
+        pytest.skip(backend.unavailable_reason("numpy"))
+    with backend.use_backend("numpy"):
+        widths = calibration.measure_widths("numpy", "float32", widths=(2, 6, 9), elements=512, budget=0.0)
+    assert set(widths) == {"im2col", "col2im", "maxpool2d_forward", "maxpool2d_backward"}
+    for profile in widths.values():
+        assert [w for w, _ in profile] == [2, 6, 9] and all(t > 0 for _, t in profile)
+
+
+def test_the_deep_curve_is_blended_in_by_the_reach_of_the_working_set():
+    """reach: 0 at 4 MiB, 0.5 at 64 MiB, implied 1 at DEEP_EVICT_BYTES; the deep curve costs 3x, measured from
+    1024 elements on (below, its penalty per element there)."""
+    curves = {"relu": [[16, 16e-9], [4096, 4096e-9]], "relu~deep": [[1024, 3 * 1024e-9], [4096, 3 * 4096e-9]],
+              "pool@6": [[16, 16e-9], [4096, 4096e-9]], "pool@30": [[16, 16e-9], [4096, 4096e-9]],
+              "pool@6~deep": [[16, 48e-9], [4096, 3 * 4096e-9]], "pool@30~deep": [[16, 48e-9], [4096, 3 * 4096e-9]],
+              "pad": [[16, 16e-9], [4096, 4096e-9]]}
+    cal = calibration.Calibration({"backend": "numpy", "curves": curves, "reach": [[4 << 20, 0.0], [64 << 20, 0.5]]})
+    assert cal.deep_fraction(1 << 20) == 0.0
+    assert cal.deep_fraction(4 << 20) == 0.0
+    assert cal.deep_fraction(16 << 20) == pytest.approx(0.25)     # linear in log bytes
+    assert cal.deep_fraction(64 << 20) == pytest.approx(0.5)
+    assert cal.deep_fraction(calibration.DEEP_EVICT_BYTES) == pytest.approx(1.0)
+    assert cal.deep_fraction(1 << 40) == 1.0
+    assert cal.curve_seconds("relu", 2048, deep=0.0) == pytest.approx(2048e-9)
+    assert cal.curve_seconds("relu", 2048, deep=0.5) == pytest.approx(2048e-9 * 2)
+    assert cal.curve_seconds("relu", 2048, deep=1.0) == pytest.approx(2048e-9 * 3)
+    assert cal.curve_seconds("relu", 256, deep=1.0) == pytest.approx(256e-9 * 3)   # below the deep curve
+    assert cal.curve_seconds("pool", 100, 6, deep=1.0) == pytest.approx(300e-9)
+    assert cal.curve_seconds("pad", 100, deep=1.0) == pytest.approx(100e-9)        # no deep curve: as it is
+    assert calibration.Calibration({"backend": "numpy", "curves": curves}).deep_fraction(1 << 40) == 0.0
+
+
+def test_deep_curves_and_reach_are_measured(monkeypatch):
+    """The measuring code on tiny sizes (an 8 MiB deep pass): a deep curve for every whole kernel, none for the
+    passes, and a reach that rises from 0 and never falls."""
+    if backend.unavailable_reason("numpy"):
+        pytest.skip(backend.unavailable_reason("numpy"))
+    monkeypatch.setattr(calibration, "DEEP_EVICT_BYTES", 8 << 20)
+    with backend.use_backend("numpy"):
+        curves = calibration.measure_curves("numpy", "float32", sizes=(64, 4096), budget=0.0)
+        reach = calibration.measure_reach("float32", sizes=(1 << 20, 4 << 20), elements=1 << 14)
+    assert {k[:-len("~deep")] for k in curves if k.endswith("~deep")} == {
+        k for k in curves if not k.endswith("~deep") and k.split("@")[0] in plans.CURVE_KERNELS}
+    assert all(all(s > 0 for _, s in curve) for k, curve in curves.items() if "~deep" in k)
+    assert calibration.deep_sizes((1, 2, 3, 4, 5, 6)) == [1, 3, 5, 6]
+    assert [b for b, _ in reach] == [1 << 20, 4 << 20]
+    assert reach[0][1] == 0.0 and 0.0 <= reach[1][1] <= 1.0
+    far = calibration.measure_far("float32", "numpy", sizes=(1 << 20, 4 << 20), k=1 << 10)
+    assert far["seconds_per_byte"] > 0 and [b for b, _ in far["reach"]] == [1 << 20, 4 << 20]
+    assert far["reach"][0][1] == 0.0 and 0.0 <= far["reach"][1][1] <= 1.0
+
+
 @pytest.fixture(scope="module", params=["numpy", "numba"])
 def tiny_calibration(request, tmp_path_factory):
     """A real calibration on the coarsest grid (a few seconds), cached in a directory of its own."""

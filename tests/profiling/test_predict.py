@@ -94,6 +94,61 @@ def test_the_mlp_step_by_hand():
     assert p.step_seconds == pytest.approx(expected, rel=1e-9)
 
 
+def test_the_working_set_counts_activations_gradients_parameters_and_numpys_im2col():
+    """mlp at B=8: the input, each output twice (it and its gradient), each parameter thrice; convnet on numpy adds
+    its two im2col matrices and their gradients, and the GEMM-layout copies of each output and its gradient."""
+    B = 8
+    calls = predict.step_calls(models.get_model("mlp"), B, 4)
+    outputs = B * 784 + B * 256 + B * 256 + B * 10      # Flatten, Linear, ReLU, Linear
+    params = 784 * 256 + 256 + 256 * 10 + 10
+    assert predict.working_set(calls, "numba", 4) == 4 * (B * 784 + 2 * outputs + 3 * params)
+    conv = predict.step_calls(models.get_model("convnet"), B, 4)
+    cols = B * 26 * 26 * 1 * 9 + B * 24 * 24 * 32 * 9
+    layout = B * 26 * 26 * 32 + B * 24 * 24 * 64
+    assert predict.working_set(conv, "numpy", 4) - predict.working_set(conv, "numba", 4) == 4 * (2 * cols + 2 * layout)
+
+
+def test_whole_kernels_move_to_their_deep_curves_as_the_working_set_outgrows_the_reach():
+    """A deep curve twice the cache-warm one and a reach from 0 at 1 MiB to 1 at DEEP_EVICT_BYTES: a step's whole
+    kernels (relu, pooling, loss, updates) cost between 1x and 2x by its working set; GEMMs and passes never
+    move."""
+    cal = synthetic()
+    for name in list(cal.data["curves"]):
+        if name.split("@")[0] in plans.CURVE_KERNELS:
+            cal.data["curves"][f"{name}~deep"] = [[s, 2 * t] for s, t in cal.data["curves"][name]]
+    cal.data["reach"] = [[1 << 20, 0.0]]
+    base = synthetic()
+    for B in (1, 64, 512):
+        calls = predict.step_calls(models.get_model("lenet5"), B, 4)
+        f = cal.deep_fraction(predict.working_set(calls, "numpy", 4))
+        with_deep = predict.predict("lenet5", [B], "numpy", cal=cal)[0]
+        without = predict.predict("lenet5", [B], "numpy", cal=base)[0]
+        for a, b in zip(with_deep.kernels, without.kernels):
+            for ta, tb in zip(a.terms, b.terms):
+                assert ta.seconds == pytest.approx(tb.seconds * (1 + f if ta.term.kind == "kernel" else 1))
+        assert (f > 0.5) == (B == 512)
+
+
+def test_terms_touching_arrays_of_the_last_step_move_toward_their_time_from_dram():
+    """far reach 0 at 1 MiB, 1 at DEEP_EVICT_BYTES; 1 ns per byte from DRAM: mlp's weight GEMMs on numpy (far =
+    the weight, plus the input and dW's buffer for dW) cost between their hot time and their far bytes' time,
+    whichever is larger, by the working set; every other term is unchanged."""
+    cal, base = synthetic(), synthetic()
+    cal.data["far"] = {"seconds_per_byte": 1e-9, "reach": [[1 << 20, 0.0]]}
+    for B in (1, 512):
+        calls = predict.step_calls(models.get_model("mlp"), B, 4)
+        f = cal.deep_fraction(predict.working_set(calls, "numpy", 4), far=True)
+        with_far = predict.predict("mlp", [B], "numpy", cal=cal)[0]
+        without = predict.predict("mlp", [B], "numpy", cal=base)[0]
+        for a, b in zip(with_far.kernels, without.kernels):
+            for ta, tb in zip(a.terms, b.terms):
+                dram = 1e-9 * 4 * ta.term.far * ta.term.count
+                want = tb.seconds + f * max(0.0, dram - tb.seconds) if ta.term.far else tb.seconds
+                assert ta.seconds == pytest.approx(want)
+        gemms = [t.term for k in with_far.kernels for t in k.terms if t.term.kind == "gemm"]
+        assert gemms[0].far == 256 * 784 and 0 < f < 1  # the first layer's forward reads its weight
+
+
 def test_a_faster_gemm_table_changes_only_the_gemm_terms():
     slow, fast = synthetic(), synthetic()
     fast.data["gemm"] = {k: [[[v / 2 for v in row] for row in plane] for plane in grid]
