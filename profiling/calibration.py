@@ -25,8 +25,7 @@ Measured (never on a reference model; every array is synthetic, with shapes chos
 * ``far``: the same for a GEMM's operand last used a whole step ago (a weight matrix, the forward's
   activations in the backward): a memory-bound product (64 x 8 x 16,384, its 4 MiB operand not re-read) after
   passes over 4 MiB to DEEP_EVICT_BYTES, as seconds per byte of that operand from DRAM and the fraction of
-  the way to it against the bytes passed over (reading it back cost more than writing a kernel's output:
-  +50% of the deep penalty after 32 MiB, where relu's output paid 6%);
+  the way to it against the bytes passed over;
 * ``reach``: how much of that deep penalty a kernel pays against how many bytes were touched since its memory
   was last used: relu on a synthetic array after passes over 4 MiB to DEEP_EVICT_BYTES, each as the fraction
   of the way from the 4 MiB time to the deep one (0: the data stayed in cache, 1: it came from DRAM);
