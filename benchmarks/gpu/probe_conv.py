@@ -23,31 +23,16 @@ SHAPES = {"convnet.conv2 B=1024": (1024, 32, 26, 26, 64, 3), "convnet.conv2 B=40
 
 
 def main() -> int:
-    from benchmarks.compare_gpu import gpu_unavailable
+    from benchmarks.gpu._probe import ms, unavailable
 
-    reason = gpu_unavailable()
-    if reason is not None:
-        print(f"probe_conv: skipped, no GPU to measure on ({reason})")
+    if unavailable("probe_conv"):
         return 0
     import cupy as cp
     import torch
 
-    import minigrad as mg
     from minigrad.kernels import cupy_ops as co
 
-    mg.set_backend("cupy")
     gemm = co._runtime().matmul
-
-    def ms(fn, reps=10):
-        for _ in range(2):
-            fn()
-        start, end = cp.cuda.Event(), cp.cuda.Event()
-        start.record()
-        for _ in range(reps):
-            fn()
-        end.record()
-        end.synchronize()
-        return cp.cuda.get_elapsed_time(start, end) / reps
 
     failures = []
     for name, (N, C, H, W, F, K) in SHAPES.items():

@@ -21,38 +21,22 @@ import sys
 
 import numpy as np
 
-#: name -> (N, C, H, W, F, K)
-SHAPES = {"convnet.conv2 B=1024": (1024, 32, 26, 26, 64, 3), "convnet.conv2 B=4096": (4096, 32, 26, 26, 64, 3),
-          "convnet.conv1 B=4096": (4096, 1, 28, 28, 32, 3), "lenet5.conv2 B=4096": (4096, 6, 12, 12, 16, 5)}
+from benchmarks.gpu.probe_conv import SHAPES
+
 CHUNKS = (1, 4, 8, 16, 32, 64, 128)
 
 
 def main() -> int:
-    from benchmarks.compare_gpu import gpu_unavailable
+    from benchmarks.gpu._probe import ms, unavailable
 
-    reason = gpu_unavailable()
-    if reason is not None:
-        print(f"probe_gemm: skipped, no GPU to measure on ({reason})")
+    if unavailable("probe_gemm"):
         return 0
     import cupy as cp
 
-    import minigrad as mg
     from minigrad.kernels import cupy_ops as co
 
-    mg.set_backend("cupy")
     gemm = co._runtime().matmul
     default = co.LAUNCH
-
-    def ms(fn, reps=10):
-        for _ in range(2):
-            fn()
-        start, end = cp.cuda.Event(), cp.cuda.Event()
-        start.record()
-        for _ in range(reps):
-            fn()
-        end.record()
-        end.synchronize()
-        return cp.cuda.get_elapsed_time(start, end) / reps
 
     failures = []
 
