@@ -23,6 +23,7 @@ SHAPES = {"convnet.conv2 B=1024": (1024, 32, 26, 26, 64, 3), "convnet.conv2 B=40
 
 
 def main() -> int:
+    from benchmarks.compare_cpu import conclude
     from benchmarks.gpu._probe import ms, unavailable
 
     if unavailable("probe_conv"):
@@ -85,11 +86,7 @@ def main() -> int:
         print(f"{name}: " + "  ".join(f"{k} {v:.3f}" for k, v in t.items())
               + f"  (ms; one GEMM is {flops / 1e9:.1f} GFLOP: dW at {flops / t['dW gemm'] / 1e9:.1f} TFLOP/s)",
               flush=True)
-    if failures:
-        print("CHECK FAILED:\n  " + "\n  ".join(failures), file=sys.stderr)
-        return 1
-    print("# checks passed: forward and backward equal PyTorch's (fp32) to 1e-3 of the largest value")
-    return 0
+    return conclude(failures, "forward and backward equal PyTorch's (fp32) to 1e-3 of the largest value")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ CHUNKS = (1, 4, 8, 16, 32, 64, 128)
 
 
 def main() -> int:
+    from benchmarks.compare_cpu import conclude
     from benchmarks.gpu._probe import ms, unavailable
 
     if unavailable("probe_gemm"):
@@ -80,11 +81,7 @@ def main() -> int:
                       1e-2 if tf32 else 1e-4)
             co.LAUNCH = default
         print(f"{name} (one GEMM {gflop:.1f} GFLOP):\n  " + "\n  ".join(line), flush=True)
-    if failures:
-        print("CHECK FAILED:\n  " + "\n  ".join(failures), file=sys.stderr)
-        return 1
-    print("# checks passed: every variant equals the fp32 GEMM (fp32 1e-4, TF32 1e-2 of the largest value)")
-    return 0
+    return conclude(failures, "every variant equals the fp32 GEMM (fp32 1e-4, TF32 1e-2 of the largest value)")
 
 
 if __name__ == "__main__":
