@@ -141,7 +141,6 @@ class LaunchConfig:
         chunks = min(-(-A // (row_lanes * self.reduce_rows_per_thread)), max(1, self.reduce_blocks // groups))
         return -(-A // chunks)
 
-
     def split_k(self, m: int, n: int, K: int) -> int:
         """How many slices split_k_gemm cuts K into for an (m, n) output (1: one plain GEMM)."""
         if m * n > self.split_k_max_output:

@@ -428,9 +428,7 @@ def measure_far(dtype: str, backend: str, sizes=REACH_BYTES, k: int = 1 << 14) -
     a, b = _operands("nt", 64, 8, k, dtype, rng)
     product = PRODUCTS[backend]("nt", a, b)
     times = [_seconds(product, (b,), budget=0.0, most=7, evict=nbytes) for nbytes in (*sizes, DEEP_EVICT_BYTES)]
-    span = max(times[-1] - times[0], 1e-12)
-    fractions = np.maximum.accumulate(np.clip([(t - times[0]) / span for t in times[:-1]], 0.0, 1.0))
-    return {"seconds_per_byte": times[-1] / a.nbytes, "reach": [[int(s), float(f)] for s, f in zip(sizes, fractions)]}
+    return {"seconds_per_byte": times[-1] / a.nbytes, "reach": _reach(sizes, times)}
 
 
 def measure_reach(dtype: str, sizes=REACH_BYTES, elements: int = REACH_ELEMENTS) -> list[list[float]]:
@@ -442,6 +440,12 @@ def measure_reach(dtype: str, sizes=REACH_BYTES, elements: int = REACH_ELEMENTS)
     x = np.random.default_rng(4).standard_normal(elements).astype(dtype)
     times = [_seconds(lambda: be.k.relu_forward(x), (x,), budget=0.0, most=7, evict=nbytes)
              for nbytes in (*sizes, DEEP_EVICT_BYTES)]
+    return _reach(sizes, times)
+
+
+def _reach(sizes, times) -> list[list[float]]:
+    """[[size, fraction of the way from times[0] to times[-1] (the deep time)], ...] for each of ``sizes``,
+    clipped to [0, 1] and made non-decreasing (a larger pass never leaves more in cache)."""
     span = max(times[-1] - times[0], 1e-12)
     fractions = np.maximum.accumulate(np.clip([(t - times[0]) / span for t in times[:-1]], 0.0, 1.0))
     return [[int(b), float(f)] for b, f in zip(sizes, fractions)]
@@ -532,9 +536,10 @@ def step_model(dtype: str):
 def measure(backend: str, dtype: str = "float32", threads: int = 1, quick: bool = False, progress=None,
             dims=None, sizes=None) -> dict:
     """Every primitive of ``backend`` (numpy or numba) at ``dtype``, with the current thread settings (the
-    caller sets ``threads`` with ``machine.set_threads``; it is recorded). About two minutes; ``quick``: a
-    coarser grid and fewer sizes, no deep curves, widths or reach, in seconds (``explain --quick``). ``dims``/``sizes``: the GEMM grid's dimensions and
-    the curves' sizes (default: GEMM_DIMS/CURVE_SIZES, or the QUICK_ ones)."""
+    caller sets ``threads`` with ``machine.set_threads``; it is recorded). About four minutes; ``quick``: a
+    coarser grid and fewer sizes, no deep curves, widths, reach or far, in seconds (``explain --quick``).
+    ``dims``/``sizes``: the GEMM grid's dimensions and the curves' sizes (default: GEMM_DIMS/CURVE_SIZES, or
+    the QUICK_ ones)."""
     from minigrad import backend as be
     from minigrad.machine import cpu_model
 
