@@ -201,14 +201,14 @@ class ShimKernel:
 def host_runtime(launched: set, capturing: bool = False) -> cupy_ops._Runtime:
     """NumPy arrays, the shim's kernels, NumPy's matmul; ``capturing`` says a CUDA graph is being recorded."""
     kernel = functools.lru_cache(maxsize=None)(lambda stem, name: ShimKernel(stem, name, launched))
-    return cupy_ops._Runtime(xp=np, kernel=kernel, synchronize=lambda: None, matmul=lambda a, b, tf32=False: np.matmul(a, b),
-                             capturing=lambda: capturing)
+    return cupy_ops._Runtime(xp=np, kernel=kernel, synchronize=lambda: None,
+                             matmul=lambda a, b, tf32=False: np.matmul(a, b), capturing=lambda: capturing)
 
 
 needs_gxx = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed")
 
-LAUNCHES = {"production": cupy_ops.LaunchConfig(), "tiny-grid": cupy_ops.LaunchConfig(block=3, max_grid=2, split_k_chunks=3,
-                                                                           split_k_min=4)}
+LAUNCHES = {"production": cupy_ops.LaunchConfig(),
+            "tiny-grid": cupy_ops.LaunchConfig(block=3, max_grid=2, split_k_chunks=3, split_k_min=4)}
 
 
 def force_64bit_indices(monkeypatch):
@@ -389,7 +389,8 @@ def host_cublas():
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_cublas_calls_compute_each_operand_layout_and_batch(host_cublas, rng, dtype):
     """Every view the wrappers pass, as cuBLAS would read it: C- and F-ordered matrices, slices along K (split-K),
-    a matrix shared by a batch (stride 0), per-image column blocks, reversed rows (copied first)."""
+    a matrix shared by a batch (stride 0), per-image column blocks, single rows and columns, and views with no
+    unit stride (every other column, reversed rows: copied first)."""
     gemm, lib = host_cublas
     x = rng.standard_normal((7, 60)).astype(dtype).view(_DeviceArray)
     y = rng.standard_normal((60, 5)).astype(dtype).view(_DeviceArray)
@@ -397,7 +398,9 @@ def test_cublas_calls_compute_each_operand_layout_and_batch(host_cublas, rng, dt
     cases = [(x, y), (np.asfortranarray(x), y), (x, yt.T), (x[::-1], y), (x[:, :0], y[:0]), (x[:, 10:20], y[10:20]),
              (x.reshape(7, 4, 15).transpose(1, 0, 2), yt.T.reshape(4, 15, 5)),
              (np.broadcast_to(x[:, :15], (4, 7, 15)), y.reshape(4, 15, 5)),
-             (np.broadcast_to(yt[:, :7], (3, 5, 7)), x.reshape(7, 3, 20).transpose(1, 0, 2)[:, :, :9])]
+             (np.broadcast_to(yt[:, :7], (3, 5, 7)), x.reshape(7, 3, 20).transpose(1, 0, 2)[:, :, :9]),
+             (x[:1], y), (x, y[:, :1]), (np.asfortranarray(x)[:1], y), (x[:, ::2], y[::2]),
+             (yt.reshape(5, 3, 20).transpose(1, 0, 2), x.reshape(7, 3, 20).transpose(1, 2, 0))]
     for a, b in cases:
         a, b = a.view(_DeviceArray), b.view(_DeviceArray)
         for tf32 in (False, True):

@@ -295,29 +295,6 @@ def test_gemm_through_cublas_equals_cupy_matmul_for_every_operand_layout(cp, dty
         gemm(a, a)
 
 
-def _as_cublas_reads(view):
-    """The (batch, rows, cols) matrices cuBLAS reads through _gemm_operand's description of ``view``: element
-    (i, r, c) at i*stride + r*ld + c (row-major, op N) or i*stride + r + c*ld (column-major, op T) from the
-    first element, in the memory the array it returns lives in."""
-    op, ld, stride, arr = cupy_ops._gemm_operand(view)
-    base = arr
-    while base.base is not None:
-        base = base.base
-    start = (arr.__array_interface__["data"][0] - base.__array_interface__["data"][0]) // arr.itemsize
-    i, r, c = np.indices(arr.shape)
-    return base.reshape(-1)[start + i * stride + (r * ld + c if op == cupy_ops.CublasGemm._N else r + c * ld)]
-
-
-def test_gemm_operand_describes_every_view_the_wrappers_pass():
-    x = np.arange(7 * 60, dtype=np.float32).reshape(7, 60)
-    y = np.arange(5 * 60, dtype=np.float32).reshape(5, 60)
-    views = [x[None], x.T[None], x.reshape(7, 4, 15).transpose(1, 0, 2), y.T.reshape(4, 15, 5),
-             np.broadcast_to(x[:, :15], (4, 7, 15)), x[None, :1], x[None, :, :1], x.T[None, :1],
-             x[None, :, ::2], x[::-1][None], x.reshape(7, 3, 20).transpose(1, 2, 0)]
-    for view in views:
-        np.testing.assert_array_equal(_as_cublas_reads(view), view)
-
-
 @on_gpu
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_batched_gemm_equals_cupy_matmul_for_strided_and_shared_operands(cp, dtype):
