@@ -130,6 +130,32 @@ def _pad_hw(x, ph, pw):
     return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
 
 
+@njit(inline="always")
+def _direct_planes(x, w, b, y, KH, KW):
+    """y = conv(x, w) + b for the samples of x, stride 1, a whole output plane at a time (see _direct_forward)."""
+    N, C, H, W = x.shape
+    F, OH, OW = w.shape[0], y.shape[2], y.shape[3]
+    L = (OH - 1) * W + OW
+    acc = np.empty(L, dtype=y.dtype)
+    for n in range(N):
+        xf = x[n].reshape(C, H * W)
+        for f in range(F):
+            for p in range(L):  # loops, not array expressions: inside a parallel kernel those become parfors
+                acc[p] = b[f]
+            for c in range(C):
+                for kh in range(KH):
+                    xk = xf[c, kh * W:]
+                    wr = w[f, c, kh]
+                    for p in range(L):
+                        s = acc[p]
+                        for kw in range(KW):
+                            s += wr[kw] * xk[p + kw]
+                        acc[p] = s
+            for i in range(OH):
+                for j in range(OW):
+                    y[n, f, i, j] = acc[i * W + j]
+
+
 @functools.lru_cache(maxsize=None)
 def _direct_forward(KH, KW):
     """The direct stride-1 convolution kernel compiled for one kernel size, y = conv(x, w) + b, run over T blocks
@@ -138,43 +164,26 @@ def _direct_forward(KH, KW):
     The plane trick: an output plane (OH, OW) is computed at the input's width W, as one flat run of
     L = (OH-1)*W + OW pixels, so that tap (kh, kw) reads the flat input at offset kh*W + kw + p: one long
     contiguous loop per kernel row instead of OH short ones; the W-OW extra pixels per row are discarded
-    (14% wasted work at 28x28 with 5x5). KH and KW are closure constants, so LLVM unrolls the taps of a
-    kernel row and keeps each output vector's partial sum in a register across them (47 GFLOP/s on one
-    core for LeNet's first layer). ``cache=True`` keys the cached code on the closure's values.
+    (14% wasted work at 28x28 with 5x5). KH and KW are closure constants that _direct_planes is inlined with,
+    so LLVM unrolls the taps of a kernel row and keeps each output vector's partial sum in a register across
+    them (47 GFLOP/s on one core for LeNet's first layer).
+
+    Caching: ``cache=True`` keys a closure's cached code on its closure values, so they must be plain
+    constants that pickle the same in every process: the closure holds KH and KW only, and the loop is an
+    inlined global function rather than a jitted closure (a dispatcher pickles differently in each process,
+    which made every process compile the kernel again, ~2.5 s).
     """
 
-    @njit(cache=True, nogil=True, fastmath=_REDUCE_MATH)
-    def forward(x, w, b, y):
-        N, C, H, W = x.shape
-        F, OH, OW = w.shape[0], y.shape[2], y.shape[3]
-        L = (OH - 1) * W + OW
-        acc = np.empty(L, dtype=y.dtype)
-        for n in range(N):
-            xf = x[n].reshape(C, H * W)
-            for f in range(F):
-                acc[:] = b[f]
-                for c in range(C):
-                    for kh in range(KH):
-                        xk = xf[c, kh * W:]
-                        wr = w[f, c, kh]
-                        for p in range(L):
-                            s = acc[p]
-                            for kw in range(KW):
-                                s += wr[kw] * xk[p + kw]
-                            acc[p] = s
-                for i in range(OH):
-                    y[n, f, i, :] = acc[i * W:i * W + OW]
-
-    @njit(cache=True, parallel=True)
+    @njit(cache=True, parallel=True, fastmath=_REDUCE_MATH)
     def forward_blocks(x, w, b, y, T):
-        """forward over T contiguous blocks of samples, on Numba's threads when T > 1."""
+        """_direct_planes over T contiguous blocks of samples, on Numba's threads when T > 1."""
         N = x.shape[0]
         if T > 1:
             for t in prange(T):
                 s, e = block_bounds(N, t, T)
-                forward(x[s:e], w, b, y[s:e])
+                _direct_planes(x[s:e], w, b, y[s:e], KH, KW)
         else:
-            forward(x, w, b, y)
+            _direct_planes(x, w, b, y, KH, KW)
 
     return forward_blocks
 
