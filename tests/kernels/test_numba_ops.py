@@ -85,6 +85,26 @@ def test_conv2d_every_path_matches_reference_in_float64(rng, shape, path):
         close(nb.conv2d_backward(dy, cache), npo.conv2d_backward(dy, want_cache), 1e-10)
 
 
+_CACHE_KEY = """
+import hashlib
+from numba.core.serialize import dumps
+from minigrad.kernels import numba_ops
+kernel = numba_ops._direct_forward(5, 5).py_func
+print(hashlib.sha256(dumps(tuple(c.cell_contents for c in kernel.__closure__))).hexdigest())
+"""
+
+
+def test_the_direct_kernels_cache_key_is_the_same_in_every_process():
+    """Numba keys a cached closure on the pickle of its closure values: one that differs per process (a
+    jitted function's does) makes every process compile the kernel again instead of loading it."""
+    import subprocess
+    import sys
+
+    keys = {subprocess.run([sys.executable, "-c", _CACHE_KEY], capture_output=True, text=True, check=True).stdout
+            for _ in range(2)}
+    assert len(keys) == 1 and len(keys.pop().strip()) == 64
+
+
 def test_conv2d_small_case_matches_the_oracle_itself(rng):
     x, w = rng.standard_normal((2, 2, 7, 7)), rng.standard_normal((3, 2, 3, 3))
     dy = rng.standard_normal((2, 3, 5, 5))
