@@ -166,7 +166,7 @@ def _direct_forward(KH, KW):
     contiguous loop per kernel row instead of OH short ones; the W-OW extra pixels per row are discarded
     (14% wasted work at 28x28 with 5x5). KH and KW are closure constants that _direct_planes is inlined with,
     so LLVM unrolls the taps of a kernel row and keeps each output vector's partial sum in a register across
-    them (47 GFLOP/s on one core for LeNet's first layer).
+    them (LeNet's first layer at B=256: 1.27 ms on one core, 35 GFLOP/s of useful work).
 
     Caching: ``cache=True`` keys a closure's cached code on its closure values, so they must be plain
     constants that pickle the same in every process: the closure holds KH and KW only, and the loop is an

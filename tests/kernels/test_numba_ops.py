@@ -89,19 +89,21 @@ _CACHE_KEY = """
 import hashlib
 from numba.core.serialize import dumps
 from minigrad.kernels import numba_ops
-kernel = numba_ops._direct_forward(5, 5).py_func
+kernel = {}.py_func
 print(hashlib.sha256(dumps(tuple(c.cell_contents for c in kernel.__closure__))).hexdigest())
 """
 
 
-def test_the_direct_kernels_cache_key_is_the_same_in_every_process():
+@pytest.mark.parametrize("kernel", ["numba_ops._direct_forward(5, 5)", "numba_ops._maxpool_kernels(2, 2)[0]",
+                                    "numba_ops._maxpool_kernels(2, 2)[1]"])
+def test_per_shape_kernels_have_the_same_cache_key_in_every_process(kernel):
     """Numba keys a cached closure on the pickle of its closure values: one that differs per process (a
     jitted function's does) makes every process compile the kernel again instead of loading it."""
     import subprocess
     import sys
 
-    keys = {subprocess.run([sys.executable, "-c", _CACHE_KEY], capture_output=True, text=True, check=True).stdout
-            for _ in range(2)}
+    keys = {subprocess.run([sys.executable, "-c", _CACHE_KEY.format(kernel)], capture_output=True, text=True,
+                           check=True).stdout for _ in range(2)}
     assert len(keys) == 1 and len(keys.pop().strip()) == 64
 
 
