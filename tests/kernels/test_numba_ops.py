@@ -5,6 +5,8 @@ Thresholds in numba_runtime.TUNING are forced to 0 or "never" here so that small
 the runtime itself (threads, tuned, the thread policy) is tested in test_numba_runtime.py.
 """
 
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -99,9 +101,6 @@ print(hashlib.sha256(dumps(tuple(c.cell_contents for c in kernel.__closure__))).
 def test_per_shape_kernels_have_the_same_cache_key_in_every_process(kernel):
     """Numba keys a cached closure on the pickle of its closure values: one that differs per process (a
     jitted function's does) makes every process compile the kernel again instead of loading it."""
-    import subprocess
-    import sys
-
     keys = {subprocess.run([sys.executable, "-c", _CACHE_KEY.format(kernel)], capture_output=True, text=True,
                            check=True).stdout for _ in range(2)}
     assert len(keys) == 1 and len(keys.pop().strip()) == 64
