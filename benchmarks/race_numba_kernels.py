@@ -18,7 +18,6 @@ import os
 import statistics
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from numba import njit, prange
@@ -139,10 +138,12 @@ def race(title, cases, variants):
 # ----------------------------------------------------------------------------------------------------------
 # conv2d. Variants (stride 1, no padding, as in the models):
 #   numpy        numpy_ops: whole-batch im2col as rows + one GEMM, BLAS threads only
-#   direct       numba_ops' direct forward kernel for every layer; backward: direct dw dot products and dx
-#                as the forward kernel on padded dy (conv_direct_backward, here only); batch split
-#   wide-XK      numba_ops' im2col path: columns (C*KH*KW, chunk*OH*OW) of X KiB, one GEMM per chunk, batch
-#                split over the threads (each block with single-threaded BLAS)
+#   numba_ops    the kernels as TUNING picks
+#   direct       numba_ops' direct forward kernel for every layer; backward: numba_ops' direct weight
+#                gradient and dx as the forward kernel on padded dy (conv_direct_backward, here only); batch
+#                split
+#   wide-XK      numba_ops' im2col path: columns (C*KH*KW, chunk*Lr) of X KiB in its GEMM layout, one GEMM per
+#                chunk, batch split over the threads (each block with single-threaded BLAS)
 #   wide-256K-1t the same on one thread (what the split is worth)
 #   stack-1M     per-sample columns (C*KH*KW, OH*OW) and a stacked matmul W @ cols[n] (output already NCHW,
 #                no permuting copy, one small GEMM per sample), Numba prange + BLAS's own threads
@@ -212,66 +213,29 @@ def conv_stack_backward(dy, cache):
     return dx, dwm.reshape(w.shape), dy3.sum(axis=(0, 2))
 
 
-def _direct_weight_grad(KH, KW, cache={}):
-    """Direct dw/db (losing variant): per (f, c, kh, kw) a dot product of dy[n, f] laid out at the input's
-    width with the shifted flat input plane (numba_ops._direct_forward's plane trick)."""
-    if (KH, KW) in cache:
-        return cache[KH, KW]
-
-    @njit(cache=True, nogil=True, fastmath={"reassoc", "contract", "nsz"})
-    def weight_grad(x, dy, dw, db):
-        N, C, H, W = x.shape
-        F, OH, OW = dy.shape[1], dy.shape[2], dy.shape[3]
-        L = (OH - 1) * W + OW
-        g = np.zeros(L, dtype=dy.dtype)
-        for n in range(N):
-            xf = x[n].reshape(C, H * W)
-            for f in range(F):
-                s = dy.dtype.type(0)
-                for i in range(OH):
-                    g[i * W:i * W + OW] = dy[n, f, i]
-                    for j in range(OW):
-                        s += dy[n, f, i, j]
-                db[f] += s
-                for c in range(C):
-                    for kh in range(KH):
-                        for kw in range(KW):
-                            xs = xf[c, kh * W + kw:kh * W + kw + L]
-                            a = dy.dtype.type(0)
-                            for p in range(L):
-                                a += g[p] * xs[p]
-                            dw[f, c, kh, kw] += a
-    cache[KH, KW] = weight_grad
-    return weight_grad
-
-
 def conv_direct_backward(dy, cache):
-    """Direct backward (losing variant): dw, db by _direct_weight_grad; dx by the direct forward kernel on
-    dy zero-padded by K-1 with the filters flipped and in/out channels swapped; batch split over threads."""
+    """Direct backward (losing variant): dw, db by numba_ops' direct weight gradient; dx by the direct forward
+    kernel on dy zero-padded by K-1 with the filters flipped and in/out channels swapped; both split over the
+    threads as the kernels split a batch."""
     xp, w, has_bias, stride, padding = cache
     N, F, KH, KW = dy.shape[0], w.shape[0], w.shape[2], w.shape[3]
-    weight_grad, forward = _direct_weight_grad(KH, KW), nb._direct_forward(KH, KW)
     w_adj = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
-    zero, dx = np.zeros(w.shape[1], DT), np.empty_like(xp)
-
-    def block(s, e):
-        dw, db = np.zeros_like(w), np.zeros(F, DT)
-        weight_grad(xp[s:e], dy[s:e], dw, db)
-        forward(np.pad(dy[s:e], ((0, 0), (0, 0), (KH - 1, KH - 1), (KW - 1, KW - 1))), w_adj, zero, dx[s:e], 1)
-        return dw, db
     T = rt.blocks(N, 2 * dy.size * w[0].size)
-    with ThreadPoolExecutor(max_workers=T) as pool:  # the kernels are serial and release the GIL
-        parts = list(pool.map(lambda t: block(t * N // T, (t + 1) * N // T), range(T)))
-    return dx, sum(p[0] for p in parts), sum(p[1] for p in parts)
+    dws, dbs, dx = np.zeros((T,) + w.shape, DT), np.zeros((T, F), DT), np.empty_like(xp)
+    nb._direct_weight_grad(KH, KW)(xp, dy, dws, dbs)
+    dy_pad = np.pad(dy, ((0, 0), (0, 0), (KH - 1, KH - 1), (KW - 1, KW - 1)))
+    nb._direct_forward(KH, KW)(dy_pad, w_adj, np.zeros(w.shape[1], DT), dx, T)
+    return dx, dws.sum(axis=0), dbs.sum(axis=0)
 
 
 def _im2col_setting(chunk):
-    return {"conv_direct_max_filters": 0, "conv_chunk_bytes": chunk}
+    return {"conv_direct_max_filters": 0, "conv_direct_wgrad_max_channels": 0, "conv_chunk_bytes": chunk}
 
 
 #: name -> (forward, backward, TUNING settings).
 CONV_VARIANTS = {
     "numpy": (npo.conv2d_forward, npo.conv2d_backward, {}),
+    "numba_ops": (nb.conv2d_forward, nb.conv2d_backward, {}),
     "direct": (nb.conv2d_forward, conv_direct_backward, {"conv_direct_max_filters": 1 << 62}),
     "wide-256K": (nb.conv2d_forward, nb.conv2d_backward, _im2col_setting(1 << 18)),
     "wide-1M": (nb.conv2d_forward, nb.conv2d_backward, _im2col_setting(1 << 20)),
@@ -298,6 +262,25 @@ def race_conv(batches):
     race("conv2d backward", bwd_cases,
          {v: (lambda bw, t, v: lambda dy, caches: with_tuning(bw, **t)(dy, caches[v]))(bw, t, v)
           for v, (_, bw, t) in CONV_VARIANTS.items()})
+
+
+def race_conv_first(batches):
+    """The backward of a first layer (need_dx=False: only dw and db): im2col + GEMM against the direct weight
+    gradient (TUNING["conv_direct_wgrad_max_channels"])."""
+    variants = {"im2col": _im2col_setting(1 << 18), "direct": {"conv_direct_wgrad_max_channels": 1 << 62}}
+    cases = []
+    for name, C, F, K, H in CONV_LAYERS:
+        if C != 1:
+            continue
+        for N in batches:
+            x, w, b = rand(N, C, H, H), rand(F, C, K, K), rand(F)
+            y, cache = npo.conv2d_forward(x, w, b, 1, 0)
+            dy = rand(*y.shape)
+            caches = {v: with_tuning(nb.conv2d_forward, **t)(x, w, b, 1, 0)[1] for v, t in variants.items()}
+            cases.append((f"{name} B={N}", (dy, caches), npo.conv2d_backward(dy, cache, False)))
+    race("conv2d backward without dx (first layers)", cases,
+         {v: (lambda t, v: lambda dy, caches: with_tuning(nb.conv2d_backward, **t)(dy, caches[v], False))(t, v)
+          for v, t in variants.items()})
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -442,6 +425,7 @@ def race_xent(batches):
 
 RACES = {
     "conv": lambda: race_conv([1, 16, 64, 256]),
+    "conv-first": lambda: race_conv_first([1, 16, 64, 256]),
     "pool": lambda: race_pool([1, 16, 64, 256]),
     "relu": lambda: race_relu([3456, 21632, 36864, 1 << 16, 1 << 18, 1 << 20, 1 << 23]),
     "threshold": lambda: race_parallel_threshold([1 << k for k in range(12, 24, 2)]),

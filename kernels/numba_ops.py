@@ -57,7 +57,7 @@ def activate() -> dict:
 def warmup(dtypes=("float32",)) -> dict:
     """Compile every kernel for ``dtypes`` on tiny inputs; return {kernel name: first-call seconds}.
 
-    Every compiled specialisation a wrapper can pick is called once per dtype (the direct conv2d kernel
+    Every compiled specialisation a wrapper can pick is called once per dtype (the direct conv2d kernels
     for 3x3 and 5x5 kernels, the models' sizes; another size compiles on first use). With ``cache=True`` a
     later process loads the machine code from kernels/__pycache__ instead, and the seconds reported drop
     to the loading time. Applies the thread policy first (activate()), as the first compile starts
@@ -81,11 +81,12 @@ def warmup(dtypes=("float32",)) -> dict:
             return rng.standard_normal(shape).astype(dtype)
 
         # A parallel/serial choice is a runtime flag of one compiled kernel, so one call compiles both.
-        # Separate specialisations: the direct conv kernel per kernel size (3x3 and 5x5, the models') and
-        # the im2col path; the pooling kernels per (kernel, stride).
+        # Separate specialisations: the direct conv kernels per kernel size (3x3 and 5x5, the models'; the
+        # weight gradient where no dx is needed) and the im2col path; the pooling kernels per (kernel, stride).
         for x, w in ((r(2, 1, 8, 8), r(2, 1, 3, 3)), (r(2, 1, 8, 8), r(2, 1, 5, 5)), (r(2, 3, 6, 6), r(16, 3, 3, 3))):
             y, cache = timed("conv2d_forward", conv2d_forward, x, w, r(w.shape[0]), 1, 0)
             timed("conv2d_backward", conv2d_backward, y, cache)
+            timed("conv2d_backward", conv2d_backward, y, cache, False)
         for k, st in ((2, 2), (3, 2)):  # the models' pooling, and overlapping windows
             y, cache = timed("maxpool2d_forward", maxpool2d_forward, r(1, 2, 7, 7), k, st)
             timed("maxpool2d_backward", maxpool2d_backward, y, cache)
@@ -152,8 +153,9 @@ def _direct_planes(x, w, b, y, KH, KW):
                             s += wr[kw] * xk[p + kw]
                         acc[p] = s
             for i in range(OH):
+                yr, ar = y[n, f, i], acc[i * W:]
                 for j in range(OW):
-                    y[n, f, i, j] = acc[i * W + j]
+                    yr[j] = ar[j]
 
 
 @functools.lru_cache(maxsize=None)
@@ -188,136 +190,277 @@ def _direct_forward(KH, KW):
     return forward_blocks
 
 
+@njit(inline="always", fastmath=_REDUCE_MATH)
+def _lag_pair(r, g0, g1, L, kw0, KW):
+    """Correlations of two gradient planes g0, g1 with r at the lags kw0 .. kw0+4 that are < KW:
+    (sum_p g0[p] * r[kw + p] for those kw, then the same for g1; lags past KW are 0). Two filters and five
+    lags share each load of r and of g, so the loop does 10 multiply-adds per 7 loads."""
+    z = g0.dtype.type(0)
+    a0 = a1 = a2 = a3 = a4 = b0 = b1 = b2 = b3 = b4 = z
+    n1, n2, n3, n4 = kw0 + 1 < KW, kw0 + 2 < KW, kw0 + 3 < KW, kw0 + 4 < KW
+    r0, r1, r2, r3, r4 = r[kw0:], r[kw0 + 1:], r[kw0 + 2:], r[kw0 + 3:], r[kw0 + 4:]
+    for p in range(L):
+        d, e, v = g0[p], g1[p], r0[p]
+        a0 += d * v
+        b0 += e * v
+        if n1:
+            v = r1[p]
+            a1 += d * v
+            b1 += e * v
+        if n2:
+            v = r2[p]
+            a2 += d * v
+            b2 += e * v
+        if n3:
+            v = r3[p]
+            a3 += d * v
+            b3 += e * v
+        if n4:
+            v = r4[p]
+            a4 += d * v
+            b4 += e * v
+    return a0, a1, a2, a3, a4, b0, b1, b2, b3, b4
+
+
+@njit(inline="always", fastmath=_REDUCE_MATH)
+def _direct_weight_planes(x, dy, dw, db, KH, KW):
+    """dw += conv's weight gradient, db += its bias gradient, for the samples of x (stride 1), by the plane
+    trick of _direct_forward run backwards: each dy plane is laid out at the input's width (zeros in the
+    W-OW extra pixels of each row), and dw[f, c, kh, kw] is its dot product with the flat input plane
+    shifted by kh*W + kw."""
+    N, C, H, W = x.shape
+    F, OH, OW = dy.shape[1], dy.shape[2], dy.shape[3]
+    L = (OH - 1) * W + OW
+    g = np.empty((F + 1, L), dtype=dy.dtype)
+    for f in range(F + 1):  # zeros: the extra pixels stay 0, and row F is the partner of an odd filter out
+        for p in range(L):  # (a loop: np.zeros would be a parfor here, waking the threads even at T = 1)
+            g[f, p] = 0
+    for n in range(N):
+        xf = x[n].reshape(C, H * W)
+        for f in range(F):
+            s = dy.dtype.type(0)
+            gf = g[f]
+            for i in range(OH):
+                gr, dr = gf[i * W:], dy[n, f, i]
+                for j in range(OW):
+                    v = dr[j]
+                    gr[j] = v
+                    s += v
+            db[f] += s
+        for c in range(C):
+            for kh in range(KH):
+                r = xf[c, kh * W:]
+                for f in range(0, F, 2):
+                    for kw0 in range(0, KW, 5):
+                        a = _lag_pair(r, g[f], g[f + 1], L, kw0, KW)
+                        for j in range(min(5, KW - kw0)):
+                            dw[f, c, kh, kw0 + j] += a[j]
+                            if f + 1 < F:
+                                dw[f + 1, c, kh, kw0 + j] += a[5 + j]
+
+
+@functools.lru_cache(maxsize=None)
+def _direct_weight_grad(KH, KW):
+    """The direct stride-1 weight and bias gradient compiled for one kernel size, over T blocks of samples
+    (``weight_blocks(x, dy, dws, dbs)``, T = len(dws), block t into dws[t], dbs[t], both zeroed): what the
+    backward of a layer with few input channels runs when no input gradient is needed (_direct_dw). Its
+    correlations take two filters at a time (_lag_pair). Closure values are plain constants, as in
+    _direct_forward."""
+
+    @njit(cache=True, parallel=True, fastmath=_REDUCE_MATH)
+    def weight_blocks(x, dy, dws, dbs):
+        N, T = x.shape[0], dws.shape[0]
+        if T > 1:
+            for t in prange(T):
+                s, e = block_bounds(N, t, T)
+                _direct_weight_planes(x[s:e], dy[s:e], dws[t], dbs[t], KH, KW)
+        else:
+            _direct_weight_planes(x, dy, dws[0], dbs[0], KH, KW)
+
+    return weight_blocks
+
+
+# The im2col path's GEMM layout. A chunk of nb samples is one GEMM whose columns hold, per sample, the output
+# pixels in rows of R: pixel (i, j) of sample n is column n*Lr + i*R + j, Lr = (OH-1)*R + OW. At stride 1, R is
+# the input's width W (the plane layout): the R-OW extra columns of each row are the windows that run off the
+# row's end, so each patch row of the columns is ONE flat run of the input plane (offset kh*W + kw, Lr long)
+# instead of OH runs of OW (24 pixels for convnet's conv2, shorter than an unrolled vector loop), at the cost
+# of (KW-1)/W more GEMM columns: 8% for convnet's conv2, 33% for LeNet's second layer. Against R = OW at
+# stride 1, on one thread: LeNet's second layer at B=256 2.30 -> 1.83 ms forward, 6.20 -> 6.09 backward;
+# convnet's second at B=64 16.0 -> 15.6 and 37.4 -> 37.2 ms. At other strides R = OW. The backward's dY is
+# laid out the same way, zero in the extra columns, so they add nothing to dw, and the dcols they produce
+# are zero, added to pixels inside the plane.
+
+
+def _row_pitch(stride, W, OW):
+    """R of the im2col path's GEMM layout for an input of width W (padded) and output width OW."""
+    return W if stride == 1 else OW
+
+
 @njit(cache=True, nogil=True)
-def _im2col(xp, KH, KW, stride, OH, OW, cols):
-    """cols[(c, kh, kw), (n, i, j)] = xp[n, c, i*stride + kh, j*stride + kw] for a chunk of samples.
+def _im2col(xf, W, KH, KW, stride, OH, OW, R, cols):
+    """cols[(c, kh, kw), n*Lr + i*R + j] = x[n, c, i*stride + kh, j*stride + kw] for a chunk of samples, xf
+    being x as (nb, C, H*W) (the layout above).
 
     Patches are columns and the chunk's samples sit side by side, so W (F, C*KH*KW) @ cols is ONE GEMM for
-    the whole chunk, whose long side (n, i, j) keeps BLAS efficient even for LeNet's 16-filter layer, where
-    per-sample GEMMs (16 x 150 x 64) are too small.
+    the whole chunk, whose long side keeps BLAS efficient even for LeNet's 16-filter layer, where per-sample
+    GEMMs (16 x 150 x 64) are too small.
     """
-    nb, C = xp.shape[0], xp.shape[1]
-    P = OH * OW
+    nb, C = xf.shape[0], xf.shape[1]
+    Lr = (OH - 1) * R + OW
     for c in range(C):
         for kh in range(KH):
             for kw in range(KW):
                 k = (c * KH + kh) * KW + kw
                 for n in range(nb):
-                    for i in range(OH):
-                        src, dst = i * stride + kh, n * P + i * OW
-                        if stride == 1:
+                    dst = cols[k, n * Lr:]
+                    if stride == 1 and R == W:  # the plane layout: one run
+                        src = xf[n, c, kh * W + kw:]
+                        for p in range(Lr):
+                            dst[p] = src[p]
+                    else:
+                        for i in range(OH):
+                            d, src = dst[i * R:], xf[n, c, (i * stride + kh) * W + kw:]
                             for j in range(OW):
-                                cols[k, dst + j] = xp[n, c, src, j + kw]
-                        else:
-                            for j in range(OW):
-                                cols[k, dst + j] = xp[n, c, src, j * stride + kw]
+                                d[j] = src[j * stride]
 
 
 @njit(cache=True, nogil=True)
-def _col2im(dcols, KH, KW, stride, OH, OW, dxp):
-    """Adjoint of _im2col: dxp (zeroed) += every column entry at its pixel."""
-    nb, C = dxp.shape[0], dxp.shape[1]
-    P = OH * OW
+def _col2im(dcols, W, KH, KW, stride, OH, OW, R, dxf):
+    """Adjoint of _im2col: dxf (zeroed; dx as (nb, C, H*W)) += every column entry at its pixel."""
+    nb, C = dxf.shape[0], dxf.shape[1]
+    Lr = (OH - 1) * R + OW
     for n in range(nb):
         for c in range(C):
             for kh in range(KH):
                 for kw in range(KW):
-                    k = (c * KH + kh) * KW + kw
-                    for i in range(OH):
-                        dst, src = i * stride + kh, n * P + i * OW
-                        if stride == 1:
+                    src = dcols[(c * KH + kh) * KW + kw, n * Lr:]
+                    if stride == 1 and R == W:
+                        dst = dxf[n, c, kh * W + kw:]
+                        for p in range(Lr):
+                            dst[p] += src[p]
+                    else:
+                        for i in range(OH):
+                            s, d = src[i * R:], dxf[n, c, (i * stride + kh) * W + kw:]
                             for j in range(OW):
-                                dxp[n, c, dst, j + kw] += dcols[k, src + j]
-                        else:
-                            for j in range(OW):
-                                dxp[n, c, dst, j * stride + kw] += dcols[k, src + j]
+                                d[j * stride] += s[j]
 
 
 @njit(cache=True, nogil=True)
-def _gemm_out_to_nchw(yw, b, y):
-    """y[n, f, p] = yw[f, n*P + p] + b[f]: the chunk GEMM's (F, nb*P) result into NCHW, bias added on the way."""
-    nb, F, P = y.shape
+def _gemm_out_to_nchw(yw, b, R, y):
+    """y[n, f, i, j] = yw[f, n*Lr + i*R + j] + b[f]: the chunk GEMM's result into NCHW, bias added on the way."""
+    nb, F, OH, OW = y.shape
+    Lr = (OH - 1) * R + OW
     for n in range(nb):
         for f in range(F):
-            for p in range(P):
-                y[n, f, p] = yw[f, n * P + p] + b[f]
+            src, bf = yw[f, n * Lr:], b[f]
+            for i in range(OH):
+                yr, sr = y[n, f, i], src[i * R:]
+                for j in range(OW):
+                    yr[j] = sr[j] + bf
 
 
 @njit(cache=True, nogil=True, fastmath=_REDUCE_MATH)
-def _nchw_to_gemm_in(dy, dyw, db):
-    """dyw[f, n*P + p] = dy[n, f, p] (the layout the backward GEMMs need); db[f] += its sum on the way."""
-    nb, F, P = dy.shape
+def _nchw_to_gemm_in(dy, R, dyw, db):
+    """dyw[f, n*Lr + i*R + j] = dy[n, f, i, j], zero in the layout's extra columns (the layout the backward
+    GEMMs need); db[f] += its sum on the way."""
+    nb, F, OH, OW = dy.shape
+    Lr = (OH - 1) * R + OW
+    z = dy.dtype.type(0)
     for f in range(F):
-        s = dy.dtype.type(0)
+        s = z
         for n in range(nb):
-            for p in range(P):
-                v = dy[n, f, p]
-                dyw[f, n * P + p] = v
-                s += v
+            dst = dyw[f, n * Lr:]
+            for i in range(OH):
+                dr, sr = dst[i * R:], dy[n, f, i]
+                for j in range(OW):
+                    v = sr[j]
+                    dr[j] = v
+                    s += v
+                if i < OH - 1:
+                    for j in range(OW, R):
+                        dr[j] = z
         db[f] += s
 
 
-def _chunk_samples(K, P, itemsize):
-    """Samples per im2col chunk: as many as keep the columns (K x samples*P) within TUNING["conv_chunk_bytes"]."""
-    return max(1, TUNING["conv_chunk_bytes"] // (K * P * itemsize))
+def _chunk_samples(K, Lr, itemsize):
+    """Samples per im2col chunk: as many as keep the columns (K x samples*Lr) within TUNING["conv_chunk_bytes"]."""
+    return max(1, TUNING["conv_chunk_bytes"] // (K * Lr * itemsize))
 
 
 @njit(nogil=True)
-def _conv_fwd_block(xp, wm, bias, KH, KW, stride, OH, OW, nb, gemm_ptrs, y3, s, e):
-    """Samples [s, e) in chunks of nb: im2col, one GEMM (F x nb*P x K), the result into NCHW with the bias."""
+def _conv_fwd_block(xf, W, wm, bias, KH, KW, stride, R, nb, gemm_ptrs, y, s, e):
+    """Samples [s, e) in chunks of nb: im2col, one GEMM (F x nb*Lr x K), the result into NCHW with the bias."""
     F, K = wm.shape
-    P = OH * OW
-    cols = np.empty((K, nb * P), dtype=xp.dtype)
-    yw = np.empty((F, nb * P), dtype=xp.dtype)
+    OH, OW = y.shape[2], y.shape[3]
+    Lr = (OH - 1) * R + OW
+    nb = min(nb, e - s)
+    cols = np.empty((K, nb * Lr), dtype=xf.dtype)
+    yw = np.empty((F, nb * Lr), dtype=xf.dtype)
     for a in range(s, e, nb):
         z = min(e, a + nb)
-        m = (z - a) * P
-        _im2col(xp[a:z], KH, KW, stride, OH, OW, cols[:, :m])
+        m = (z - a) * Lr
+        _im2col(xf[a:z], W, KH, KW, stride, OH, OW, R, cols[:, :m])
         gemm(gemm_ptrs, wm, False, cols[:, :m], False, yw[:, :m], 0.0)
-        _gemm_out_to_nchw(yw[:, :m], bias, y3[a:z])
+        _gemm_out_to_nchw(yw[:, :m], bias, R, y[a:z])
 
 
 @njit(cache=True, parallel=True)
-def _conv_fwd_im2col(xp, wm, bias, KH, KW, stride, OH, OW, nb, gemm_ptrs, y3, T):
-    N = xp.shape[0]
+def _conv_fwd_im2col(xf, W, wm, bias, KH, KW, stride, R, nb, gemm_ptrs, y, T):
+    N = xf.shape[0]
     if T > 1:
         for t in prange(T):
             s, e = block_bounds(N, t, T)
-            _conv_fwd_block(xp, wm, bias, KH, KW, stride, OH, OW, nb, gemm_ptrs, y3, s, e)
+            _conv_fwd_block(xf, W, wm, bias, KH, KW, stride, R, nb, gemm_ptrs, y, s, e)
     else:
-        _conv_fwd_block(xp, wm, bias, KH, KW, stride, OH, OW, nb, gemm_ptrs, y3, 0, N)
+        _conv_fwd_block(xf, W, wm, bias, KH, KW, stride, R, nb, gemm_ptrs, y, 0, N)
 
 
 @njit(nogil=True)
-def _conv_bwd_block(xp, wm, dy3, KH, KW, stride, OH, OW, nb, need_dx, gemm_ptrs, dxp, dw, db, s, e):
+def _conv_bwd_block(xf, W, wm, dy, KH, KW, stride, R, nb, need_dx, gemm_ptrs, dxf, dw, db, s, e):
     """Samples [s, e) in chunks of nb: rebuild the columns, dY into the GEMM's layout (db summed on the way),
-    dw += dY @ cols^T, and with need_dx dcols = W^T @ dY scattered into dxp (col2im)."""
+    dw += dY @ cols^T, and with need_dx dcols = W^T @ dY scattered into dxf (col2im)."""
     F, K = wm.shape
-    P = OH * OW
-    cols = np.empty((K, nb * P), dtype=xp.dtype)
-    dyw = np.empty((F, nb * P), dtype=xp.dtype)
-    dcols = np.empty((K, nb * P) if need_dx else (0, 0), dtype=xp.dtype)
+    OH, OW = dy.shape[2], dy.shape[3]
+    Lr = (OH - 1) * R + OW
+    nb = min(nb, e - s)
+    cols = np.empty((K, nb * Lr), dtype=xf.dtype)
+    dyw = np.empty((F, nb * Lr), dtype=xf.dtype)
+    dcols = np.empty((K, nb * Lr) if need_dx else (0, 0), dtype=xf.dtype)
     for a in range(s, e, nb):
         z = min(e, a + nb)
-        m = (z - a) * P
-        _im2col(xp[a:z], KH, KW, stride, OH, OW, cols[:, :m])
-        _nchw_to_gemm_in(dy3[a:z], dyw[:, :m], db)
+        m = (z - a) * Lr
+        _im2col(xf[a:z], W, KH, KW, stride, OH, OW, R, cols[:, :m])
+        _nchw_to_gemm_in(dy[a:z], R, dyw[:, :m], db)
         gemm(gemm_ptrs, dyw[:, :m], False, cols[:, :m], True, dw, 0.0 if a == s else 1.0)
         if need_dx:
             gemm(gemm_ptrs, wm, True, dyw[:, :m], False, dcols[:, :m], 0.0)
-            _col2im(dcols[:, :m], KH, KW, stride, OH, OW, dxp[a:z])
+            _col2im(dcols[:, :m], W, KH, KW, stride, OH, OW, R, dxf[a:z])
 
 
 @njit(cache=True, parallel=True)
-def _conv_bwd_im2col(xp, wm, dy3, KH, KW, stride, OH, OW, nb, need_dx, gemm_ptrs, dxp, dws, dbs):
+def _conv_bwd_im2col(xf, W, wm, dy, KH, KW, stride, R, nb, need_dx, gemm_ptrs, dxf, dws, dbs):
     """dws[t], dbs[t] (zeroed db) are block t's partial weight and bias gradients, T = len(dws)."""
-    N, T = xp.shape[0], dws.shape[0]
+    N, T = xf.shape[0], dws.shape[0]
     if T > 1:
         for t in prange(T):
             s, e = block_bounds(N, t, T)
-            _conv_bwd_block(xp, wm, dy3, KH, KW, stride, OH, OW, nb, need_dx, gemm_ptrs, dxp, dws[t], dbs[t], s, e)
+            _conv_bwd_block(xf, W, wm, dy, KH, KW, stride, R, nb, need_dx, gemm_ptrs, dxf, dws[t], dbs[t], s, e)
     else:
-        _conv_bwd_block(xp, wm, dy3, KH, KW, stride, OH, OW, nb, need_dx, gemm_ptrs, dxp, dws[0], dbs[0], 0, N)
+        _conv_bwd_block(xf, W, wm, dy, KH, KW, stride, R, nb, need_dx, gemm_ptrs, dxf, dws[0], dbs[0], 0, N)
+
+
+def _direct(stride, F):
+    """Whether a layer's forward runs the direct kernel (_direct_forward) rather than im2col + GEMM."""
+    return stride == 1 and F <= TUNING["conv_direct_max_filters"]
+
+
+def _direct_dw(stride, C, need_dx):
+    """Whether a layer's backward runs the direct weight-gradient kernel (_direct_weight_grad) rather than
+    im2col + GEMM: only where no dx is needed (a first layer); with dx, the im2col path's one pass over dY and
+    one thread hand-off serve both gradients (direct dw beside it: 0.45 against 0.33 ms at LeNet's second
+    layer, B=16, a tie at 64)."""
+    return not need_dx and stride == 1 and C <= TUNING["conv_direct_wgrad_max_channels"]
 
 
 def conv2d_forward(x, w, b, stride, padding):
@@ -325,25 +468,27 @@ def conv2d_forward(x, w, b, stride, padding):
 
     Stride-1 layers with at most TUNING["conv_direct_max_filters"] filters (LeNet's first) run the
     direct kernel: their GEMM would be a few rows tall, which BLAS handles poorly. The others build im2col
-    columns for a chunk of samples at a time (sized to stay in cache) and run one GEMM per chunk. Either
-    way the batch is split into one block of samples per thread when the work pays for the hand-off.
-    cache: (padded x, w, has_bias, stride, padding). The columns are not kept: the backward rebuilds them
-    chunk by chunk, one cheap copy that keeps the working set in cache instead of holding KH*KW times the
-    input for the whole batch.
+    columns for a chunk of samples at a time (sized to stay in cache; the layout above) and run one GEMM per
+    chunk. Either way the batch is split into one block of samples per thread when the work pays for the
+    hand-off. cache: (padded x, w, has_bias, stride, padding). The columns are not kept: the backward
+    rebuilds them chunk by chunk, one cheap copy that keeps the working set in cache instead of holding
+    KH*KW times the input for the whole batch.
     """
     N, C, H, W, F, KH, KW, OH, OW = _checks.check_conv2d(x, w, b, stride, padding)
     xp = _pad(_c(x), padding)
     w = _c(w)
     bias = _c(b) if b is not None else np.zeros(F, dtype=x.dtype)
-    K, P = C * KH * KW, OH * OW
+    K = C * KH * KW
     y = np.empty((N, F, OH, OW), dtype=x.dtype)
-    T = blocks(N, N * F * K * P)
-    if stride == 1 and F <= TUNING["conv_direct_max_filters"]:
+    T = blocks(N, N * F * K * OH * OW)
+    if _direct(stride, F):
         _direct_forward(KH, KW)(xp, w, bias, y, T)
     else:
+        Hp, Wp = xp.shape[2], xp.shape[3]
+        R = _row_pitch(stride, Wp, OW)
         with OneBlasThread():
-            _conv_fwd_im2col(xp, w.reshape(F, K), bias, KH, KW, stride, OH, OW, _chunk_samples(K, P, x.itemsize),
-                             gemm_pointers(), y.reshape(N, F, P), T)
+            _conv_fwd_im2col(xp.reshape(N, C, Hp * Wp), Wp, w.reshape(F, K), bias, KH, KW, stride, R,
+                             _chunk_samples(K, (OH - 1) * R + OW, x.itemsize), gemm_pointers(), y, T)
     return y, (xp, w, b is not None, stride, padding)
 
 
@@ -353,8 +498,9 @@ def conv2d_backward(dy, cache, need_dx=True):
 
     Per chunk: rebuild the columns, dw += dY @ cols^T, dcols = W^T @ dY, col2im into dx (dY copied into
     the chunk GEMM's layout, db summed on the way). Each thread's block of samples reduces into its own
-    dw and db; they are summed at the end. (A direct backward, dw as dot products and dx as the forward
-    kernel on padded dy, lost to this at every layer and batch size in the race.)
+    dw and db; they are summed at the end. A stride-1 layer with few input channels that needs no dx (a
+    first layer) runs the direct weight gradient instead (_direct_dw). (A direct dx, the forward kernel on
+    padded dy, lost to im2col at every layer and batch size in the race.)
     """
     _checks.check_flag("conv2d_backward", "need_dx", need_dx)
     xp, w, has_bias, stride, padding = cache
@@ -363,13 +509,19 @@ def conv2d_backward(dy, cache, need_dx=True):
     OH, OW = (Hp - KH) // stride + 1, (Wp - KW) // stride + 1
     _checks.check_grad("conv2d_backward", dy, (N, F, OH, OW))
     dy = _c(dy)
-    K, P = C * KH * KW, OH * OW
-    dxp = np.zeros_like(xp) if need_dx else np.empty((0, 0, 0, 0), dtype=xp.dtype)
-    T = blocks(N, 2 * N * F * K * P)
-    dws, dbs = np.empty((T, F, K), dtype=w.dtype), np.zeros((T, F), dtype=w.dtype)
-    with OneBlasThread():
-        _conv_bwd_im2col(xp, w.reshape(F, K), dy.reshape(N, F, P), KH, KW, stride, OH, OW,
-                         _chunk_samples(K, P, xp.itemsize), bool(need_dx), gemm_pointers(), dxp, dws, dbs)
+    K = C * KH * KW
+    T = blocks(N, 2 * N * F * K * OH * OW)
+    if _direct_dw(stride, C, need_dx):
+        dws, dbs = np.zeros((T, F, C, KH, KW), dtype=w.dtype), np.zeros((T, F), dtype=w.dtype)
+        _direct_weight_grad(KH, KW)(xp, dy, dws, dbs)
+    else:
+        dxp = np.zeros_like(xp) if need_dx else np.empty((0, C, 0, 0), dtype=xp.dtype)
+        dws, dbs = np.empty((T, F, K), dtype=w.dtype), np.zeros((T, F), dtype=w.dtype)
+        R = _row_pitch(stride, Wp, OW)
+        with OneBlasThread():
+            _conv_bwd_im2col(xp.reshape(N, C, Hp * Wp), Wp, w.reshape(F, K), dy, KH, KW, stride, R,
+                             _chunk_samples(K, (OH - 1) * R + OW, xp.itemsize), bool(need_dx), gemm_pointers(),
+                             dxp.reshape(dxp.shape[0], C, dxp.shape[2] * dxp.shape[3]), dws, dbs)
     dw, db = dws[0], dbs[0]
     for t in range(1, T):
         dw += dws[t]

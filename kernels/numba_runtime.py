@@ -52,6 +52,11 @@ TUNING = {
     # conv2d's forward runs the direct kernel for stride-1 layers with at most this many filters (LeNet's
     # first, 6): a GEMM that few rows tall runs poorly in BLAS. From 16 filters on, im2col + GEMM won.
     "conv_direct_max_filters": 8,
+    # conv2d's backward without dx (a first layer) computes dw and db by the direct weight-gradient kernel for
+    # stride-1 layers with at most this many input channels: it beat im2col + GEMM on 1 channel (lenet's first
+    # layer at B=256 0.66 against 1.66 ms, convnet's 2.2 against 3.8 ms) and on 6 (LeNet's second layer's
+    # shape at B=64, 0.54 against 0.74 ms), and lost on 32 (convnet's second, 15.1 against 11.8 ms).
+    "conv_direct_wgrad_max_channels": 16,
     # The im2col path builds columns for this many bytes of input patches at a time and runs the GEMMs on
     # them while they are still in cache, instead of materialising the whole batch (256 KiB won or tied
     # 1 and 4 MiB at every layer and batch size).

@@ -51,7 +51,7 @@ import numpy as np
 
 from . import plans
 
-VERSION = 14  # of what a calibration holds and of the kernels it timed: another version is measured again
+VERSION = 15  # of what a calibration holds and of the kernels it timed: another version is measured again
 GEMM_DIMS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 65536, 262144)
 QUICK_GEMM_DIMS = (1, 16, 256, 4096, 65536)   # ``quick``: a rough calibration in seconds
 GEMM_LAYOUTS = ("nn", "nt", "tn", "tt")
@@ -253,36 +253,59 @@ def _pass_cases(backend: str, dtype: str, width: int = 10):
 
     from minigrad.kernels import numba_ops
 
-    def direct(ks):
+    def direct(ks, weight_grad):
         def make(t):
             Hd, Fd = 16, 4
             L = (Hd - ks) * Hd + Hd - ks + 1
             n = _rows(t, Fd * C * ks * ks * L)
             x, w, b = arr(n, C, Hd, Hd), arr(Fd, C, ks, ks), arr(Fd)
-            y = np.empty((n, Fd, Hd - ks + 1, Hd - ks + 1), dtype=dtype)
+            y = arr(n, Fd, Hd - ks + 1, Hd - ks + 1)
+            if weight_grad:
+                wgrad, dws, dbs = numba_ops._direct_weight_grad(ks, ks), np.zeros((1, Fd, C, ks, ks), dtype), arr(1, Fd)
+                return (lambda: wgrad(x, y, dws, dbs)), n * Fd * C * ks * ks * L, (x, y)  # one block: the pass alone
             fwd = numba_ops._direct_forward(ks, ks)
-            return (lambda: fwd(x, w, b, y, 1)), n * Fd * C * ks * ks * L, (x,)  # one block: the pass alone
+            return (lambda: fwd(x, w, b, y, 1)), n * Fd * C * ks * ks * L, (x,)
         return make
 
+    # The im2col path's copies: rows of ``width`` at stride 2 (R = OW), and the plane layout at stride 1 (one
+    # run per patch row, R = the input's width), whose runs are the whole plane: measured on 18x18 inputs
+    # (runs of 286, between the models' 92 and 726) whatever ``width`` is.
+    S2 = 2
+    H2 = (width - 1) * S2 + KS
+    Hq = 18
+    OQ = Hq - KS + 1
+    Lq = (OQ - 1) * Hq + OQ
+    Lp = (OH - 1) * H + OH
+
     def im2col(t):
-        n = _rows(t, P * K)
-        x, cols = arr(n, C, H, H), np.empty((K, n * P), dtype=dtype)
-        return (lambda: numba_ops._im2col(x, KS, KS, 1, OH, OH, cols)), cols.size, (x,)
+        n = _rows(t, width * width * K)
+        x, cols = arr(n, C, H2 * H2), np.empty((K, n * width * width), dtype=dtype)
+        return (lambda: numba_ops._im2col(x, H2, KS, KS, S2, width, width, width, cols)), cols.size, (x,)
 
     def col2im(t):
-        n = _rows(t, P * K)
-        d, dx = arr(K, n * P), np.zeros((n, C, H, H), dtype=dtype)
-        return (lambda: numba_ops._col2im(d, KS, KS, 1, OH, OH, dx)), d.size, (d,)
+        n = _rows(t, width * width * K)
+        d, dx = arr(K, n * width * width), np.zeros((n, C, H2 * H2), dtype=dtype)
+        return (lambda: numba_ops._col2im(d, H2, KS, KS, S2, width, width, width, dx)), d.size, (d,)
+
+    def im2col_plane(t):
+        n = _rows(t, Lq * K)
+        x, cols = arr(n, C, Hq * Hq), np.empty((K, n * Lq), dtype=dtype)
+        return (lambda: numba_ops._im2col(x, Hq, KS, KS, 1, OQ, OQ, Hq, cols)), cols.size, (x,)
+
+    def col2im_plane(t):
+        n = _rows(t, Lq * K)
+        d, dx = arr(K, n * Lq), np.zeros((n, C, Hq * Hq), dtype=dtype)
+        return (lambda: numba_ops._col2im(d, Hq, KS, KS, 1, OQ, OQ, Hq, dx)), d.size, (d,)
 
     def to_nchw(t):
         n = _rows(t, P * F)
-        yw, b, y = arr(F, n * P), arr(F), np.empty((n, F, P), dtype=dtype)
-        return (lambda: numba_ops._gemm_out_to_nchw(yw, b, y)), yw.size, (yw,)
+        yw, b, y = arr(F, n * Lp), arr(F), np.empty((n, F, OH, OH), dtype=dtype)
+        return (lambda: numba_ops._gemm_out_to_nchw(yw, b, H, y)), y.size, (yw,)
 
     def from_nchw(t):
         n = _rows(t, P * F)
-        dy, dyw, db = arr(n, F, P), np.empty((F, n * P), dtype=dtype), np.zeros(F, dtype=dtype)
-        return (lambda: numba_ops._nchw_to_gemm_in(dy, dyw, db)), dy.size, (dy,)
+        dy, dyw, db = arr(n, F, OH, OH), np.empty((F, n * Lp), dtype=dtype), np.zeros(F, dtype=dtype)
+        return (lambda: numba_ops._nchw_to_gemm_in(dy, H, dyw, db)), dy.size, (dy,)
 
     def fill(t):
         return (lambda: np.zeros(t, dtype=dtype)), t, ()
@@ -300,8 +323,10 @@ def _pass_cases(backend: str, dtype: str, width: int = 10):
         dy, x, dw = arr(1, rows), arr(1, 64), np.empty((rows, 64), dtype=dtype)
         return (lambda: numba_ops._outer_sum(dy, x, dw)), dw.size, (dy, x)
 
-    cases.update({f"direct_conv_{ks}x{ks}": direct(ks) for ks in (3, 5)})
-    cases.update(im2col=im2col, col2im=col2im, gemm_out_to_nchw=to_nchw, nchw_to_gemm_in=from_nchw, fill=fill,
+    cases.update({f"direct_conv_{ks}x{ks}": direct(ks, False) for ks in (3, 5)})
+    cases.update({f"direct_wgrad_{ks}x{ks}": direct(ks, True) for ks in (3, 5)})
+    cases.update(im2col=im2col, col2im=col2im, im2col_plane=im2col_plane, col2im_plane=col2im_plane,
+                 gemm_out_to_nchw=to_nchw, nchw_to_gemm_in=from_nchw, fill=fill,
                  crop=crop, transpose=transpose, outer_sum=outer_sum)
     return cases
 

@@ -141,27 +141,51 @@ def _blocks(terms_of_block, n: int, work: int, threads: int) -> list[Term]:
     return terms + ([Term("split", "split", (t,))] if t > 1 else [])
 
 
-def _chunked(nb_rows: int, K: int, P: int, itemsize: int, per_chunk) -> list[Term]:
-    """Terms of a block of ``nb_rows`` samples processed in the conv's chunks (TUNING['conv_chunk_bytes'])."""
-    nb = max(1, _tuning()["conv_chunk_bytes"] // (K * P * itemsize))
+def _chunked(nb_rows: int, K: int, Lr: int, itemsize: int, per_chunk) -> list[Term]:
+    """Terms of a block of ``nb_rows`` samples processed in the conv's chunks (TUNING['conv_chunk_bytes']) of
+    ``Lr`` GEMM columns per sample."""
+    nb = min(nb_rows, max(1, _tuning()["conv_chunk_bytes"] // (K * Lr * itemsize)))
     full, rest = divmod(nb_rows, nb)
     terms = [dataclasses.replace(t, count=full) for t in per_chunk(nb)] if full else []
     return terms + (per_chunk(rest) if rest else [])
+
+
+def _numba_direct(stride: int, F: int) -> bool:
+    """numba_ops._direct: whether the layer's forward runs the direct kernel."""
+    return stride == 1 and F <= _tuning()["conv_direct_max_filters"]
+
+
+def _numba_direct_dw(stride: int, C: int, need_dx: bool) -> bool:
+    """numba_ops._direct_dw: whether the layer's backward runs the direct weight-gradient kernel."""
+    return not need_dx and stride == 1 and C <= _tuning()["conv_direct_wgrad_max_channels"]
+
+
+def _numba_im2col_layout(stride, Wp, OH, OW):
+    """The im2col path's row pitch R and columns per sample Lr (numba_ops' GEMM layout), and its copy passes:
+    one flat run per patch row in the plane layout (stride 1), rows of OW otherwise."""
+    R = Wp if stride == 1 else OW
+    Lr = (OH - 1) * R + OW
+
+    def copy(name, elements):
+        return Term("pass", f"{name}_plane", (elements,)) if stride == 1 else Term("pass", name, (elements, OW))
+    return R, Lr, copy
 
 
 def _numba_conv2d_forward(N, C, H, W, F, KH, KW, stride, padding, bias, need_dx, threads, itemsize):
     OH, OW, K, P = conv_geometry(N, C, H, W, F, KH, KW, stride, padding)
     terms = [Term("pass", "pad", (N * C * (H + 2 * padding) * (W + 2 * padding),))] if padding else []
     Wp = W + 2 * padding
-    if stride == 1 and F <= _tuning()["conv_direct_max_filters"]:
+    if _numba_direct(stride, F):
         L = (OH - 1) * Wp + OW  # the plane trick's flat run per output plane
 
         def block(n):
             return [Term("pass", f"direct_conv_{KH}x{KW}", (n * F * C * KH * KW * L,))]
     else:
+        _, Lr, copy = _numba_im2col_layout(stride, Wp, OH, OW)
+
         def block(n):
-            return _chunked(n, K, P, itemsize, lambda nb: [
-                Term("pass", "im2col", (K * nb * P, OW)), Term("gemm", "nn", (F, nb * P, K)),
+            return _chunked(n, K, Lr, itemsize, lambda nb: [
+                copy("im2col", K * nb * Lr), Term("gemm", "nn", (F, nb * Lr, K)),
                 Term("pass", "gemm_out_to_nchw", (F * nb * P,))])
     return terms + _blocks(block, N, N * F * K * P, threads)
 
@@ -169,12 +193,17 @@ def _numba_conv2d_forward(N, C, H, W, F, KH, KW, stride, padding, bias, need_dx,
 def _numba_conv2d_backward(N, C, H, W, F, KH, KW, stride, padding, bias, need_dx, threads, itemsize):
     OH, OW, K, P = conv_geometry(N, C, H, W, F, KH, KW, stride, padding)
     Hp, Wp = H + 2 * padding, W + 2 * padding
+    if _numba_direct_dw(stride, C, need_dx):
+        L = (OH - 1) * Wp + OW
+        return _blocks(lambda n: [Term("pass", f"direct_wgrad_{KH}x{KW}", (n * F * C * KH * KW * L,))], N,
+                       2 * N * F * K * P, threads)
+    _, Lr, copy = _numba_im2col_layout(stride, Wp, OH, OW)
 
     def block(n):
-        return _chunked(n, K, P, itemsize, lambda nb: [
-            Term("pass", "im2col", (K * nb * P, OW)), Term("pass", "nchw_to_gemm_in", (F * nb * P,)),
-            Term("gemm", "nt", (F, K, nb * P))] + ([
-                Term("gemm", "tn", (K, nb * P, F)), Term("pass", "col2im", (K * nb * P, OW))] if need_dx else []))
+        return _chunked(n, K, Lr, itemsize, lambda nb: [
+            copy("im2col", K * nb * Lr), Term("pass", "nchw_to_gemm_in", (F * nb * P,)),
+            Term("gemm", "nt", (F, K, nb * Lr))] + ([
+                Term("gemm", "tn", (K, nb * Lr, F)), copy("col2im", K * nb * Lr)] if need_dx else []))
     terms = [Term("pass", "fill", (N * C * Hp * Wp,))] if need_dx else []
     terms += _blocks(block, N, 2 * N * F * K * P, threads)
     return terms + ([Term("pass", "crop", (N * C * H * W,))] if padding and need_dx else [])

@@ -21,11 +21,12 @@ rt = pytest.importorskip("minigrad.kernels.numba_runtime")
 NEVER = 1 << 62
 ALL_SERIAL = {"split_min_work": NEVER, "parallel_min_elements": NEVER, "pool_parallel_min_elements": NEVER}
 ALL_PARALLEL = {"split_min_work": 0, "parallel_min_elements": 0, "pool_parallel_min_elements": 0}
+DIRECT, IM2COL = ({"conv_direct_max_filters": n, "conv_direct_wgrad_max_channels": n} for n in (NEVER, 0))
 PATHS = {
-    "direct-serial": {**ALL_SERIAL, "conv_direct_max_filters": NEVER},
-    "direct-parallel": {**ALL_PARALLEL, "conv_direct_max_filters": NEVER},
-    "im2col-serial": {**ALL_SERIAL, "conv_direct_max_filters": 0},
-    "im2col-parallel-tiny-chunks": {**ALL_PARALLEL, "conv_direct_max_filters": 0, "conv_chunk_bytes": 1},
+    "direct-serial": {**ALL_SERIAL, **DIRECT},
+    "direct-parallel": {**ALL_PARALLEL, **DIRECT},
+    "im2col-serial": {**ALL_SERIAL, **IM2COL},
+    "im2col-parallel-tiny-chunks": {**ALL_PARALLEL, **IM2COL, "conv_chunk_bytes": 1},
 }
 
 
@@ -69,7 +70,8 @@ def test_warmup_rejects_other_dtypes():
 
 # (N, C, H, W, F, K, stride, padding): the reference models' layers plus padding and stride
 CONV_SHAPES = [(3, 1, 28, 28, 6, 5, 1, 0), (3, 6, 12, 12, 16, 5, 1, 0), (2, 1, 28, 28, 32, 3, 1, 0),
-               (2, 32, 10, 10, 64, 3, 1, 0), (3, 3, 9, 8, 4, 3, 1, 2), (3, 2, 11, 9, 5, 3, 2, 1)]
+               (2, 32, 10, 10, 64, 3, 1, 0), (3, 3, 9, 8, 4, 3, 1, 2), (3, 2, 11, 9, 5, 3, 2, 1),
+               (2, 2, 7, 1, 3, 1, 2, 0)]  # stride 2 with an output as wide as the input (R = OW = W)
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -84,7 +86,9 @@ def test_conv2d_every_path_matches_reference_in_float64(rng, shape, path):
     with rt.tuned(**PATHS[path]):
         y, cache = nb.conv2d_forward(x, w, b, s, p)
         close(y, want_y, 1e-10)
-        close(nb.conv2d_backward(dy, cache), npo.conv2d_backward(dy, want_cache), 1e-10)
+        want = npo.conv2d_backward(dy, want_cache)
+        close(nb.conv2d_backward(dy, cache), want, 1e-10)
+        close(nb.conv2d_backward(dy, cache, False), (None,) + want[1:], 1e-10)
 
 
 _CACHE_KEY = """
@@ -96,7 +100,8 @@ print(hashlib.sha256(dumps(tuple(c.cell_contents for c in kernel.__closure__))).
 """
 
 
-@pytest.mark.parametrize("kernel", ["numba_ops._direct_forward(5, 5)", "numba_ops._maxpool_kernels(2, 2)[0]",
+@pytest.mark.parametrize("kernel", ["numba_ops._direct_forward(5, 5)", "numba_ops._direct_weight_grad(5, 5)",
+                                    "numba_ops._maxpool_kernels(2, 2)[0]",
                                     "numba_ops._maxpool_kernels(2, 2)[1]"])
 def test_per_shape_kernels_have_the_same_cache_key_in_every_process(kernel):
     """Numba keys a cached closure on the pickle of its closure values: one that differs per process (a

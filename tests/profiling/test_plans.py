@@ -60,19 +60,31 @@ def test_a_models_first_layer_with_parameters_computes_no_input_gradient():
 
 def test_numba_conv_plans_follow_its_tuning():
     rt = _numba()
-    # 150 x 64 columns of 4 bytes per sample: 6 samples fit 256 KiB, so 16 samples are chunks of 6, 6 and 4
-    with rt.tuned(conv_chunk_bytes=1 << 18, conv_direct_max_filters=8, split_min_work=1 << 62):
+    # The plane layout: 7 rows of 12 + 8 = 92 columns per sample, 150 x 92 x 4 bytes, so 4 samples fit 256 KiB
+    # and 16 samples are 4 chunks of 4
+    with rt.tuned(conv_chunk_bytes=1 << 18, conv_direct_max_filters=8, conv_direct_wgrad_max_channels=0,
+                  split_min_work=1 << 62):
         terms = plans.plan("numba", Call("conv2d_forward", conv()), threads=2)
-        im2col = [t for t in terms if t.what == "im2col"]
-        assert [(t.size[0], t.count) for t in im2col] == [(150 * 6 * 64, 2), (150 * 4 * 64, 1)]
+        assert [(t.what, t.size, t.count) for t in terms if t.kind != "call"] == [
+            ("im2col_plane", (150 * 4 * 92,), 4), ("nn", (16, 4 * 92, 150), 4), ("gemm_out_to_nchw", (16 * 4 * 64,), 4)]
         assert not any(t.kind == "split" for t in terms)  # below split_min_work: one block
         direct = plans.plan("numba", Call("conv2d_forward", conv(F=8)), threads=1)
         assert [t.what for t in direct] == ["conv2d_forward", "direct_conv_5x5"]
-    with rt.tuned(split_min_work=1):  # split over 2 threads: the slowest block holds 8 samples, and a hand-off
+        # stride 2: rows of OW = 4, R = OW, 16 columns per sample, all 16 samples in one chunk
+        strided = plans.plan("numba", Call("conv2d_backward", conv(stride=2)), threads=1)
+        assert [(t.what, t.size) for t in strided if t.what in ("im2col", "col2im")] == [
+            ("im2col", (150 * 16 * 16, 4)), ("col2im", (150 * 16 * 16, 4))]
+    with rt.tuned(conv_direct_wgrad_max_channels=6, split_min_work=1 << 62):  # few channels, no dx: direct dw
+        first = plans.plan("numba", Call("conv2d_backward", conv(need_dx=False)), threads=1)
+        assert [t.what for t in first] == ["conv2d_backward", "direct_wgrad_5x5"]
+        second = plans.plan("numba", Call("conv2d_backward", conv()), threads=1)
+        assert "direct_wgrad_5x5" not in [t.what for t in second]
+    with rt.tuned(conv_direct_wgrad_max_channels=0, split_min_work=1):  # split over 2 threads: the slowest block
+        # holds 8 samples, and a hand-off
         terms = plans.plan("numba", Call("conv2d_backward", conv()), threads=2)
         assert Term("split", "split", (2,)) in terms
-        cols = sum(t.size[0] * t.count for t in terms if t.what == "im2col")
-        assert cols == 150 * 8 * 64
+        cols = sum(t.size[0] * t.count for t in terms if t.what == "im2col_plane")
+        assert cols == 150 * 8 * 92
 
 
 def test_numba_linear_backward_takes_the_outer_product_path_for_a_batch_of_one():

@@ -28,7 +28,8 @@ def hand_priced(term: plans.Term) -> float:
 def synthetic(backend_name="numpy", itemsize=4) -> calibration.Calibration:
     names = set(plans.CURVE_KERNELS) | {"pad", "im2col", "col2im", "gemm_out_to_nchw", "nchw_to_gemm_in",
                                         "column_sum", "bias_add", "fill", "crop", "transpose", "outer_sum",
-                                        "direct_conv_3x3", "direct_conv_5x5"}
+                                        "direct_conv_3x3", "direct_conv_5x5", "im2col_plane", "col2im_plane",
+                                        "direct_wgrad_3x3", "direct_wgrad_5x5"}
     sizes = [1, 1 << 30]
     curves = {}
     for name in names:
