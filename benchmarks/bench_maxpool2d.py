@@ -1,6 +1,9 @@
-"""maxpool2d_forward / maxpool2d_backward (2x2, stride 2) on the pooling layers of the reference models."""
+"""maxpool2d and the fused relu_maxpool2d (2x2, stride 2), forward and backward, on the pooling layers of the
+reference models (where the models run the fused kernel: each pool follows a ReLU)."""
 
 import functools
+
+import pytest
 
 from benchmarks.conftest import CHECK_SAMPLES, POOL, close_head, uniform
 from minigrad import backend as B
@@ -10,6 +13,7 @@ from minigrad.profiling import costs
 #: case -> per-sample input shape (C, H, W); every pool is 2x2 with stride 2
 CASES = {"lenet5.pool1": (6, 24, 24), "convnet.pool": (64, 24, 24)}
 KERNEL = STRIDE = 2
+OPS = ("maxpool2d", "relu_maxpool2d")
 
 
 @functools.lru_cache(maxsize=2)
@@ -19,25 +23,27 @@ def data(case, dtype):
 
 
 @functools.lru_cache(maxsize=None)
-def reference(case, dtype):
+def reference(op, case, dtype):
     """y and dx of the reference on the first CHECK_SAMPLES samples (pooling never mixes samples)."""
     x, dy = data(case, dtype)
-    y, cache = ref.maxpool2d_forward(x[:CHECK_SAMPLES], KERNEL, STRIDE)
-    return y, ref.maxpool2d_backward(dy[:CHECK_SAMPLES], cache)
+    y, cache = getattr(ref, f"{op}_forward")(x[:CHECK_SAMPLES], KERNEL, STRIDE)
+    return y, getattr(ref, f"{op}_backward")(dy[:CHECK_SAMPLES], cache)
 
 
-def test_maxpool2d_forward(case, batch, bench, dtype):
+@pytest.mark.parametrize("op", OPS)
+def test_maxpool2d_forward(op, case, batch, bench, dtype):
     x = B.k.asarray(data(case, dtype)[0][:batch])
-    fwd = B.k.maxpool2d_forward
-    y, _ = bench(lambda: fwd(x, KERNEL, STRIDE), op="maxpool2d_forward", case=case, batch=batch,
-                 cost=costs.kernel_costs("maxpool2d_forward", (x, KERNEL, STRIDE))[0])
-    close_head(y, reference(case, dtype)[0], dtype, "y")
+    fwd = getattr(B.k, f"{op}_forward")
+    y, _ = bench(lambda: fwd(x, KERNEL, STRIDE), op=f"{op}_forward", case=case, batch=batch,
+                 cost=costs.kernel_costs(f"{op}_forward", (x, KERNEL, STRIDE))[0])
+    close_head(y, reference(op, case, dtype)[0], dtype, "y")
 
 
-def test_maxpool2d_backward(case, batch, bench, dtype):
+@pytest.mark.parametrize("op", OPS)
+def test_maxpool2d_backward(op, case, batch, bench, dtype):
     x, dy = (B.k.asarray(a[:batch]) for a in data(case, dtype))
-    _, cache = B.k.maxpool2d_forward(x, KERNEL, STRIDE)
-    bwd = B.k.maxpool2d_backward
-    dx = bench(lambda: bwd(dy, cache), op="maxpool2d_backward", case=case, batch=batch,
-               cost=costs.kernel_costs("maxpool2d_forward", (x, KERNEL, STRIDE))[1])
-    close_head(dx, reference(case, dtype)[1], dtype, "dx")
+    _, cache = getattr(B.k, f"{op}_forward")(x, KERNEL, STRIDE)
+    bwd = getattr(B.k, f"{op}_backward")
+    dx = bench(lambda: bwd(dy, cache), op=f"{op}_backward", case=case, batch=batch,
+               cost=costs.kernel_costs(f"{op}_forward", (x, KERNEL, STRIDE))[1])
+    close_head(dx, reference(op, case, dtype)[1], dtype, "dx")

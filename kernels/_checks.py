@@ -64,14 +64,15 @@ def check_conv2d(x, w, b, stride, padding):
     return N, C, H, W, F, KH, KW, OH, OW
 
 
-def check_maxpool2d(x, kernel, stride):
-    """Validate max-pool arguments; return (N, C, H, W, OH, OW) (floor mode, no padding, like PyTorch)."""
-    _float_array("maxpool2d", "x", x, 4, "(N, C, H, W)")
-    kernel = _positive_int("maxpool2d", "kernel", kernel)
-    stride = _positive_int("maxpool2d", "stride", stride)
+def check_maxpool2d(x, kernel, stride, op="maxpool2d"):
+    """Validate max-pool arguments (of ``op``: maxpool2d or relu_maxpool2d); return (N, C, H, W, OH, OW) (floor
+    mode, no padding, like PyTorch)."""
+    _float_array(op, "x", x, 4, "(N, C, H, W)")
+    kernel = _positive_int(op, "kernel", kernel)
+    stride = _positive_int(op, "stride", stride)
     N, C, H, W = x.shape
     if kernel > H or kernel > W:
-        raise ValueError(f"maxpool2d: kernel {kernel} is larger than the input {H}x{W}")
+        raise ValueError(f"{op}: kernel {kernel} is larger than the input {H}x{W}")
     return N, C, H, W, (H - kernel) // stride + 1, (W - kernel) // stride + 1
 
 

@@ -26,6 +26,7 @@ import functools
 import importlib
 import os
 import pathlib
+import sys
 import types
 import weakref
 from typing import Callable
@@ -34,7 +35,7 @@ import numpy as np
 
 from ._host import BackendUnavailable
 
-from . import _checks
+from . import _checks, _fused
 
 #: Where this backend's arrays live (minigrad.backend.device): CuPy arrays are on the GPU.
 DEVICE = "cuda"
@@ -529,6 +530,19 @@ def maxpool2d_backward(dy, cache):
     _launch("maxpool2d", "maxpool2d_backward", dtype, dx.size, _like(dy, dtype), arg, dx, _i(N), _i(C), _i(H),
             _i(W), _i(kernel), _i(stride), _i(OH), _i(OW))
     return dx
+
+
+# ----------------------------------------------------------------------------------------------------------
+# relu + maxpool2d, fused: the relu on the pooled output (kernels/_fused.py)
+
+
+def relu_maxpool2d_forward(x, kernel, stride):
+    """maxpool2d(relu(x)) as relu after the pool. cache: the pool's and the relu's."""
+    return _fused.relu_maxpool2d_forward(sys.modules[__name__], x, kernel, stride)
+
+
+def relu_maxpool2d_backward(dy, cache):
+    return _fused.relu_maxpool2d_backward(sys.modules[__name__], dy, cache)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -90,6 +90,8 @@ def warmup(dtypes=("float32",)) -> dict:
         for k, st in ((2, 2), (3, 2)):  # the models' pooling, and overlapping windows
             y, cache = timed("maxpool2d_forward", maxpool2d_forward, r(1, 2, 7, 7), k, st)
             timed("maxpool2d_backward", maxpool2d_backward, y, cache)
+            y, cache = timed("relu_maxpool2d_forward", relu_maxpool2d_forward, r(1, 2, 7, 7), k, st)
+            timed("relu_maxpool2d_backward", relu_maxpool2d_backward, y, cache)
         y, cache = timed("linear_forward", linear_forward, r(2, 3), r(4, 3), r(4))
         timed("linear_backward", linear_backward, y, cache)
         y, cache = timed("relu_forward", relu_forward, r(2, 3))
@@ -540,8 +542,9 @@ def conv2d_backward(dy, cache, need_dx=True):
 
 
 @njit(inline="always")
-def _pool_plane_fwd(x, y, arg, n, c, K, S):
+def _pool_plane_fwd(x, y, arg, n, c, K, S, relu):
     OW = y.shape[3]
+    zero = y.dtype.type(0)
     for i in range(y.shape[2]):
         yr, ar, rows = y[n, c, i], arg[n, c, i], x[n, c, i * S:i * S + K]
         for j in range(OW):  # the taps unrolled (K is a constant), selects instead of branches
@@ -553,20 +556,21 @@ def _pool_plane_fwd(x, y, arg, n, c, K, S):
                     take = (not v <= best) & (best == best)  # v > best, or v is the first NaN
                     best = v if take else best
                     a = r * K + q if take else a
-            yr[j] = best
+            yr[j] = zero if relu and best <= 0 else best  # NaN <= 0 is False: NaN passes the relu
             ar[j] = a
 
 
 @njit(inline="always")
-def _pool_plane_bwd(dy, arg, dx, n, c, K, S):
+def _pool_plane_bwd(dy, y, arg, dx, n, c, K, S, relu):
     OW = dy.shape[3]
+    zero = dy.dtype.type(0)
     for i in range(dy.shape[2]):
-        dr, ar = dy[n, c, i], arg[n, c, i]
+        dr, yr, ar = dy[n, c, i], y[n, c, i], arg[n, c, i]
         if S == K:  # every element of the window written (the gradient or 0): taps unrolled, selects
             rows = dx[n, c, i * S:i * S + K]
-            zero = dr.dtype.type(0)
             for j in range(OW):
                 d, aj = dr[j], ar[j]
+                d = d if not relu or yr[j] > 0 else zero
                 for r in range(K):
                     for q in range(K):
                         rows[r, j * S + q] = d if aj == r * K + q else zero
@@ -576,14 +580,15 @@ def _pool_plane_bwd(dy, arg, dx, n, c, K, S):
                 for q in range(K):
                     a = r * K + q
                     for j in range(OW):
-                        if ar[j] == a:
+                        if ar[j] == a and (not relu or yr[j] > 0):
                             xr[j * S + q] += dr[j]
 
 
 @functools.lru_cache(maxsize=None)
 def _maxpool_kernels(K, S):
     """(forward, backward) max-pool kernels compiled for one (kernel K, stride S); one (n, c) plane per
-    iteration, on Numba's threads when ``parallel``.
+    iteration, on Numba's threads when ``parallel``; with ``relu``, relu_maxpool2d (the relu applied to each
+    window's max as it is written, and its mask to each gradient as it is scattered).
 
     K and S are closure constants that the inlined plane loops (_pool_plane_fwd/_bwd) see as constants,
     so the window loops unroll and the loads along an output row have a constant stride (vectorisable)
@@ -592,58 +597,80 @@ def _maxpool_kernels(K, S):
     """
 
     @njit(cache=True, parallel=True)
-    def forward(x, y, arg, parallel):
-        """y = max over each window; arg = its index r*K + q within the window. A strict '>' scan in
-        row-major order keeps the FIRST maximum of a tie, and the first NaN wins and stays (as reference.py:
-        a diverged run keeps its NaN up to the loss)."""
+    def forward(x, y, arg, relu, parallel):
+        """y = max over each window (relu of it with ``relu``); arg = its index r*K + q within the window. A
+        strict '>' scan in row-major order keeps the FIRST maximum of a tie, and the first NaN wins and stays
+        (as reference.py: a diverged run keeps its NaN up to the loss)."""
         C = x.shape[1]
         if parallel:
             for t in prange(x.shape[0] * C):
-                _pool_plane_fwd(x, y, arg, t // C, t % C, K, S)
+                _pool_plane_fwd(x, y, arg, t // C, t % C, K, S, relu)
         else:
             for t in range(x.shape[0] * C):
-                _pool_plane_fwd(x, y, arg, t // C, t % C, K, S)
+                _pool_plane_fwd(x, y, arg, t // C, t % C, K, S, relu)
 
     @njit(cache=True, parallel=True)
-    def backward(dy, arg, dx, parallel):
-        """dx += dy at each window's recorded argmax. Non-overlapping windows (S == K) write every element
-        they cover (the gradient or 0), so dx need not be zeroed there; overlapping ones add into a
-        zeroed dx. One (n, c) plane per iteration, so the adds never race."""
+    def backward(dy, y, arg, dx, relu, parallel):
+        """dx += dy at each window's recorded argmax (with ``relu``, only where the forward's y > 0).
+        Non-overlapping windows (S == K) write every element they cover (the gradient or 0), so dx need not
+        be zeroed there; overlapping ones add into a zeroed dx. One (n, c) plane per iteration, so the adds
+        never race."""
         C = dy.shape[1]
         if parallel:
             for t in prange(dy.shape[0] * C):
-                _pool_plane_bwd(dy, arg, dx, t // C, t % C, K, S)
+                _pool_plane_bwd(dy, y, arg, dx, t // C, t % C, K, S, relu)
         else:
             for t in range(dy.shape[0] * C):
-                _pool_plane_bwd(dy, arg, dx, t // C, t % C, K, S)
+                _pool_plane_bwd(dy, y, arg, dx, t // C, t % C, K, S, relu)
 
     return forward, backward
+
+
+def _maxpool_forward(op, x, kernel, stride, relu):
+    N, C, H, W, OH, OW = _checks.check_maxpool2d(x, kernel, stride, op)
+    x = _c(x)
+    y = np.empty((N, C, OH, OW), dtype=x.dtype)
+    arg = np.empty((N, C, OH, OW), dtype=np.uint8 if kernel * kernel <= 256 else np.int32)
+    _maxpool_kernels(kernel, stride)[0](x, y, arg, relu, pool_parallel(x.size))
+    return y, (arg, x.shape, kernel, stride, y if relu else None)
+
+
+def _maxpool_backward(op, dy, cache):
+    arg, (N, C, H, W), kernel, stride, y = cache
+    _checks.check_grad(op, dy, arg.shape)
+    OH, OW = arg.shape[2:]
+    covers_all = stride == kernel and H == OH * kernel and W == OW * kernel
+    dx = (np.empty if covers_all else np.zeros)((N, C, H, W), dtype=dy.dtype)
+    dy = _c(dy)
+    relu = y is not None
+    _maxpool_kernels(kernel, stride)[1](dy, y if relu else dy, arg, dx, relu, pool_parallel(dx.size))
+    return dx
 
 
 def maxpool2d_forward(x, kernel, stride):
     """x: (N, C, H, W) -> y: (N, C, OH, OW), floor mode, no padding.
 
     cache: (argmax within each window as uint8 (int32 for windows over 255 elements), x shape, kernel,
-    stride). One byte per output instead of two int64 coordinates keeps the cache 16x smaller.
+    stride, None). One byte per output instead of two int64 coordinates keeps the cache 16x smaller.
     Ties: the gradient goes to the first maximum in row-major window order; NaN counts as the maximum.
     """
-    N, C, H, W, OH, OW = _checks.check_maxpool2d(x, kernel, stride)
-    x = _c(x)
-    y = np.empty((N, C, OH, OW), dtype=x.dtype)
-    arg = np.empty((N, C, OH, OW), dtype=np.uint8 if kernel * kernel <= 256 else np.int32)
-    _maxpool_kernels(kernel, stride)[0](x, y, arg, pool_parallel(x.size))
-    return y, (arg, x.shape, kernel, stride)
+    return _maxpool_forward("maxpool2d", x, kernel, stride, False)
 
 
 def maxpool2d_backward(dy, cache):
     """dx: (N, C, H, W), each output's gradient on its window's (first) maximum, zero elsewhere."""
-    arg, (N, C, H, W), kernel, stride = cache
-    _checks.check_grad("maxpool2d_backward", dy, arg.shape)
-    OH, OW = arg.shape[2:]
-    covers_all = stride == kernel and H == OH * kernel and W == OW * kernel
-    dx = (np.empty if covers_all else np.zeros)((N, C, H, W), dtype=dy.dtype)
-    _maxpool_kernels(kernel, stride)[1](_c(dy), arg, dx, pool_parallel(dx.size))
-    return dx
+    return _maxpool_backward("maxpool2d_backward", dy, cache)
+
+
+def relu_maxpool2d_forward(x, kernel, stride):
+    """maxpool2d(relu(x)), as relu(maxpool2d(x)) (equal: kernels/_fused.py) in the pooling loop itself: no
+    pass over the unpooled activation. cache: maxpool2d's, with y (the relu's mask) last."""
+    return _maxpool_forward("relu_maxpool2d", x, kernel, stride, True)
+
+
+def relu_maxpool2d_backward(dy, cache):
+    """dx: each output's gradient on its window's (first) maximum where that output is positive, else 0."""
+    return _maxpool_backward("relu_maxpool2d_backward", dy, cache)
 
 
 # ----------------------------------------------------------------------------------------------------------

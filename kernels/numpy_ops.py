@@ -6,10 +6,12 @@ other. Loops that remain run over kernel offsets (KH*KW iterations), never over 
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from . import _checks, _host
+from . import _checks, _fused, _host
 from ._host import asarray, synchronize, to_numpy, zeros  # noqa: F401  (array plumbing of the contract)
 
 
@@ -148,6 +150,19 @@ def maxpool2d_backward(dy, cache):
         for q in range(kernel):
             dx[:, :, r:r + stride * (OH - 1) + 1:stride, q:q + stride * (OW - 1) + 1:stride] += dwin[..., r, q]
     return dx
+
+
+# ----------------------------------------------------------------------------------------------------------
+# relu + maxpool2d, fused: the relu on the pooled output (kernels/_fused.py)
+
+
+def relu_maxpool2d_forward(x, kernel, stride):
+    """maxpool2d(relu(x)) as relu after the pool. cache: the pool's and the relu's."""
+    return _fused.relu_maxpool2d_forward(sys.modules[__name__], x, kernel, stride)
+
+
+def relu_maxpool2d_backward(dy, cache):
+    return _fused.relu_maxpool2d_backward(sys.modules[__name__], dy, cache)
 
 
 # ----------------------------------------------------------------------------------------------------------

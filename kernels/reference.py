@@ -112,6 +112,23 @@ def maxpool2d_backward(dy, cache):
 
 
 # ----------------------------------------------------------------------------------------------------------
+# relu + maxpool2d (a fused kernel; its reference is the composition in a model's layer order)
+
+
+def relu_maxpool2d_forward(x, kernel, stride):
+    """maxpool2d(relu(x)): (N, C, H, W) -> (N, C, OH, OW). cache: the two kernels' caches."""
+    _checks.check_maxpool2d(x, kernel, stride, "relu_maxpool2d")
+    r, relu_cache = relu_forward(x)
+    y, pool_cache = maxpool2d_forward(r, kernel, stride)
+    return y, (relu_cache, pool_cache)
+
+
+def relu_maxpool2d_backward(dy, cache):
+    relu_cache, pool_cache = cache
+    return relu_backward(maxpool2d_backward(dy, pool_cache), relu_cache)
+
+
+# ----------------------------------------------------------------------------------------------------------
 # linear
 
 

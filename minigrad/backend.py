@@ -26,6 +26,7 @@ from minigrad.kernels._host import BackendUnavailable  # noqa: F401  (defined be
 KERNELS = (
     "conv2d_forward", "conv2d_backward",
     "maxpool2d_forward", "maxpool2d_backward",
+    "relu_maxpool2d_forward", "relu_maxpool2d_backward",
     "linear_forward", "linear_backward",
     "relu_forward", "relu_backward",
     "log_softmax_forward", "log_softmax_backward",

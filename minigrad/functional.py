@@ -61,6 +61,24 @@ def max_pool2d(x: Tensor, kernel_size, stride=None) -> Tensor:
     return _MaxPool2d.apply(x, kernel=kernel, stride=stride)
 
 
+class _ReLUMaxPool2d(Function):
+    def forward(self, x, kernel, stride):
+        y, self.cache = k.relu_maxpool2d_forward(x, kernel, stride)
+        return y
+
+    def backward(self, dy):
+        return (k.relu_maxpool2d_backward(dy, self.cache),)
+
+
+def relu_max_pool2d(x: Tensor, kernel_size, stride=None) -> Tensor:
+    """``max_pool2d(relu(x), kernel_size, stride)`` as one kernel (relu_maxpool2d): the same values and
+    gradients, with the relu on the pooled output instead of a pass over x (kernels/_fused.py says why they
+    are equal). ``nn.Sequential`` runs a ReLU followed by a MaxPool2d through it."""
+    kernel = _pair_to_int("kernel_size", "relu_max_pool2d", kernel_size)
+    stride = kernel if stride is None else _pair_to_int("stride", "relu_max_pool2d", stride)
+    return _ReLUMaxPool2d.apply(x, kernel=kernel, stride=stride)
+
+
 class _Linear(Function):
     def forward(self, x, w, b):
         y, self.cache = k.linear_forward(x, w, b)

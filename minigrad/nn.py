@@ -252,7 +252,12 @@ class BatchNorm2d(Module):
 
 
 class Sequential(Module):
-    """Layers applied in order; children are named "0", "1", ... like PyTorch."""
+    """Layers applied in order; children are named "0", "1", ... like PyTorch.
+
+    A ReLU directly followed by a MaxPool2d runs as one fused kernel (``F.relu_max_pool2d``): the same values
+    and gradients, without the relu's pass over the unpooled activation. ``runs()`` lists the layers as they
+    run; the layers themselves, their names and the state dict are unchanged.
+    """
 
     def __init__(self, *layers: Module):
         super().__init__()
@@ -270,7 +275,21 @@ class Sequential(Module):
     def __getitem__(self, i):
         return list(self.children())[i]
 
+    def runs(self) -> list[tuple[Module, ...]]:
+        """The layers grouped as they run: (ReLU, MaxPool2d) pairs fused, every other layer on its own."""
+        layers, out = list(self.children()), []
+        while layers:
+            if len(layers) > 1 and type(layers[0]) is ReLU and type(layers[1]) is MaxPool2d:
+                out.append((layers.pop(0), layers.pop(0)))
+            else:
+                out.append((layers.pop(0),))
+        return out
+
     def forward(self, x):
-        for layer in self.children():
-            x = layer(x)
+        for run in self.runs():
+            if len(run) == 2:
+                pool = run[1]
+                x = F.relu_max_pool2d(x, pool.kernel_size, pool.stride)
+            else:
+                x = run[0](x)
         return x

@@ -51,7 +51,7 @@ import numpy as np
 
 from . import plans
 
-VERSION = 15  # of what a calibration holds and of the kernels it timed: another version is measured again
+VERSION = 16  # of what a calibration holds and of the kernels it timed: another version is measured again
 GEMM_DIMS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 65536, 262144)
 QUICK_GEMM_DIMS = (1, 16, 256, 4096, 65536)   # ``quick``: a rough calibration in seconds
 GEMM_LAYOUTS = ("nn", "nt", "tn", "tt")
@@ -383,6 +383,8 @@ def _kernel_cases(ops, dtype: str, side: int = 16):
         "relu_forward": forward("relu_forward", flat), "relu_backward": backward("relu_backward", flat, like),
         "maxpool2d_forward": forward("maxpool2d_forward", pool_input, pool_args, pool_args),
         "maxpool2d_backward": backward("maxpool2d_backward", pool_input, like, pool_args, pool_args),
+        "relu_maxpool2d_forward": forward("relu_maxpool2d_forward", pool_input, pool_args, pool_args),
+        "relu_maxpool2d_backward": backward("relu_maxpool2d_backward", pool_input, like, pool_args, pool_args),
         "softmax_xent_forward": forward("softmax_xent_forward", logits, targets),
         "softmax_xent_backward": backward("softmax_xent_backward", logits, scalar, targets),
         "log_softmax_forward": forward("log_softmax_forward", logits),

@@ -82,7 +82,7 @@ def kernel_costs(name: str, args: tuple) -> tuple[Cost, Cost]:
     if op == "linear":
         _, w, b = args
         return linear(x.shape[0], x.shape[1], w.shape[0], b is not None, it)
-    if op == "maxpool2d":
+    if op in ("maxpool2d", "relu_maxpool2d"):  # the fused relu: one compare per output, counted in the pool's
         _, kernel, stride = args
         N, C, H, W = x.shape
         return maxpool2d(N, C, H, W, (H - kernel) // stride + 1, (W - kernel) // stride + 1, kernel, it)

@@ -7,7 +7,7 @@ Python layers:
 
 - GEMM/BLAS:          conv2d and linear kernels, less their im2col/col2im helpers
 - im2col/col2im:      the patch gather/scatter helpers
-- pooling:            maxpool2d kernels
+- pooling:            maxpool2d kernels, and the fused relu_maxpool2d
 - elementwise:        relu, dropout, batchnorm kernels
 - loss:               softmax_xent and log_softmax kernels
 - optimizer:          sgd_update / adam_update and the optimizer's Python
@@ -36,7 +36,8 @@ from . import _harness
 HELPERS = ("im2col", "col2im", "im2col_t", "col2im_t")
 CAUSES = ("GEMM/BLAS", "im2col/col2im", "pooling", "elementwise", "loss", "optimizer", "autograd/tape",
           "data loading", "other Python")
-_KERNEL_CAUSE = {"conv2d": "GEMM/BLAS", "linear": "GEMM/BLAS", "maxpool2d": "pooling", "relu": "elementwise",
+_KERNEL_CAUSE = {"conv2d": "GEMM/BLAS", "linear": "GEMM/BLAS", "maxpool2d": "pooling", "relu_maxpool2d": "pooling",
+                 "relu": "elementwise",
                  "dropout": "elementwise", "batchnorm2d": "elementwise", "softmax_xent": "loss",
                  "log_softmax": "loss", "sgd": "optimizer", "adam": "optimizer"}
 _LAYER_FILES = ("minigrad/tensor.py", "minigrad/functional.py", "minigrad/nn.py", "minigrad/backend.py",
@@ -75,7 +76,8 @@ def _own_cause(path: str) -> str | None:
 def causes(stats: pstats.Stats, kernel_module) -> dict[str, float]:
     """Seconds per cause (see the module docstring) from a profile of steps on the backend ``kernel_module``.
 
-    Kernels count with their cumulative time (all they call is theirs). Every other function's self time goes
+    Kernels count with their cumulative time (all they call is theirs), under callers other than kernels (a
+    fused kernel built from the backend's own kernels counts once, as itself). Every other function's self time goes
     to its file's cause, or, for NumPy helpers, builtins and shared plumbing, to the cause of whoever called
     it (split by the time spent under each caller; time under a kernel is already the kernel's).
     """
@@ -106,7 +108,9 @@ def causes(stats: pstats.Stats, kernel_module) -> dict[str, float]:
     for key, (_, _, tottime, cumtime, callers) in stats.stats.items():
         path, _, func = key
         if key in kernels:
-            out[kernels[key]] += cumtime
+            out[kernels[key]] += (sum(ct for caller, (_, _, _, ct) in callers.items()
+                                      if caller not in kernels and resolve(caller) != "in kernel")
+                                  if callers else cumtime)
             continue
         if "/kernels/" in path and func in HELPERS:
             helpers += cumtime

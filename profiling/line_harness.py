@@ -19,8 +19,8 @@ from minigrad.tensor import Function, Tensor
 
 from . import _harness
 
-HOT_KERNELS = ("conv2d_forward", "conv2d_backward", "maxpool2d_forward", "maxpool2d_backward", "linear_forward",
-               "linear_backward")
+HOT_KERNELS = ("conv2d_forward", "conv2d_backward", "maxpool2d_forward", "maxpool2d_backward", "relu_maxpool2d_forward",
+               "relu_maxpool2d_backward", "linear_forward", "linear_backward")
 
 
 def hot_functions() -> list:

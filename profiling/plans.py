@@ -51,6 +51,7 @@ class Call:
 CURVE_KERNELS = {
     "relu_forward": "x", "relu_backward": "x",
     "maxpool2d_forward": "x", "maxpool2d_backward": "x",
+    "relu_maxpool2d_forward": "x", "relu_maxpool2d_backward": "x",
     "softmax_xent_forward": "x", "softmax_xent_backward": "x",
     "log_softmax_forward": "x", "log_softmax_backward": "x",
     "sgd_update": "x",
@@ -59,7 +60,8 @@ CURVE_KERNELS = {
 
 #: Passes and kernels that run along the rows of an image: priced by elements and the image's width (of the
 #: output for im2col/col2im, of the input for pooling), since a short row costs more per element.
-WIDE = ("im2col", "col2im", "maxpool2d_forward", "maxpool2d_backward")
+WIDE = ("im2col", "col2im", "maxpool2d_forward", "maxpool2d_backward", "relu_maxpool2d_forward",
+        "relu_maxpool2d_backward")
 
 
 #: Kernels a step calls back to back (the optimizer updates one parameter after another), so the calibration

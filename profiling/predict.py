@@ -58,9 +58,17 @@ def step_calls(model, batch_size: int, itemsize: int) -> StepCalls:
     shape = (batch_size, *INPUT_SHAPE)
     forward, backward, outputs = [], [], []
     need_dx = False  # the input needs no gradient until a layer with parameters has run
-    for i, layer in enumerate(model):
-        name = f"{i}:{type(layer).__name__}"
-        if isinstance(layer, nn.Conv2d):
+    runs, i = model.runs(), 0
+    for run in runs:
+        layer = run[-1]
+        name = f"{i}:{'+'.join(type(r).__name__ for r in run)}"
+        i += len(run)
+        if len(run) == 2:  # ReLU + MaxPool2d: one fused kernel (nn.Sequential.runs)
+            k, st = layer.kernel_size, layer.stride or layer.kernel_size
+            forward.append((name, Call("relu_maxpool2d_forward", {"x": shape, "kernel": k, "itemsize": itemsize})))
+            backward.append((name, Call("relu_maxpool2d_backward", {"x": shape, "kernel": k, "itemsize": itemsize})))
+            shape = (*shape[:2], (shape[2] - k) // st + 1, (shape[3] - k) // st + 1)
+        elif isinstance(layer, nn.Conv2d):
             N, C, H, W = shape
             s = dict(N=N, C=C, H=H, W=W, F=layer.out_channels, KH=layer.kernel_size, KW=layer.kernel_size,
                      stride=layer.stride, padding=layer.padding, bias=layer.bias is not None, need_dx=need_dx,
@@ -95,7 +103,7 @@ def step_calls(model, batch_size: int, itemsize: int) -> StepCalls:
     params = list(model.parameters())
     updates = [(f"param {tuple(p.shape)}", Call("sgd_update", {"x": tuple(p.shape), "itemsize": itemsize}))
                for p in params]
-    return StepCalls(forward + loss + backward[::-1] + updates, len(model) + 1, len(params), outputs, batch_size,
+    return StepCalls(forward + loss + backward[::-1] + updates, len(runs) + 1, len(params), outputs, batch_size,
                      sum(int(math.prod(p.shape)) for p in params))
 
 

@@ -37,6 +37,13 @@ def test_max_pool2d_gradcheck(backend, rng, kernel, stride):
     assert gradcheck(lambda x: F.max_pool2d(x, kernel, stride), x) < TOL
 
 
+@pytest.mark.parametrize("kernel,stride", [(2, None), (3, 2), (2, 1)])
+def test_relu_max_pool2d_gradcheck(backend, rng, kernel, stride):
+    # distinct values spaced apart, half of them negative: windows whose maximum is negative pass no gradient
+    x = (rng.permutation(2 * 3 * 7 * 7).reshape(2, 3, 7, 7) - 2 * 3 * 7 * 7 / 2 + 0.5) * 0.1
+    assert gradcheck(lambda x: F.relu_max_pool2d(x, kernel, stride), x) < TOL
+
+
 @pytest.mark.parametrize("bias", [True, False])
 def test_linear_gradcheck(backend, rng, bias):
     x, w, b = rng.standard_normal((5, 7)), rng.standard_normal((3, 7)), rng.standard_normal(3)

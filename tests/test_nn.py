@@ -11,6 +11,30 @@ def test_parameters_are_found_in_definition_order_with_torch_names():
     assert m.num_parameters() == 2 * 9 + 2 + 8 * 3 + 3
 
 
+def test_a_relu_before_a_max_pool_runs_fused_with_the_same_values_and_gradients(rng):
+    model = nn.Sequential(nn.Conv2d(1, 3, 3, dtype="float64"), nn.ReLU(), nn.MaxPool2d(2), nn.ReLU(), nn.Flatten(),
+                          nn.ReLU())
+    assert [tuple(type(m).__name__ for m in run) for run in model.runs()] == [
+        ("Conv2d",), ("ReLU", "MaxPool2d"), ("ReLU",), ("Flatten",), ("ReLU",)]
+    x = mg.Tensor(rng.standard_normal((2, 1, 9, 9)))
+    calls = []
+    mg.backend.set_kernel_hook(lambda name, fn: (lambda *a: calls.append(name) or fn(*a)))
+    try:
+        y = model(x)
+        y.sum().backward()
+    finally:
+        mg.backend.set_kernel_hook(None)
+    assert "relu_maxpool2d_forward" in calls and "maxpool2d_forward" not in calls
+    fused_grad = np.array(model[0].weight.grad)
+    model.zero_grad()
+    z = x
+    for layer in model:  # the same layers one by one, unfused
+        z = layer(z)
+    np.testing.assert_array_equal(z.data, y.data)
+    z.sum().backward()
+    np.testing.assert_allclose(model[0].weight.grad, fused_grad, rtol=1e-12)
+
+
 def test_bias_false_has_no_bias_parameter():
     assert [n for n, _ in nn.Linear(4, 2, bias=False).named_parameters()] == ["weight"]
     y = nn.Conv2d(1, 2, 3, bias=False)(mg.Tensor(np.ones((1, 1, 4, 4), np.float32)))

@@ -124,15 +124,18 @@ def test_conv2d_small_case_matches_the_oracle_itself(rng):
 
 @pytest.mark.parametrize("path", ["serial", "parallel"])
 @pytest.mark.parametrize("k,s", [(2, 2), (3, 2), (2, 1), (3, 3)])
-def test_maxpool2d_both_loops_match_reference(rng, path, k, s):
+@pytest.mark.parametrize("op", ["maxpool2d", "relu_maxpool2d"])
+def test_maxpool2d_both_loops_match_reference(rng, path, k, s, op):
     x = rng.standard_normal((3, 4, 13, 11))
     x[0, 0, :4, :4] = 1.0  # ties
+    x[1, 1, :4, :4] = -1.0  # negative ties: relu_maxpool2d drops their gradient
+    forward, backward = getattr(nb, f"{op}_forward"), getattr(nb, f"{op}_backward")
     with rt.tuned(**(ALL_SERIAL if path == "serial" else ALL_PARALLEL)):
-        y, cache = nb.maxpool2d_forward(x, k, s)
-        y_ref, c_ref = ref.maxpool2d_forward(x, k, s)
+        y, cache = forward(x, k, s)
+        y_ref, c_ref = getattr(ref, f"{op}_forward")(x, k, s)
         close(y, y_ref, 0)
         dy = rng.standard_normal(y.shape)
-        close(nb.maxpool2d_backward(dy, cache), ref.maxpool2d_backward(dy, c_ref), 1e-12)  # overlaps: add order
+        close(backward(dy, cache), getattr(ref, f"{op}_backward")(dy, c_ref), 1e-12)  # overlaps: add order
 
 
 def test_maxpool2d_windows_over_255_elements_use_a_wider_index(rng):

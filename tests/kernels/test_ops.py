@@ -75,6 +75,26 @@ def test_maxpool2d_matches_reference(ops, rng, case, dtype):
     close(ops, ops.maxpool2d_backward(ops.asarray(dy), cache), ref.maxpool2d_backward(dy, c_ref), dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", POOL_CASES, ids=lambda c: "N{}C{}H{}W{}k{}s{}".format(*c))
+def test_relu_maxpool2d_is_maxpool_of_relu(ops, rng, case, dtype):
+    """The fused kernel against its reference, maxpool2d(relu(x)) in a model's order: windows whose maximum
+    is negative, zero, tied or NaN, overlapping and not."""
+    N, C, H, W, k, s = case
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    x[0, 0, :k, :k] = -1.0                  # a window with no positive value: its gradient is dropped
+    x[-1, -1, :k, :k] = 0.0                 # ties at zero
+    x[-1, 0, -k:, -k:] = 2.0                # ties at a positive maximum: the first one takes the gradient
+    x[0, -1, 0, -1] = np.nan                # a NaN passes forward and takes no gradient
+    y_ref, c_ref = ref.relu_maxpool2d_forward(x, k, s)
+    y, cache = ops.relu_maxpool2d_forward(ops.asarray(x), k, s)
+    got = ops.to_numpy(y)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(y_ref))
+    close(ops, np.nan_to_num(got), np.nan_to_num(y_ref), dtype)
+    dy = rng.standard_normal(y_ref.shape).astype(dtype)
+    close(ops, ops.relu_maxpool2d_backward(ops.asarray(dy), cache), ref.relu_maxpool2d_backward(dy, c_ref), dtype)
+
+
 @pytest.mark.parametrize("stride", [2, 1])
 def test_maxpool2d_ties_send_the_gradient_to_the_first_maximum(ops, stride):
     # A constant input ties every window: the whole gradient must land on each window's top-left element.
@@ -323,6 +343,10 @@ BAD = [
      ValueError, "does not fit input"),
     ("maxpool2d_forward", lambda: (np.zeros((4, 4), np.float32), 2, 2), ValueError, "maxpool2d: x must be 4-D"),
     ("maxpool2d_forward", lambda: (np.zeros((1, 1, 4, 4), np.float32), 0, 2), ValueError, "kernel must be"),
+    ("relu_maxpool2d_forward", lambda: (np.zeros((4, 4), np.float32), 2, 2), ValueError,
+     "relu_maxpool2d: x must be 4-D"),
+    ("relu_maxpool2d_forward", lambda: (np.zeros((1, 1, 4, 4), np.float32), 5, 2), ValueError,
+     "relu_maxpool2d: kernel 5 is larger than the input 4x4"),
     ("linear_forward", lambda: (np.zeros((2, 5), np.float32), np.zeros((3, 4), np.float32), None),
      ValueError, "w expects 4 input features but x has 5"),
     ("linear_forward", lambda: (np.zeros(5, np.float32), np.zeros((3, 5), np.float32), None),

@@ -68,6 +68,7 @@ def test_optimizer_updates():
 def test_every_forward_kernel_of_the_contract_has_a_formula():
     from minigrad import backend
     args = {"conv2d": (f32(1, 1, 5, 5), f32(1, 1, 3, 3), None, 1, 0), "maxpool2d": (f32(1, 1, 4, 4), 2, 2),
+            "relu_maxpool2d": (f32(1, 1, 4, 4), 2, 2),
             "linear": (f32(2, 3), f32(4, 3), None), "softmax_xent": (f32(2, 3), np.zeros(2, np.int64)),
             "dropout": (f32(3), 0.5, 0), "batchnorm2d": (f32(1, 2, 2, 2), f32(2), f32(2), f32(2), f32(2), True, 0.1,
                                                          1e-5)}
