@@ -204,10 +204,11 @@ def _numba_conv2d_backward(N, C, H, W, F, KH, KW, stride, padding, bias, need_dx
     def block(n):
         return _chunked(n, K, Lr, itemsize, lambda nb: [
             copy("im2col", K * nb * Lr), Term("pass", "nchw_to_gemm_in", (F * nb * P,)),
-            Term("gemm", "nt", (F, K, nb * Lr))] + ([
+            Term("gemm", "nt", (K, F, nb * Lr))] + ([
                 Term("gemm", "tn", (K, nb * Lr, F)), copy("col2im", K * nb * Lr)] if need_dx else []))
     terms = [Term("pass", "fill", (N * C * Hp * Wp,))] if need_dx else []
     terms += _blocks(block, N, 2 * N * F * K * P, threads)
+    terms += [Term("pass", "transpose", (F * K,))]  # the weight gradient, computed transposed
     return terms + ([Term("pass", "crop", (N * C * H * W,))] if padding and need_dx else [])
 
 
