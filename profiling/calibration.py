@@ -51,7 +51,7 @@ import numpy as np
 
 from . import plans
 
-VERSION = 17  # of what a calibration holds and of the kernels it timed: another version is measured again
+VERSION = 18  # of what a calibration holds and of the kernels it timed: another version is measured again
 GEMM_DIMS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 65536, 262144)
 QUICK_GEMM_DIMS = (1, 16, 256, 4096, 65536)   # ``quick``: a rough calibration in seconds
 GEMM_LAYOUTS = ("nn", "nt", "tn", "tt")
@@ -268,13 +268,9 @@ def _pass_cases(backend: str, dtype: str, width: int = 10):
         return make
 
     # The im2col path's copies: rows of ``width`` at stride 2 (R = OW), and the plane layout at stride 1 (one
-    # run per patch row, R = the input's width), whose runs are the whole plane: measured on 18x18 inputs
-    # (runs of 286, between the models' 92 and 726) whatever ``width`` is.
+    # run per patch row, R = the input's width: runs of (width-1)*(width+2) + width).
     S2 = 2
     H2 = (width - 1) * S2 + KS
-    Hq = 18
-    OQ = Hq - KS + 1
-    Lq = (OQ - 1) * Hq + OQ
     Lp = (OH - 1) * H + OH
 
     def im2col(t):
@@ -288,14 +284,14 @@ def _pass_cases(backend: str, dtype: str, width: int = 10):
         return (lambda: numba_ops._col2im(d, H2, KS, KS, S2, width, width, width, dx)), d.size, (d,)
 
     def im2col_plane(t):
-        n = _rows(t, Lq * K)
-        x, cols = arr(n, C, Hq * Hq), np.empty((K, n * Lq), dtype=dtype)
-        return (lambda: numba_ops._im2col(x, Hq, KS, KS, 1, OQ, OQ, Hq, cols)), cols.size, (x,)
+        n = _rows(t, Lp * K)
+        x, cols = arr(n, C, H * H), np.empty((K, n * Lp), dtype=dtype)
+        return (lambda: numba_ops._im2col(x, H, KS, KS, 1, OH, OH, H, cols)), cols.size, (x,)
 
     def col2im_plane(t):
-        n = _rows(t, Lq * K)
-        d, dx = arr(K, n * Lq), np.zeros((n, C, Hq * Hq), dtype=dtype)
-        return (lambda: numba_ops._col2im(d, Hq, KS, KS, 1, OQ, OQ, Hq, dx)), d.size, (d,)
+        n = _rows(t, Lp * K)
+        d, dx = arr(K, n * Lp), np.zeros((n, C, H * H), dtype=dtype)
+        return (lambda: numba_ops._col2im(d, H, KS, KS, 1, OH, OH, H, dx)), d.size, (d,)
 
     def to_nchw(t):
         n = _rows(t, P * F)

@@ -60,8 +60,8 @@ CURVE_KERNELS = {
 
 #: Passes and kernels that run along the rows of an image: priced by elements and the image's width (of the
 #: output for im2col/col2im, of the input for pooling), since a short row costs more per element.
-WIDE = ("im2col", "col2im", "maxpool2d_forward", "maxpool2d_backward", "relu_maxpool2d_forward",
-        "relu_maxpool2d_backward")
+WIDE = ("im2col", "col2im", "im2col_plane", "col2im_plane", "maxpool2d_forward", "maxpool2d_backward",
+        "relu_maxpool2d_forward", "relu_maxpool2d_backward")
 
 
 #: Kernels a step calls back to back (the optimizer updates one parameter after another), so the calibration
@@ -164,12 +164,13 @@ def _numba_direct_dw(stride: int, C: int, need_dx: bool) -> bool:
 
 def _numba_im2col_layout(stride, Wp, OH, OW):
     """The im2col path's row pitch R and columns per sample Lr (numba_ops' GEMM layout), and its copy passes:
-    one flat run per patch row in the plane layout (stride 1), rows of OW otherwise."""
+    one flat run per patch row in the plane layout (stride 1; a run about OW^2 long, priced by OW like the
+    others), rows of OW otherwise."""
     R = Wp if stride == 1 else OW
     Lr = (OH - 1) * R + OW
 
     def copy(name, elements):
-        return Term("pass", f"{name}_plane", (elements,)) if stride == 1 else Term("pass", name, (elements, OW))
+        return Term("pass", f"{name}_plane" if stride == 1 else name, (elements, OW))
     return R, Lr, copy
 
 

@@ -74,7 +74,7 @@ def test_width_profiles_are_measured_for_every_pass_and_kernel_along_rows():
         pytest.skip(backend.unavailable_reason("numpy"))
     with backend.use_backend("numpy"):
         widths = calibration.measure_widths("numpy", "float32", widths=(2, 6, 9), elements=512, budget=0.0)
-    assert set(widths) == set(plans.WIDE)
+    assert set(widths) == set(plans.WIDE) - {"im2col_plane", "col2im_plane"}  # the plane copies: Numba's only
     for profile in widths.values():
         assert [w for w, _ in profile] == [2, 6, 9] and all(t > 0 for _, t in profile)
 
