@@ -223,15 +223,10 @@ def _numba_linear_backward(N, IN, OUT, bias, need_dx, threads, itemsize):
         dw = _blocks(lambda rows: [Term("pass", "outer_sum", (rows * IN * N,), far=N * IN + rows * IN)], OUT,
                      N * IN * OUT, threads)
     else:
-        dw = _blocks(lambda rows: [Term("gemm", "tn", (rows, IN, N), far=N * IN + rows * IN)], OUT, N * IN * OUT,
-                     threads)
-    if not need_dx:
-        dx = []
-    elif N >= threads:
-        dx = _blocks(lambda rows: [Term("gemm", "nn", (rows, IN, OUT), far=OUT * IN)], N, N * IN * OUT, threads)
-    else:
-        dx = _blocks(lambda rows: [Term("gemm", "tt", (rows, N, OUT), far=rows * OUT)], IN, N * IN * OUT, threads)
-        dx = dx + [Term("pass", "transpose", (N * IN,))]
+        dw = _blocks(lambda cols: [Term("gemm", "tn", (OUT, cols, N), far=N * cols + OUT * cols)], IN,
+                     N * IN * OUT, threads)
+    dx = _blocks(lambda cols: [Term("gemm", "nn", (N, cols, OUT), far=OUT * cols)], IN, N * IN * OUT,
+                 threads) if need_dx else []
     return dw + dx + ([Term("pass", "column_sum", (N * OUT,))] if bias else [])
 
 
