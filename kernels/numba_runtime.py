@@ -8,8 +8,8 @@ called from jitted code (``gemm``, NumPy's own BLAS) with its library held to on
 
 Threads (``set_threads(n)``; the machine this was tuned on has 2 cores). Everything runs on Numba's own
 thread pool; no Python thread is ever started:
-* conv2d and linear run their batch (or their output rows) as one contiguous block per thread, a ``prange``
-  over the blocks inside one jitted kernel, and each block calls BLAS's GEMM directly from jitted code
+* conv2d and linear run their batch (or their output's rows or columns) as one contiguous block per thread, a
+  ``prange`` over the blocks inside one jitted kernel, and each block calls BLAS's GEMM directly from jitted code
   (``gemm``: the Fortran ``sgemm``/``dgemm`` of the OpenBLAS that NumPy's wheels bundle, ILP64, found through
   NumPy's own extension module, whose addresses the kernels take as an argument). That BLAS library is held
   to one thread while a kernel runs (``OneBlasThread``): OpenBLAS's own workers busy-wait for ~0.1 s after
