@@ -143,48 +143,44 @@ def _blocks(terms_of_block, n: int, work: int, threads: int) -> list[Term]:
     return terms + ([Term("split", "split", (t,))] if t > 1 else [])
 
 
+def _numba_ops():
+    """The Numba backend's module: its own functions decide direct or im2col, the layout and the chunks."""
+    from minigrad.kernels import numba_ops
+
+    return numba_ops
+
+
 def _chunked(nb_rows: int, K: int, Lr: int, itemsize: int, per_chunk) -> list[Term]:
-    """Terms of a block of ``nb_rows`` samples processed in the conv's chunks (TUNING['conv_chunk_bytes']) of
+    """Terms of a block of ``nb_rows`` samples processed in the conv's chunks (numba_ops._chunk_samples) of
     ``Lr`` GEMM columns per sample."""
-    nb = min(nb_rows, max(1, _tuning()["conv_chunk_bytes"] // (K * Lr * itemsize)))
+    nb = min(nb_rows, _numba_ops()._chunk_samples(K, Lr, itemsize))
     full, rest = divmod(nb_rows, nb)
     terms = [dataclasses.replace(t, count=full) for t in per_chunk(nb)] if full else []
     return terms + (per_chunk(rest) if rest else [])
 
 
-def _numba_direct(stride: int, F: int) -> bool:
-    """numba_ops._direct: whether the layer's forward runs the direct kernel."""
-    return stride == 1 and F <= _tuning()["conv_direct_max_filters"]
-
-
-def _numba_direct_dw(stride: int, C: int, need_dx: bool) -> bool:
-    """numba_ops._direct_dw: whether the layer's backward runs the direct weight-gradient kernel."""
-    return not need_dx and stride == 1 and C <= _tuning()["conv_direct_wgrad_max_channels"]
-
-
 def _numba_im2col_layout(stride, Wp, OH, OW):
-    """The im2col path's row pitch R and columns per sample Lr (numba_ops' GEMM layout), and its copy passes:
-    one flat run per patch row in the plane layout (stride 1; a run about OW^2 long, priced by OW like the
-    others), rows of OW otherwise."""
-    R = Wp if stride == 1 else OW
-    Lr = (OH - 1) * R + OW
+    """The im2col path's columns per sample Lr (numba_ops' GEMM layout, row pitch numba_ops._row_pitch), and its
+    copy passes: one flat run per patch row in the plane layout (stride 1; a run about OW^2 long, priced by OW
+    like the others), rows of OW otherwise."""
+    Lr = (OH - 1) * _numba_ops()._row_pitch(stride, Wp, OW) + OW
 
     def copy(name, elements):
         return Term("pass", f"{name}_plane" if stride == 1 else name, (elements, OW))
-    return R, Lr, copy
+    return Lr, copy
 
 
 def _numba_conv2d_forward(N, C, H, W, F, KH, KW, stride, padding, bias, need_dx, threads, itemsize):
     OH, OW, K, P = conv_geometry(N, C, H, W, F, KH, KW, stride, padding)
     terms = [Term("pass", "pad", (N * C * (H + 2 * padding) * (W + 2 * padding),))] if padding else []
     Wp = W + 2 * padding
-    if _numba_direct(stride, F):
+    if _numba_ops()._direct(stride, F):
         L = (OH - 1) * Wp + OW  # the plane trick's flat run per output plane
 
         def block(n):
             return [Term("pass", f"direct_conv_{KH}x{KW}", (n * F * C * KH * KW * L,))]
     else:
-        _, Lr, copy = _numba_im2col_layout(stride, Wp, OH, OW)
+        Lr, copy = _numba_im2col_layout(stride, Wp, OH, OW)
 
         def block(n):
             return _chunked(n, K, Lr, itemsize, lambda nb: [
@@ -196,11 +192,11 @@ def _numba_conv2d_forward(N, C, H, W, F, KH, KW, stride, padding, bias, need_dx,
 def _numba_conv2d_backward(N, C, H, W, F, KH, KW, stride, padding, bias, need_dx, threads, itemsize):
     OH, OW, K, P = conv_geometry(N, C, H, W, F, KH, KW, stride, padding)
     Hp, Wp = H + 2 * padding, W + 2 * padding
-    if _numba_direct_dw(stride, C, need_dx):
+    if _numba_ops()._direct_dw(stride, C, need_dx):
         L = (OH - 1) * Wp + OW
         return _blocks(lambda n: [Term("pass", f"direct_wgrad_{KH}x{KW}", (n * F * C * KH * KW * L,))], N,
                        2 * N * F * K * P, threads)
-    _, Lr, copy = _numba_im2col_layout(stride, Wp, OH, OW)
+    Lr, copy = _numba_im2col_layout(stride, Wp, OH, OW)
 
     def block(n):
         return _chunked(n, K, Lr, itemsize, lambda nb: [
