@@ -294,9 +294,11 @@ def _direct_weight_grad(KH, KW):
 # are zero, added to pixels inside the plane.
 
 
-def _row_pitch(stride, W, OW):
-    """R of the im2col path's GEMM layout for an input of width W (padded) and output width OW."""
-    return W if stride == 1 else OW
+def _gemm_layout(stride, W, OH, OW):
+    """(R, Lr) of the im2col path's GEMM layout for an input of width W (padded) and an OH x OW output: the row
+    pitch and the columns per sample."""
+    R = W if stride == 1 else OW
+    return R, (OH - 1) * R + OW
 
 
 @njit(cache=True, nogil=True)
@@ -490,10 +492,10 @@ def conv2d_forward(x, w, b, stride, padding):
         _direct_forward(KH, KW)(xp, w, bias, y, T)
     else:
         Hp, Wp = xp.shape[2], xp.shape[3]
-        R = _row_pitch(stride, Wp, OW)
+        R, Lr = _gemm_layout(stride, Wp, OH, OW)
         with OneBlasThread():
             _conv_fwd_im2col(xp.reshape(N, C, Hp * Wp), Wp, w.reshape(F, K), bias, KH, KW, stride, R,
-                             _chunk_samples(K, (OH - 1) * R + OW, x.itemsize), gemm_pointers(), y, T)
+                             _chunk_samples(K, Lr, x.itemsize), gemm_pointers(), y, T)
     return y, (xp, w, b is not None, stride, padding)
 
 
@@ -523,10 +525,10 @@ def conv2d_backward(dy, cache, need_dx=True):
     else:
         dxp = np.zeros_like(xp) if need_dx else np.empty((0, C, 0, 0), dtype=xp.dtype)
         dws, dbs = np.empty((T, K, F), dtype=w.dtype), np.zeros((T, F), dtype=w.dtype)
-        R = _row_pitch(stride, Wp, OW)
+        R, Lr = _gemm_layout(stride, Wp, OH, OW)
         with OneBlasThread():
             _conv_bwd_im2col(xp.reshape(N, C, Hp * Wp), Wp, w.reshape(F, K), dy, KH, KW, stride, R,
-                             _chunk_samples(K, (OH - 1) * R + OW, xp.itemsize), bool(need_dx), gemm_pointers(),
+                             _chunk_samples(K, Lr, xp.itemsize), bool(need_dx), gemm_pointers(),
                              dxp.reshape(dxp.shape[0], C, dxp.shape[2] * dxp.shape[3]), dws, dbs)
     dw, db = dws[0], dbs[0]
     for t in range(1, T):

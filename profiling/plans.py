@@ -160,10 +160,10 @@ def _chunked(nb_rows: int, K: int, Lr: int, itemsize: int, per_chunk) -> list[Te
 
 
 def _numba_im2col_layout(stride, Wp, OH, OW):
-    """The im2col path's columns per sample Lr (numba_ops' GEMM layout, row pitch numba_ops._row_pitch), and its
-    copy passes: one flat run per patch row in the plane layout (stride 1; a run about OW^2 long, priced by OW
-    like the others), rows of OW otherwise."""
-    Lr = (OH - 1) * _numba_ops()._row_pitch(stride, Wp, OW) + OW
+    """The im2col path's columns per sample Lr (numba_ops._gemm_layout), and its copy passes: one flat run per
+    patch row in the plane layout (stride 1; a run about OW^2 long, priced by OW like the others), rows of OW
+    otherwise."""
+    _, Lr = _numba_ops()._gemm_layout(stride, Wp, OH, OW)
 
     def copy(name, elements):
         return Term("pass", f"{name}_plane" if stride == 1 else name, (elements, OW))
