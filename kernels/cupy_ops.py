@@ -122,13 +122,6 @@ class LaunchConfig:
     reduce_rows_per_thread: int = 32
     reduce_blocks: int = 512
 
-    #: Split-K GEMMs (``split_k_gemm``, conv2d's dW): K is cut into at most ``split_k_chunks`` slices of at
-    #: least ``split_k_min`` terms, when the output has at most ``split_k_max_output`` elements. 1 (one plain
-    #: GEMM) until benchmarks/gpu/probe_gemm.py has measured the chunk counts on a device.
-    split_k_chunks: int = 1
-    split_k_min: int = 1 << 15
-    split_k_max_output: int = 1 << 20
-
     def grid(self, work: int) -> int:
         return max(1, min(self.max_grid, -(-work // self.block)))
 
@@ -142,12 +135,6 @@ class LaunchConfig:
         chunks = min(-(-A // (row_lanes * self.reduce_rows_per_thread)), max(1, self.reduce_blocks // groups))
         return -(-A // chunks)
 
-    def split_k(self, m: int, n: int, K: int) -> int:
-        """How many slices split_k_gemm cuts K into for an (m, n) output (1: one plain GEMM)."""
-        if m * n > self.split_k_max_output:
-            return 1
-        return max(1, min(self.split_k_chunks, K // self.split_k_min))
-
 
 #: The one place launch parameters are chosen.
 LAUNCH = LaunchConfig()
@@ -155,7 +142,8 @@ LAUNCH = LaunchConfig()
 #: Whether conv2d's GEMMs may round fp32 inputs to TF32 on tensor cores (fp32 accumulation): PyTorch's default
 #: for cuDNN convolutions (``torch.backends.cudnn.allow_tf32``), off here unless MINIGRAD_CUPY_TF32=1 is set
 #: when this module is imported, or the attribute is set before a training loop records its step graph.
-#: Linear layers stay IEEE fp32, as PyTorch's ``torch.backends.cuda.matmul.allow_tf32`` default.
+#: Linear layers stay IEEE fp32, as PyTorch's ``torch.backends.cuda.matmul.allow_tf32`` default. The bias
+#: rides conv2d's GEMMs, so under TF32 it and its gradient's terms are rounded like the weights.
 ALLOW_TF32 = os.environ.get("MINIGRAD_CUPY_TF32", "0") == "1"
 
 
@@ -419,68 +407,56 @@ def channel_sums(x, A: int, C: int, B: int, y=None, shift=None, scale: float = 1
 # conv2d: im2col kernel, one cuBLAS GEMM, layout+bias kernel
 
 
-def im2col_t(x, KH, KW, stride, padding):
-    """Patches of x as columns: (C*KH*KW, N*OH*OW), row (c, kh, kw), column (n, i, j): numpy_ops.im2col
-    transposed (hence the name), the orientation in which the GPU's threads read and write consecutive pixels
-    (cuda/conv2d.cu)."""
+def im2col_t(x, KH, KW, stride, padding, ones_rows=0):
+    """Patches of x as per-image column blocks: (N, C*KH*KW + ones_rows, OH*OW), row (c, kh, kw), column
+    (i, j): each image's block of numpy_ops.im2col transposed (hence the name), the orientation in which the
+    GPU's threads read and write consecutive pixels (cuda/conv2d.cu), followed by ``ones_rows`` rows of ones
+    (the bias's row of the forward GEMM)."""
     N, C, H, W = x.shape
     OH = (H + 2 * padding - KH) // stride + 1
     OW = (W + 2 * padding - KW) // stride + 1
-    cols = _runtime().xp.empty((C * KH * KW, N * OH * OW), dtype=x.dtype)
+    R = C * KH * KW + ones_rows
+    cols = _runtime().xp.empty((N, R, OH * OW), dtype=x.dtype)
     _launch("conv2d", "im2col", x.dtype, C * N * OH * OW, _c(x), cols, _i(N), _i(C), _i(H), _i(W), _i(KH), _i(KW),
-            _i(stride), _i(padding), _i(OH), _i(OW))
+            _i(stride), _i(padding), _i(OH), _i(OW), _i(R))
     return cols
 
 
 def col2im_t(dcols, x_shape, KH, KW, stride, padding, OH, OW):
-    """Adjoint of im2col_t, as a gather (one thread per input pixel, no atomics): dcols (C*KH*KW, N*OH*OW) ->
-    dx of x_shape."""
+    """Adjoint of im2col_t, as a gather (one thread per input pixel, no atomics): dcols (N, R, OH*OW), R >=
+    C*KH*KW (rows past C*KH*KW are not read) -> dx of x_shape."""
     N, C, H, W = x_shape
     dx = _runtime().xp.empty((N, C, H, W), dtype=dcols.dtype)
     _launch("conv2d", "col2im", dcols.dtype, dx.size, _c(dcols), dx, _i(N), _i(C), _i(H), _i(W), _i(KH),
-            _i(KW), _i(stride), _i(padding), _i(OH), _i(OW))
+            _i(KW), _i(stride), _i(padding), _i(OH), _i(OW), _i(dcols.shape[1]))
     return dx
-
-
-def split_k_gemm(a, b, tf32: bool = False):
-    """a (m, K) @ b (K, n) for a long K and a small output (conv2d's dW: K = N*OH*OW): one GEMM would give each
-    of the GPU's multiprocessors a sliver of an m x n tile to sweep all of K with. Instead a strided batch of
-    GEMMs over ``chunks`` slices of K (no copy: the batch strides step along K) writes (chunks, m, n) partial
-    products, and channel_sums adds them up. The chunk count is ``LAUNCH.split_k(m, n, K)``."""
-    (m, K), n = a.shape, b.shape[1]
-    chunks = LAUNCH.split_k(m, n, K)
-    if chunks == 1:
-        return _runtime().matmul(a, b, tf32=tf32)
-    L = K // chunks  # the last K % chunks terms go in one more GEMM
-    as_strided = _runtime().xp.lib.stride_tricks.as_strided
-    a_chunks = as_strided(a, (chunks, m, L), (L * a.strides[1], *a.strides))
-    b_chunks = as_strided(b, (chunks, L, n), (L * b.strides[0], *b.strides))
-    out = channel_sums(_runtime().matmul(a_chunks, b_chunks, tf32=tf32), chunks, m * n, 1).reshape(m, n)
-    if K % chunks:
-        out += _runtime().matmul(a[:, chunks * L:], b[chunks * L:], tf32=tf32)
-    return out
 
 
 def conv2d_forward(x, w, b, stride, padding):
     """x: (N, C, H, W), w: (F, C, KH, KW), b: (F,) or None -> y: (N, F, OH, OW).
 
-    y's GEMM is W (F, C*KH*KW) @ cols (C*KH*KW, N*OH*OW), then one pass changes (F, N, OH*OW) to NCHW and
-    adds the bias. cache: (im2col matrix, w, x shape, has_bias, stride, padding), as numpy_ops: the columns
-    cost KH*KW x the input in device memory and spare rebuilding them for dW.
+    One batch of per-image GEMMs: W (F, C*KH*KW) @ cols[n] for every image n writes y (N, F, OH*OW), NCHW as it
+    stands. With a bias, W gains the bias as one more column and the columns a row of ones, so the GEMM adds
+    it. cache: (columns, w, x shape, has_bias, stride, padding), as numpy_ops: the columns cost KH*KW x the
+    input in device memory and spare rebuilding them for dW.
     """
     N, C, H, W, F, KH, KW, OH, OW = _checks.check_conv2d(x, w, b, stride, padding)
-    cols = im2col_t(x, KH, KW, stride, padding)
-    out = _runtime().matmul(_c(w).reshape(F, -1), cols, tf32=ALLOW_TF32)  # (F, N*OH*OW): the one GEMM
-    y = _runtime().xp.empty((N, F, OH, OW), dtype=x.dtype)
-    _launch("conv2d", "fnp_to_nchw", x.dtype, y.size, out, None if b is None else _c(b), y, _i(N), _i(F),
-            _i(OH * OW))
-    return y, (cols, w, x.shape, b is not None, stride, padding)
+    xp = _runtime().xp
+    cols = im2col_t(x, KH, KW, stride, padding, ones_rows=0 if b is None else 1)
+    w2 = _c(w).reshape(F, -1)
+    if b is not None:
+        w2 = xp.concatenate((w2, _c(b).reshape(F, 1)), axis=1)
+    y = _runtime().matmul(xp.broadcast_to(w2, (N, *w2.shape)), cols, tf32=ALLOW_TF32)  # (N, F, OH*OW)
+    return y.reshape(N, F, OH, OW), (cols, w, x.shape, b is not None, stride, padding)
 
 
 def conv2d_backward(dy, cache, need_dx=True):
-    """With dY as (F, N*OH*OW): dW = dY cols^T, dcols = W^T dY (cuBLAS), dx = col2im_t(dcols) (None, skipped,
-    with ``need_dx=False``), db = channel sums of dy over N and OH*OW (channel_sums: on an H100, CuPy's
-    ``sum(axis=0)`` of the (N*OH*OW, F) rows took 10-30x cuDNN's whole convolution)."""
+    """Batches of per-image GEMMs on dy (N, F, OH*OW) as it stands: dW's per-image products dy[n] cols[n]^T,
+    summed over the images by channel_sums (the per-image batch is a split of the long N*OH*OW inner dimension
+    that fills the GPU, where one GEMM would give each multiprocessor a sliver of the small (F, C*KH*KW) output
+    to sweep all of it with); with a bias, the ones row of the columns makes the sums' last column db.
+    dcols[n] = W^T dy[n], dx = col2im_t(dcols) (None, skipped, with ``need_dx=False``). The products' sum
+    costs F/(OH*OW) of the columns' memory for the per-image partials."""
     _checks.check_flag("conv2d_backward", "need_dx", need_dx)
     cols, w, x_shape, has_bias, stride, padding = cache
     F, C, KH, KW = w.shape
@@ -489,14 +465,18 @@ def conv2d_backward(dy, cache, need_dx=True):
     OW = (W + 2 * padding - KW) // stride + 1
     _checks.check_grad("conv2d", dy, (N, F, OH, OW))
     xp, gemm = _runtime().xp, _runtime().matmul
-    dy = _like(dy, cols.dtype)
-    dout = xp.empty((F, N * OH * OW), dtype=cols.dtype)
-    _launch("conv2d", "nchw_to_fnp", cols.dtype, dout.size, dy, dout, _i(N), _i(F), _i(OH * OW))
-    w2 = _c(w).reshape(F, -1)
-    dw = split_k_gemm(dout, cols.T, tf32=ALLOW_TF32).reshape(w.shape)
-    dx = (col2im_t(gemm(w2.T, dout, tf32=ALLOW_TF32), x_shape, KH, KW, stride, padding, OH, OW)
-          if need_dx else None)
-    db = channel_sums(dy, N, F, OH * OW) if has_bias else None
+    dy = _like(dy, cols.dtype).reshape(N, F, OH * OW)
+    R = cols.shape[1]
+    parts = gemm(dy, cols.transpose(0, 2, 1), tf32=ALLOW_TF32)  # (N, F, R)
+    dwb = parts[0] if N == 1 else channel_sums(parts, N, F * R, 1).reshape(F, R)
+    CKK = C * KH * KW
+    dw = _c(dwb[:, :CKK]).reshape(w.shape)
+    db = _c(dwb[:, CKK]) if has_bias else None
+    dx = None
+    if need_dx:
+        wt = _c(w).reshape(F, CKK).T
+        dcols = gemm(xp.broadcast_to(wt, (N, CKK, F)), dy, tf32=ALLOW_TF32)  # (N, C*KH*KW, OH*OW)
+        dx = col2im_t(dcols, x_shape, KH, KW, stride, padding, OH, OW)
     return dx, dw, db
 
 

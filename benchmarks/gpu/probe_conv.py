@@ -1,8 +1,9 @@
 """Each piece of the cupy backend's conv2d, timed with CUDA events next to cuDNN's whole forward + backward.
 
 For the convolutions of convnet and lenet5 at large batches (where a step is bound by its work, not by
-launches): im2col, the three GEMMs, col2im, the layout passes and the bias gradient, each the mean of 10
-calls after 2 warm-up calls, in milliseconds; then PyTorch's conv2d forward + backward on the same arrays with
+launches): im2col (with the bias's ones row), the three batches of per-image GEMMs, the sum of dW's per-image
+products (which also gives the bias gradient) and col2im, each the mean of 10 calls after 2 warm-up calls,
+in milliseconds; then PyTorch's conv2d forward + backward on the same arrays with
 TF32 allowed (its default for cuDNN) and not. Before timing, the backend's forward and backward are checked
 against PyTorch's (TF32 off, to 1e-3 of the largest value) and the script exits 1 on a mismatch.
 
@@ -58,22 +59,21 @@ def main() -> int:
             if not err < 1e-3:
                 failures.append(f"{name}: {what} differs from PyTorch's by {err:.2e} of its largest value")
 
-        cols, w2 = cache[0], w.reshape(F, -1)
-        out = gemm(w2, cols)
-        dout = cp.empty((F, N * P), cp.float32)
-        dcols = gemm(w2.T, dout)
+        cols = cache[0]
+        R = cols.shape[1]
+        w_aug = cp.broadcast_to(cp.concatenate((w.reshape(F, -1), b.reshape(F, 1)), axis=1), (N, F, R))
+        wt = cp.broadcast_to(w.reshape(F, -1).T, (N, C * K * K, F))
+        dy3 = dy.reshape(N, F, P)
+        parts = gemm(dy3, cols.transpose(0, 2, 1))
+        dcols = gemm(wt, dy3)
         t = {"forward": ms(lambda: co.conv2d_forward(x, w, b, 1, 0)),
              "backward": ms(lambda: co.conv2d_backward(dy, cache)),
-             "im2col": ms(lambda: co.im2col_t(x, K, K, 1, 0)),
-             "fwd gemm": ms(lambda: gemm(w2, cols)),
-             "fnp_to_nchw": ms(lambda: co._launch("conv2d", "fnp_to_nchw", cp.float32, y.size, out, b, y, co._i(N),
-                                                  co._i(F), co._i(P))),
-             "nchw_to_fnp": ms(lambda: co._launch("conv2d", "nchw_to_fnp", cp.float32, dout.size, dy, dout,
-                                                  co._i(N), co._i(F), co._i(P))),
-             "dW gemm": ms(lambda: gemm(dout, cols.T)),
-             "dcols gemm": ms(lambda: gemm(w2.T, dout)),
-             "col2im": ms(lambda: co.col2im_t(dcols, x.shape, K, K, 1, 0, OH, OW)),
-             "db": ms(lambda: co.channel_sums(dy, N, F, P))}
+             "im2col": ms(lambda: co.im2col_t(x, K, K, 1, 0, ones_rows=1)),
+             "fwd gemm": ms(lambda: gemm(w_aug, cols)),
+             "dW gemm": ms(lambda: gemm(dy3, cols.transpose(0, 2, 1))),
+             "dW sum": ms(lambda: co.channel_sums(parts, N, F * R, 1)),
+             "dcols gemm": ms(lambda: gemm(wt, dy3)),
+             "col2im": ms(lambda: co.col2im_t(dcols, x.shape, K, K, 1, 0, OH, OW))}
 
         def torch_step():
             yy = torch.nn.functional.conv2d(tx, tw, tb)

@@ -208,7 +208,7 @@ def host_runtime(launched: set, capturing: bool = False) -> cupy_ops._Runtime:
 needs_gxx = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed")
 
 LAUNCHES = {"production": cupy_ops.LaunchConfig(),
-            "tiny-grid": cupy_ops.LaunchConfig(block=3, max_grid=2, split_k_chunks=3, split_k_min=4)}
+            "tiny-grid": cupy_ops.LaunchConfig(block=3, max_grid=2)}
 
 
 def force_64bit_indices(monkeypatch):
@@ -336,12 +336,19 @@ conv_ids = ["N{}C{}H{}W{}F{}K{}s{}p{}".format(*c) for c in CONV_CASES]
 def test_im2col_and_col2im_equal_numpy_ops(cuda_ops, rng, case, dtype):
     N, C, H, W, F, K, s, p = case
     x = rng.standard_normal((N, C, H, W)).astype(dtype)
-    cols = cuda_ops.im2col_t(x, K, K, s, p)
-    np.testing.assert_array_equal(cols, npo.im2col(x, K, K, s, p).T)  # a pure copy, transposed: bit-identical
     OH, OW = (H + 2 * p - K) // s + 1, (W + 2 * p - K) // s + 1
-    dcols = rng.standard_normal(cols.shape[::-1]).astype(dtype)  # numpy_ops' orientation
-    close(cuda_ops.col2im_t(np.ascontiguousarray(dcols.T), x.shape, K, K, s, p, OH, OW),
-          npo.col2im(dcols, x.shape, K, K, s, p, OH, OW), dtype)
+    CKK = C * K * K
+    per_image = npo.im2col(x, K, K, s, p).reshape(N, OH * OW, CKK).transpose(0, 2, 1)
+    for ones in (0, 1):  # a pure copy, each image's block transposed: bit-identical; then the bias's ones row
+        cols = cuda_ops.im2col_t(x, K, K, s, p, ones_rows=ones)
+        assert cols.shape == (N, CKK + ones, OH * OW)
+        np.testing.assert_array_equal(cols[:, :CKK], per_image)
+        np.testing.assert_array_equal(cols[:, CKK:], 1)
+        dcols = rng.standard_normal((N * OH * OW, CKK)).astype(dtype)  # numpy_ops' orientation
+        ours = np.full((N, CKK + ones, OH * OW), np.nan, dtype)  # rows past C*K*K must not be read
+        ours[:, :CKK] = dcols.reshape(N, OH * OW, CKK).transpose(0, 2, 1)
+        close(cuda_ops.col2im_t(ours, x.shape, K, K, s, p, OH, OW), npo.col2im(dcols, x.shape, K, K, s, p, OH, OW),
+              dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -388,9 +395,10 @@ def host_cublas():
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_cublas_calls_compute_each_operand_layout_and_batch(host_cublas, rng, dtype):
-    """Every view the wrappers pass, as cuBLAS would read it: C- and F-ordered matrices, slices along K (split-K),
-    a matrix shared by a batch (stride 0), per-image column blocks, single rows and columns, and views with no
-    unit stride (every other column, reversed rows: copied first)."""
+    """Every view the wrappers pass, as cuBLAS would read it: C- and F-ordered matrices, slices along K, a
+    matrix shared by a batch (stride 0, plain and transposed: conv2d's weights), per-image column blocks and
+    their transposes (conv2d's dW products), single rows and columns, and views with no unit stride (every
+    other column, reversed rows: copied first)."""
     gemm, lib = host_cublas
     x = rng.standard_normal((7, 60)).astype(dtype).view(_DeviceArray)
     y = rng.standard_normal((60, 5)).astype(dtype).view(_DeviceArray)
@@ -400,7 +408,9 @@ def test_cublas_calls_compute_each_operand_layout_and_batch(host_cublas, rng, dt
              (np.broadcast_to(x[:, :15], (4, 7, 15)), y.reshape(4, 15, 5)),
              (np.broadcast_to(yt[:, :7], (3, 5, 7)), x.reshape(7, 3, 20).transpose(1, 0, 2)[:, :, :9]),
              (x[:1], y), (x, y[:, :1]), (np.asfortranarray(x)[:1], y), (x[:, ::2], y[::2]),
-             (yt.reshape(5, 3, 20).transpose(1, 0, 2), x.reshape(7, 3, 20).transpose(1, 2, 0))]
+             (yt.reshape(5, 3, 20).transpose(1, 0, 2), x.reshape(7, 3, 20).transpose(1, 2, 0)),
+             (x.reshape(7, 3, 20).transpose(1, 0, 2), yt.reshape(5, 3, 20).transpose(1, 2, 0)),
+             (np.broadcast_to(yt.T[:7], (3, 7, 5)), y.reshape(3, 5, 20)[:, :, :9])]
     for a, b in cases:
         a, b = a.view(_DeviceArray), b.view(_DeviceArray)
         for tf32 in (False, True):
@@ -414,23 +424,25 @@ def test_cublas_calls_compute_each_operand_layout_and_batch(host_cublas, rng, dt
         gemm(x, x)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("K", [7, 96, 100])
-def test_split_k_gemm_sums_the_slices_and_the_remainder(cuda_ops, rng, dtype, K, monkeypatch):
-    """conv2d's dW product with K cut into 3 slices of 32 (and 4 left over for K=100): b is the transposed
-    view conv2d passes. K=7 is below two slices and stays one GEMM."""
-    monkeypatch.setattr(cuda_ops, "LAUNCH", cupy_ops.LaunchConfig(split_k_chunks=3, split_k_min=32))
-    assert cuda_ops.LAUNCH.split_k(5, 6, K) == (1 if K == 7 else 3)
-    a = rng.standard_normal((5, K)).astype(dtype)
-    b = np.ascontiguousarray(rng.standard_normal((6, K)).astype(dtype)).T
-    close(cuda_ops.split_k_gemm(a, b), a @ b, dtype)
-
-
-def test_split_k_is_only_for_small_outputs():
-    launch = cupy_ops.LaunchConfig(split_k_chunks=32)
-    assert launch.split_k(64, 288, 4096 * 576) == 32
-    assert launch.split_k(64, 288, 40000) == 1
-    assert launch.split_k(128, 9216, 4096 * 576) == 1
+@pytest.mark.parametrize("bias", [True, False])
+def test_conv2d_gemms_through_the_cublas_stand_in(host_cublas, monkeypatch, rng, bias):
+    """conv2d's batched GEMMs (shared weights, per-image column blocks and their transposes) as cuBLAS reads
+    them: the layer through the shim's kernels and CublasGemm on the stand-in equals numpy_ops."""
+    gemm, _ = host_cublas
+    runtime = host_runtime(set())
+    runtime = cupy_ops._Runtime(xp=np, kernel=runtime.kernel, synchronize=runtime.synchronize,
+                                matmul=lambda a, b, tf32=False: np.asarray(gemm(a.view(_DeviceArray),
+                                                                                b.view(_DeviceArray), tf32=tf32)),
+                                capturing=runtime.capturing)
+    monkeypatch.setattr(cupy_ops, "_runtime", lambda: runtime)
+    for N, C, H, W, F, K, s, p in CONV_CASES:
+        x, w = rng.standard_normal((N, C, H, W)), rng.standard_normal((F, C, K, K))
+        b = rng.standard_normal(F) if bias else None
+        y, cache = cupy_ops.conv2d_forward(x, w, b, s, p)
+        y_np, cache_np = npo.conv2d_forward(x, w, b, s, p)
+        close(y, y_np, np.float64)
+        dy = rng.standard_normal(y_np.shape)
+        close_all(cupy_ops.conv2d_backward(dy, cache), npo.conv2d_backward(dy, cache_np), np.float64)
 
 
 def test_conv2d_takes_non_contiguous_inputs(cuda_ops, rng):
