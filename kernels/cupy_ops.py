@@ -501,14 +501,19 @@ def maxpool2d_forward(x, kernel, stride):
 
 
 def maxpool2d_backward(dy, cache):
-    """dx: each input pixel gathers dy of the windows whose argmax it is (overlapping windows add)."""
+    """dx: each input pixel gathers dy of the windows whose argmax it is (overlapping windows add); where the
+    windows tile the input exactly, one thread per window writes its pixels instead (maxpool2d.cu)."""
     arg, x_shape, dtype, kernel, stride = cache
     N, C, H, W = x_shape
     _checks.check_grad("maxpool2d", dy, arg.shape)
     OH, OW = arg.shape[2:]
     dx = _runtime().xp.empty(x_shape, dtype=dtype)
-    _launch("maxpool2d", "maxpool2d_backward", dtype, dx.size, _like(dy, dtype), arg, dx, _i(N), _i(C), _i(H),
-            _i(W), _i(kernel), _i(stride), _i(OH), _i(OW))
+    if stride == kernel and H == OH * kernel and W == OW * kernel:
+        _launch("maxpool2d", "maxpool2d_backward_tiled", dtype, arg.size, _like(dy, dtype), arg, dx, _i(N), _i(C),
+                _i(kernel), _i(OH), _i(OW))
+    else:
+        _launch("maxpool2d", "maxpool2d_backward", dtype, dx.size, _like(dy, dtype), arg, dx, _i(N), _i(C), _i(H),
+                _i(W), _i(kernel), _i(stride), _i(OH), _i(OW))
     return dx
 
 

@@ -60,3 +60,25 @@ MG_KERNEL(maxpool2d_backward,
            OH, idx_t OW),
           (dy, arg, dx, N, C, H, W, kernel, stride, OH, OW))
 
+
+// The backward when the windows tile the input exactly (stride == kernel, H == OH*kernel, W == OW*kernel, the
+// common 2x2/2 pool): one thread per window writes its kernel x kernel pixels, dy at the argmax and zeros
+// elsewhere. Each pixel belongs to one window, so this is still a gather without atomics, but the index
+// arithmetic (integer divisions, the gather's main cost) is done once per window instead of once per pixel.
+template <typename T, typename I>
+__device__ __forceinline__ void maxpool2d_backward_tiled(const T* dy, const int* arg, T* dx, I N, I C, I kernel,
+                                                         I OH, I OW) {
+    const I W = OW * kernel;
+    GRID_STRIDE_LOOP(I, e, N * C * OH * OW) {
+        const I j = e % OW, ni = e / OW;  // ni = (n*C + c)*OH + i: the window row of image plane n*C + c
+        T* win = dx + ni * kernel * W + j * kernel;
+        const int at = arg[e];
+        const T g = dy[e];
+        for (I r = 0; r < kernel; ++r)
+            for (I q = 0; q < kernel; ++q) win[r * W + q] = (r * kernel + q == at) ? g : T(0);
+    }
+}
+
+MG_KERNEL(maxpool2d_backward_tiled,
+          (const T* dy, const int* arg, T* dx, idx_t N, idx_t C, idx_t kernel, idx_t OH, idx_t OW),
+          (dy, arg, dx, N, C, kernel, OH, OW))

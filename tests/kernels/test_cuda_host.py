@@ -454,9 +454,10 @@ def test_conv2d_takes_non_contiguous_inputs(cuda_ops, rng):
 # ----------------------------------------------------------------------------------------------------------
 # maxpool2d
 
-# (N, C, H, W, kernel, stride): odd sizes (floor mode crops), overlapping windows (stride < kernel)
+# (N, C, H, W, kernel, stride): odd sizes (floor mode crops), overlapping windows (stride < kernel), windows
+# that tile the input (maxpool2d_backward_tiled: the first, and the last two)
 POOL_CASES = [(1, 1, 4, 4, 2, 2), (2, 3, 7, 9, 2, 2), (2, 2, 9, 9, 3, 2), (1, 3, 8, 6, 3, 3), (2, 2, 6, 6, 2, 1),
-              (1, 2, 7, 5, 3, 1)]
+              (1, 2, 7, 5, 3, 1), (3, 2, 8, 6, 2, 2), (2, 3, 6, 9, 3, 3)]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -659,8 +660,9 @@ def _tour(ops, dtype, rng):
     x = rng.standard_normal((2, 3, 6, 6)).astype(dtype)
     y, c = ops.conv2d_forward(x, rng.standard_normal((4, 3, 3, 3)).astype(dtype), np.ones(4, dtype), 1, 1)
     ops.conv2d_backward(y, c)
-    y, c = ops.maxpool2d_forward(x, 2, 2)
-    ops.maxpool2d_backward(y, c)
+    for k, s in ((2, 2), (3, 2)):  # windows that tile the input, and overlapping ones
+        y, c = ops.maxpool2d_forward(x, k, s)
+        ops.maxpool2d_backward(y, c)
     y, c = ops.linear_forward(x.reshape(2, -1), rng.standard_normal((5, 108)).astype(dtype), np.ones(5, dtype))
     ops.linear_backward(y, c)
     for fwd, bwd in ((ops.relu_forward, ops.relu_backward), (ops.log_softmax_forward, ops.log_softmax_backward)):
