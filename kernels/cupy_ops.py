@@ -404,7 +404,7 @@ def channel_sums(x, A: int, C: int, B: int, y=None, shift=None, scale: float = 1
 
 
 # ----------------------------------------------------------------------------------------------------------
-# conv2d: im2col kernel, one cuBLAS GEMM, layout+bias kernel
+# conv2d: im2col kernel, batches of per-image cuBLAS GEMMs, col2im kernel
 
 
 def im2col_t(x, KH, KW, stride, padding, ones_rows=0):
