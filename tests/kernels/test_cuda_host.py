@@ -20,6 +20,7 @@ so a second run compiles nothing.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import functools
 import hashlib
 import os
@@ -429,11 +430,8 @@ def test_conv2d_gemms_through_the_cublas_stand_in(host_cublas, monkeypatch, rng,
     """conv2d's batched GEMMs (shared weights, per-image column blocks and their transposes) as cuBLAS reads
     them: the layer through the shim's kernels and CublasGemm on the stand-in equals numpy_ops."""
     gemm, _ = host_cublas
-    runtime = host_runtime(set())
-    runtime = cupy_ops._Runtime(xp=np, kernel=runtime.kernel, synchronize=runtime.synchronize,
-                                matmul=lambda a, b, tf32=False: np.asarray(gemm(a.view(_DeviceArray),
-                                                                                b.view(_DeviceArray), tf32=tf32)),
-                                capturing=runtime.capturing)
+    runtime = dataclasses.replace(host_runtime(set()), matmul=lambda a, b, tf32=False: np.asarray(
+        gemm(a.view(_DeviceArray), b.view(_DeviceArray), tf32=tf32)))
     monkeypatch.setattr(cupy_ops, "_runtime", lambda: runtime)
     for N, C, H, W, F, K, s, p in CONV_CASES:
         x, w = rng.standard_normal((N, C, H, W)), rng.standard_normal((F, C, K, K))
