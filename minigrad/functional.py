@@ -42,6 +42,12 @@ def conv2d(x: Tensor, w: Tensor, b: Tensor | None = None, stride=1, padding=0) -
                          padding=_pair_to_int("padding", "conv2d", padding))
 
 
+def _pool_window(op: str, kernel_size, stride) -> dict:
+    """The pooling ops' window as the kernels take it: an int kernel, and a stride that defaults to it."""
+    kernel = _pair_to_int("kernel_size", op, kernel_size)
+    return {"kernel": kernel, "stride": kernel if stride is None else _pair_to_int("stride", op, stride)}
+
+
 class _MaxPool2d(Function):
     def forward(self, x, kernel, stride):
         y, self.cache = k.maxpool2d_forward(x, kernel, stride)
@@ -56,9 +62,7 @@ def max_pool2d(x: Tensor, kernel_size, stride=None) -> Tensor:
 
     Ties send the gradient to the first maximum in row-major window order.
     """
-    kernel = _pair_to_int("kernel_size", "max_pool2d", kernel_size)
-    stride = kernel if stride is None else _pair_to_int("stride", "max_pool2d", stride)
-    return _MaxPool2d.apply(x, kernel=kernel, stride=stride)
+    return _MaxPool2d.apply(x, **_pool_window("max_pool2d", kernel_size, stride))
 
 
 class _ReLUMaxPool2d(Function):
@@ -74,9 +78,7 @@ def relu_max_pool2d(x: Tensor, kernel_size, stride=None) -> Tensor:
     """``max_pool2d(relu(x), kernel_size, stride)`` as one kernel (relu_maxpool2d): the same values and
     gradients, with the relu on the pooled output instead of a pass over x (kernels/_fused.py says why they
     are equal). ``nn.Sequential`` runs a ReLU followed by a MaxPool2d through it."""
-    kernel = _pair_to_int("kernel_size", "relu_max_pool2d", kernel_size)
-    stride = kernel if stride is None else _pair_to_int("stride", "relu_max_pool2d", stride)
-    return _ReLUMaxPool2d.apply(x, kernel=kernel, stride=stride)
+    return _ReLUMaxPool2d.apply(x, **_pool_window("relu_max_pool2d", kernel_size, stride))
 
 
 class _Linear(Function):
