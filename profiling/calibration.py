@@ -7,7 +7,8 @@ Measured (never on a reference model; every array is synthetic, with shapes chos
   16,384: across a factor of four, interpolation missed the cache level a product's operands fall out of) in
   each of the four operand layouts the kernels use, with BLAS on the threads the backend gives it (the Numba
   backend's GEMMs run on one thread inside its own block split). Cells whose product is too large to time quickly are
-  filled at the rate of the nearest measured cell (a large GEMM runs at the BLAS peak);
+  filled at the rate of the nearest measured cell (a large GEMM runs at the BLAS peak). Every cell is timed in
+  two passes over the grid, a third time where they disagree (``timed_in_passes``);
 * ``curves``: seconds against elements for each memory pass of the backend (``plans.py`` names them: im2col,
   col2im, layout changes, fills, reductions) and for each whole kernel without a GEMM (relu, pooling, the
   loss, the optimizer update), from 16 to 16M elements. A whole kernel is timed cold, as a step calls it
@@ -51,7 +52,7 @@ import numpy as np
 
 from . import plans
 
-VERSION = 19  # of what a calibration holds and of the kernels it timed: another version is measured again
+VERSION = 20  # of what a calibration holds and of the kernels it timed: another version is measured again
 GEMM_DIMS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 65536, 262144)
 QUICK_GEMM_DIMS = (1, 16, 256, 4096, 65536)   # ``quick``: a rough calibration in seconds
 GEMM_LAYOUTS = ("nn", "nt", "tn", "tt")
@@ -124,8 +125,10 @@ def _seconds(fn, inputs=(), budget: float = 0.05, most: int = 100, cold: bool = 
 
 
 def _operands(layout: str, m: int, n: int, k: int, dtype, rng):
-    a = rng.standard_normal((k, m) if layout[0] == "t" else (m, k)).astype(dtype)
-    b = rng.standard_normal((n, k) if layout[1] == "t" else (k, n)).astype(dtype)
+    """Random operands of the product as the layout stores them (uniform: their values do not change a GEMM's
+    time, and drawing them so is ten times faster than normal draws in float64, which took most of the time)."""
+    a = rng.random((k, m) if layout[0] == "t" else (m, k), dtype=dtype)
+    b = rng.random((n, k) if layout[1] == "t" else (k, n), dtype=dtype)
     return (a.T if layout[0] == "t" else a), (b.T if layout[1] == "t" else b)
 
 
@@ -153,27 +156,56 @@ def _numba_product(layout, a, b):
 PRODUCTS = {"numpy": _numpy_product, "numba": _numba_product}
 
 
+#: Two timings of a GEMM cell further apart than this (relative) get a third, and the cell is their median.
+GEMM_AGREE = 0.08
+
+
+def timed_in_passes(cells: list, time_cell, agree: float = GEMM_AGREE, progress=None) -> list[float]:
+    """Seconds of each cell: ``time_cell(cell)`` in a pass over all cells, then again in a second pass in the
+    reverse order (so that a cell's two timings are as far apart in time as the passes allow), their mean where
+    they agree within ``agree``, else the median of those two and a third timing.
+
+    On this class of machine one burst of calls can land in a slow second (the same product's median over a
+    20 ms burst moved by up to 39% between rounds a few seconds apart); a cell timed once keeps such a burst."""
+    first = [time_cell(c) for c in cells]
+    if progress:
+        progress("gemm, first pass")
+    second = [time_cell(c) for c in reversed(cells)][::-1]
+    if progress:
+        progress("gemm, second pass")
+    out = []
+    for c, t1, t2 in zip(cells, first, second):
+        if abs(t1 - t2) <= agree * min(t1, t2):
+            out.append((t1 + t2) / 2)
+        else:
+            out.append(float(np.median([t1, t2, time_cell(c)])))
+    return out
+
+
 def measure_gemm(dtype: str, dims=GEMM_DIMS, layouts=GEMM_LAYOUTS, progress=None, backend="numpy") -> dict:
-    """{layout: seconds as a nested list [i_m][i_n][i_k] over ``dims``}: measured where the product fits,
-    else the time of the largest fitting product along the largest dimension scaled by the work. The
-    products are the ``backend``'s own (PRODUCTS)."""
+    """{layout: seconds as a nested list [i_m][i_n][i_k] over ``dims``}: measured where the product fits (in
+    passes: ``timed_in_passes``), else the time of the largest fitting product along the largest dimension
+    scaled by the work. The products are the ``backend``'s own (PRODUCTS)."""
     product = PRODUCTS[backend]
     rng = np.random.default_rng(0)
     d = len(dims)
+    cells = [(layout, i, j, l) for layout in layouts for i, j, l in itertools.product(range(d), repeat=3)
+             if _fits(dims[i], dims[j], dims[l])]
+
+    def time_cell(cell):
+        layout, i, j, l = cell
+        a, b = _operands(layout, dims[i], dims[j], dims[l], dtype, rng)
+        return _seconds(product(layout, a, b), budget=0.01, most=8, cold=False)
+
+    grids = {layout: np.full((d, d, d), np.nan) for layout in layouts}
+    for (layout, i, j, l), seconds in zip(cells, timed_in_passes(cells, time_cell, progress=progress)):
+        grids[layout][i, j, l] = seconds
     out = {}
-    for layout in layouts:
-        grid = np.full((d, d, d), np.nan)
-        for i, j, l in itertools.product(range(d), repeat=3):
-            m, n, k = dims[i], dims[j], dims[l]
-            if _fits(m, n, k):
-                a, b = _operands(layout, m, n, k, dtype, rng)
-                grid[i, j, l] = _seconds(product(layout, a, b), budget=0.02, most=15, cold=False)
+    for layout, grid in grids.items():
         for i, j, l in itertools.product(range(d), repeat=3):
             if np.isnan(grid[i, j, l]):
                 grid[i, j, l] = _filled(grid, (i, j, l), dims)
         out[layout] = grid.tolist()
-        if progress:
-            progress(f"gemm {layout} {dtype}")
     return out
 
 

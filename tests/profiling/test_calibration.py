@@ -173,3 +173,18 @@ def test_a_backend_without_plans_is_refused():
 def test_plans_cover_every_curve_kernel_with_a_calibration_case():
     names = set(calibration._kernel_cases(backend.load_module("numpy"), "float32"))
     assert names == set(plans.CURVE_KERNELS)
+
+
+def test_gemm_cells_are_timed_in_two_passes_and_a_third_where_they_disagree():
+    """A burst that lands in a slow second is outvoted: cells timed once per pass (the second pass in reverse
+    order), agreeing pairs averaged, a disagreeing pair settled by the median with a third timing."""
+    script = {"a": [1.0, 1.04], "b": [1.0, 1.5, 1.1], "c": [2.0, 1.0, 5.0]}
+    calls = []
+
+    def time_cell(cell):
+        calls.append(cell)
+        return script[cell][sum(c == cell for c in calls) - 1]
+
+    got = calibration.timed_in_passes(["a", "b", "c"], time_cell, agree=0.08)
+    assert calls == ["a", "b", "c", "c", "b", "a", "b", "c"]
+    assert got == pytest.approx([1.02, 1.1, 2.0])
