@@ -105,6 +105,9 @@ def load_module(name: str) -> types.ModuleType:
     missing = [n for n in CONTRACT if not callable(getattr(module, n, None))]
     if missing:
         raise BackendUnavailable(f"backend {name!r} does not implement {missing}")
+    from minigrad import machine
+
+    machine.limit_numba_threads()  # a thread limit set before this backend was loaded holds for it too
     return module
 
 

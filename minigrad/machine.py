@@ -62,18 +62,16 @@ def user_environment() -> dict:
 
 def _numba_runtime():
     """minigrad's numba runtime when the numba backend has been loaded, else None: numba is imported only by a
-    process that uses it (load the backend first, e.g. ``backend.load_module("numba")``). Numba's threads are
-    read and set through the runtime only: its calls apply the backend's OpenMP wait policy before Numba's
-    thread pool starts."""
+    process that uses it. Numba's threads are read and set through the runtime only: its calls apply the
+    backend's OpenMP wait policy before Numba's thread pool starts."""
     return sys.modules.get("minigrad.kernels.numba_runtime")
 
 
 def set_threads(n: int, peer: bool = False) -> None:
     """Limit every thread pool a training step may use to ``n`` threads, for the rest of the process: BLAS
-    (threadpoolctl) and numba (when its backend is loaded) in minigrad's process; BLAS and torch in the torch
-    peer's process (``peer``),
-    which never touches numba: starting numba's pool there would apply minigrad's OpenMP wait policy to the
-    process, and torch's OpenMP runtime would read it."""
+    (threadpoolctl) and numba (now, or when its backend is loaded later) in minigrad's process; BLAS and torch
+    in the torch peer's process (``peer``), which never touches numba: starting numba's pool there would apply
+    minigrad's OpenMP wait policy to the process, and torch's OpenMP runtime would read it."""
     from threadpoolctl import threadpool_limits
 
     if peer:
@@ -81,12 +79,23 @@ def set_threads(n: int, peer: bool = False) -> None:
 
         torch.set_num_threads(n)  # the intra-op pool its GEMMs and convolutions use
     else:
-        runtime = _numba_runtime()
-        if runtime is not None:
-            import numba
-
-            runtime.set_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+        _limit["threads"] = n
+        limit_numba_threads()
     threadpool_limits(limits=n)
+
+
+#: The limit set_threads was last given in minigrad's process, for a numba backend loaded after it.
+_limit: dict = {}
+
+
+def limit_numba_threads() -> None:
+    """Hold numba's threads to set_threads' limit, if one was set and the numba backend is loaded. The backend
+    dispatcher calls it when it loads a backend, so the limit holds whichever is done first."""
+    runtime = _numba_runtime()
+    if runtime is not None and "threads" in _limit:
+        import numba
+
+        runtime.set_threads(min(_limit["threads"], numba.config.NUMBA_NUM_THREADS))
 
 
 def _gpu() -> str | None:

@@ -111,7 +111,7 @@ def main(argv=None) -> int:
             return _from_times(args)
         if args.backend:
             backend.set_backend(args.backend)
-        backend.get_backend()  # the default backend is selected now, so that set_threads sets its threads too
+        backend.get_backend()  # the default backend is selected now
         from minigrad.machine import set_threads
 
         args.threads = args.threads or default_threads()

@@ -688,7 +688,7 @@ def main() -> int:
     from minigrad.machine import set_threads
 
     request = json.loads(sys.stdin.read())
-    be.set_backend(request["backend"])  # first: set_threads sets numba's threads once its backend is loaded
+    be.set_backend(request["backend"])
     set_threads(request["threads"])
     result = measure(request["backend"], request["dtype"], request["threads"], request["quick"],
                      progress=lambda text: print(f"say: {text}", file=sys.stderr, flush=True),

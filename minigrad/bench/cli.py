@@ -432,8 +432,6 @@ def _run(args: list[str]) -> int:
             out = path_argument(given["out"], "--out") if "out" in given else default_run_dir(settings)
             check_out_dir(out)
 
-        if "numba" in settings.backends:
-            backend.load_module("numba")  # loaded before its threads are set; a study without it never imports it
         set_threads(settings.threads)  # the torch peer sets its own, in its own process
         train_set, test_set = load_data(settings)
         if settings.batch_sizes != "auto":
