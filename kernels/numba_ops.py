@@ -392,6 +392,14 @@ def _chunk_samples(K, Lr, itemsize):
     return max(1, TUNING["conv_chunk_bytes"] // (K * Lr * itemsize))
 
 
+@njit(inline="always")
+def _chunk(buf, rows, m):
+    """The first rows*m elements of a flat buffer as a C-contiguous (rows, m) matrix: a chunk's columns. (A
+    slice [:, :m] of a wider matrix would be typed non-contiguous, and the copy loops compiled for it run 2-3x
+    slower than for a contiguous one: col2im 64 against 18 us per sample at convnet's second layer.)"""
+    return buf[:rows * m].reshape((rows, m))
+
+
 @njit(nogil=True)
 def _conv_fwd_block(xf, W, wm, bias, KH, KW, stride, R, nb, gemm_ptrs, y, s, e):
     """Samples [s, e) in chunks of nb: im2col, one GEMM (F x nb*Lr x K), the result into NCHW with the bias."""
@@ -399,14 +407,15 @@ def _conv_fwd_block(xf, W, wm, bias, KH, KW, stride, R, nb, gemm_ptrs, y, s, e):
     OH, OW = y.shape[2], y.shape[3]
     Lr = (OH - 1) * R + OW
     nb = min(nb, e - s)
-    cols = np.empty((K, nb * Lr), dtype=xf.dtype)
-    yw = np.empty((F, nb * Lr), dtype=xf.dtype)
+    col_buf = np.empty(K * nb * Lr, dtype=xf.dtype)
+    yw_buf = np.empty(F * nb * Lr, dtype=xf.dtype)
     for a in range(s, e, nb):
         z = min(e, a + nb)
         m = (z - a) * Lr
-        _im2col(xf[a:z], W, KH, KW, stride, OH, OW, R, cols[:, :m])
-        gemm(gemm_ptrs, wm, False, cols[:, :m], False, yw[:, :m], 0.0)
-        _gemm_out_to_nchw(yw[:, :m], bias, R, y[a:z])
+        cols, yw = _chunk(col_buf, K, m), _chunk(yw_buf, F, m)
+        _im2col(xf[a:z], W, KH, KW, stride, OH, OW, R, cols)
+        gemm(gemm_ptrs, wm, False, cols, False, yw, 0.0)
+        _gemm_out_to_nchw(yw, bias, R, y[a:z])
 
 
 @njit(cache=True, parallel=True)
@@ -430,18 +439,20 @@ def _conv_bwd_block(xf, W, wm, dy, KH, KW, stride, R, nb, need_dx, gemm_ptrs, dx
     OH, OW = dy.shape[2], dy.shape[3]
     Lr = (OH - 1) * R + OW
     nb = min(nb, e - s)
-    cols = np.empty((K, nb * Lr), dtype=xf.dtype)
-    dyw = np.empty((F, nb * Lr), dtype=xf.dtype)
-    dcols = np.empty((K, nb * Lr) if need_dx else (0, 0), dtype=xf.dtype)
+    col_buf = np.empty(K * nb * Lr, dtype=xf.dtype)
+    dyw_buf = np.empty(F * nb * Lr, dtype=xf.dtype)
+    dcol_buf = np.empty(K * nb * Lr if need_dx else 0, dtype=xf.dtype)
     for a in range(s, e, nb):
         z = min(e, a + nb)
         m = (z - a) * Lr
-        _im2col(xf[a:z], W, KH, KW, stride, OH, OW, R, cols[:, :m])
-        _nchw_to_gemm_in(dy[a:z], R, dyw[:, :m], db)
-        gemm(gemm_ptrs, cols[:, :m], False, dyw[:, :m], True, dwt, 0.0 if a == s else 1.0)
+        cols, dyw = _chunk(col_buf, K, m), _chunk(dyw_buf, F, m)
+        _im2col(xf[a:z], W, KH, KW, stride, OH, OW, R, cols)
+        _nchw_to_gemm_in(dy[a:z], R, dyw, db)
+        gemm(gemm_ptrs, cols, False, dyw, True, dwt, 0.0 if a == s else 1.0)
         if need_dx:
-            gemm(gemm_ptrs, wm, True, dyw[:, :m], False, dcols[:, :m], 0.0)
-            _col2im(dcols[:, :m], W, KH, KW, stride, OH, OW, R, dxf[a:z])
+            dcols = _chunk(dcol_buf, K, m)
+            gemm(gemm_ptrs, wm, True, dyw, False, dcols, 0.0)
+            _col2im(dcols, W, KH, KW, stride, OH, OW, R, dxf[a:z])
 
 
 @njit(cache=True, parallel=True)
