@@ -55,14 +55,24 @@ def col2im(dcols, x_shape, KH, KW, stride, padding, OH, OW):
     for C=1, where every element is its own stride).
     """
     N, C, H, W = x_shape
-    d = np.ascontiguousarray(dcols.reshape(N, OH, OW, C, KH, KW).transpose(0, 3, 4, 5, 1, 2))
+    d = _cols_to_planes(dcols, N, C, KH, KW, OH, OW)
     dxp = np.zeros((N, C, H + 2 * padding, W + 2 * padding), dtype=dcols.dtype)
     for kh in range(KH):
         for kw in range(KW):
-            dxp[:, :, kh:kh + stride * (OH - 1) + 1:stride, kw:kw + stride * (OW - 1) + 1:stride] += d[:, :, kh, kw]
+            _add_shifted(dxp, d, kh, kw, stride, OH, OW)
     if padding:
         return np.ascontiguousarray(dxp[:, :, padding:padding + H, padding:padding + W])
     return dxp
+
+
+def _cols_to_planes(dcols, N, C, KH, KW, OH, OW):
+    """col2im's one copy: the (N*OH*OW, C*KH*KW) columns as (N, C, KH, KW, OH, OW), rows of OW."""
+    return np.ascontiguousarray(dcols.reshape(N, OH, OW, C, KH, KW).transpose(0, 3, 4, 5, 1, 2))
+
+
+def _add_shifted(dxp, d, kh, kw, stride, OH, OW):
+    """col2im's slice-add of patch position (kh, kw): its (N, C, OH, OW) plane onto the pixels it came from."""
+    dxp[:, :, kh:kh + stride * (OH - 1) + 1:stride, kw:kw + stride * (OW - 1) + 1:stride] += d[:, :, kh, kw]
 
 
 def conv2d_forward(x, w, b, stride, padding):

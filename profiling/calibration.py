@@ -9,6 +9,8 @@ Measured (never on a reference model; every array is synthetic, with shapes chos
   backend's GEMMs run on one thread inside its own block split). Cells whose product is too large to time quickly are
   filled at the rate of the nearest measured cell (a large GEMM runs at the BLAS peak). Every cell is timed in
   two passes over the grid, a third time where they disagree (``timed_in_passes``);
+* ``small_path_jumps``: per layout, how much slower per FLOP a product just past OpenBLAS's small-matrix
+  path (``small_path``) runs than one just inside it: where it jumps, the grid is interpolated within a path;
 * ``curves``: seconds against elements for each memory pass of the backend (``plans.py`` names them: im2col,
   col2im, layout changes, fills, reductions) and for each whole kernel without a GEMM (relu, pooling, the
   loss, the optimizer update), from 16 to 16M elements. A whole kernel is timed cold, as a step calls it
@@ -19,8 +21,8 @@ Measured (never on a reference model; every array is synthetic, with shapes chos
   that leaves none of its memory in any cache: how a step whose working set overflows the last-level cache
   finds the block its output lands in, and its page tables (the smallest calls pay most, relative to their
   size: the loss on 16 logits took 16 us cold and 73 us deep, relu on 4,096 elements 8 and 48 us);
-* ``widths``: each pass and kernel that runs along image rows (plans.WIDE) at one size for every row width
-  from 2 to 32: its cost per element jumps with how a row splits into SIMD vectors (at float32 on this
+* ``widths``: each pass and kernel that runs along short rows (``plans.wide``) at one size for every row width
+  from 2 to 32 and a few to 128: its cost per element jumps with how a row splits into SIMD vectors (at float32 on this
   machine, im2col's rate went 0.97, 1.66, 1.54, 2.12 and 1.84 G elements/s at widths 6, 8, 12, 24 and 30),
   which interpolating between the two widths of its size curves cannot follow;
 * ``far``: the same for a GEMM's operand last used a whole step ago (a weight matrix, the forward's
@@ -52,7 +54,7 @@ import numpy as np
 
 from . import plans
 
-VERSION = 20  # of what a calibration holds and of the kernels it timed: another version is measured again
+VERSION = 23  # of what a calibration holds and of the kernels it timed: another version is measured again
 GEMM_DIMS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 65536, 262144)
 QUICK_GEMM_DIMS = (1, 16, 256, 4096, 65536)   # ``quick``: a rough calibration in seconds
 GEMM_LAYOUTS = ("nn", "nt", "tn", "tt")
@@ -60,7 +62,7 @@ GEMM_MAX_FLOPS = 2 ** 28          # larger products are filled at the rate of a 
 GEMM_MAX_ELEMENTS = 2 ** 22       # per operand
 CURVE_SIZES = tuple(4 ** i for i in range(2, 13))  # 16 .. 16,777,216 elements: past the last-level cache
 QUICK_CURVE_SIZES = tuple(8 ** i for i in range(1, 8))
-WIDTHS = (6, 30)                  # image widths of the passes that run along rows (plans.WIDE)
+WIDTHS = (6, 30)                  # row widths of the passes that run along short rows (plans.wide)
 TINY_LAYERS = 32                  # the chains that measure per-layer and per-parameter overheads
 
 
@@ -82,7 +84,7 @@ EVICT_BYTES = 4 << 20
 SHARE_BYTES = 1 << 20            # half a core's L2 here: a chunk's other buffers (columns, gradients, weights)
 DEEP_EVICT_BYTES = 512 << 20     # twice this machine class's last-level cache and more
 REACH_BYTES = tuple(1 << i for i in range(22, 30))  # 4 MiB .. 512 MiB
-PROFILE_WIDTHS = tuple(range(2, 33))
+PROFILE_WIDTHS = (*range(2, 33), 40, 48, 64, 96, 128)
 PROFILE_ELEMENTS = 1 << 16
 REACH_ELEMENTS = 1 << 21
 
@@ -209,6 +211,45 @@ def measure_gemm(dtype: str, dims=GEMM_DIMS, layouts=GEMM_LAYOUTS, progress=None
     return out
 
 
+#: OpenBLAS (0.3.17 on, AVX-512 cores) multiplies a small product without packing its operands: at most
+#: SMALL_GEMM_WORK multiply-adds, and for the ``nt`` layout (its Fortran ``TN`` call: row-major operands reach it
+#: swapped) an output of at most SMALL_GEMM_NT_OUTPUT elements and an inner dimension of at least
+#: SMALL_GEMM_NT_INNER (its ``gemm_small_kernel_permit``). Just inside, a product runs up to 1.5x faster per
+#: FLOP than just outside (nn 16x480x128: 17 us, 16x496x128: 23 us), so the GEMM grid is interpolated within
+#: one path, never across the boundary, for each layout whose jump the calibration measured (``small_path_jumps``).
+SMALL_GEMM_WORK = 100 ** 3
+SMALL_GEMM_NT_OUTPUT = 1200
+SMALL_GEMM_NT_INNER = 32
+#: A layout's jump counts when a product just past the boundary is this much slower per FLOP than one just inside.
+SMALL_GEMM_JUMP = 1.15
+#: The pairs that measure the jump: a product just inside the small path and one just outside it, per layout.
+SMALL_GEMM_PAIRS = {"nn": ((16, 480, 128), (16, 496, 128)), "tn": ((16, 480, 128), (16, 496, 128)),
+                    "tt": ((16, 480, 128), (16, 496, 128)), "nt": ((8, 148, 64), (8, 152, 64))}
+
+
+def small_path(layout: str, m: int, n: int, k: int) -> bool:
+    """Whether OpenBLAS multiplies this row-major (m, n, k) product on its small-matrix path (SMALL_GEMM_WORK)."""
+    if m * n * k > SMALL_GEMM_WORK:
+        return False
+    return layout != "nt" or (m * n <= SMALL_GEMM_NT_OUTPUT and k >= SMALL_GEMM_NT_INNER)
+
+
+def measure_small_path_jumps(dtype: str, backend: str) -> dict:
+    """{layout: seconds per FLOP just past the small path's boundary over just inside it} (SMALL_GEMM_PAIRS),
+    each product timed in passes (``timed_in_passes``); a BLAS without such a path gives about 1."""
+    product = PRODUCTS[backend]
+    rng = np.random.default_rng(6)
+    cells = [(layout, shape) for layout, pair in SMALL_GEMM_PAIRS.items() for shape in pair]
+
+    def time_cell(cell):
+        layout, (m, n, k) = cell
+        a, b = _operands(layout, m, n, k, dtype, rng)
+        return _seconds(product(layout, a, b), budget=0.01, most=20, cold=False) / (m * n * k)
+    per_flop = dict(zip(cells, timed_in_passes(cells, time_cell)))
+    return {layout: per_flop[(layout, outside)] / per_flop[(layout, inside)]
+            for layout, (inside, outside) in SMALL_GEMM_PAIRS.items()}
+
+
 def _filled(grid, idx, dims) -> float:
     """A cell too large to time: step its largest dimension down until the product was measured, and scale the
     time by the work (the rate of large products is the BLAS peak's)."""
@@ -231,7 +272,8 @@ def _rows(target: int, per_row: int) -> int:
 def _pass_cases(backend: str, dtype: str, width: int = 10):
     """{name: make(target elements) -> (fn, elements, inputs)}: each pass the plans of ``backend`` name, run on
     synthetic arrays (2 input channels, 3x3 kernels, 8 filters, outputs ``width`` pixels wide; a chunk of n
-    samples)."""
+    samples), except where ``width`` is another length of row (plans.wide): the columns of a column sum, and
+    for NumPy the kernel's width of im2col and the filters of the layout changes."""
     from minigrad.kernels import numpy_ops
 
     rng = np.random.default_rng(1)
@@ -249,8 +291,8 @@ def _pass_cases(backend: str, dtype: str, width: int = 10):
         x = arr(n, C, H, H)
         return (lambda: np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))), n * C * (H + 2) ** 2, (x,)
 
-    def column_sum(t):
-        a = arr(_rows(t, F), F)
+    def column_sum(t):  # rows of ``width`` columns
+        a = arr(_rows(t, width), width)
         return (lambda: a.sum(axis=0)), a.size, (a,)
 
     def bias_add(t):
@@ -260,27 +302,42 @@ def _pass_cases(backend: str, dtype: str, width: int = 10):
             y.__iadd__(b)
         return run, y.size, (y,)
 
-    cases = {"pad": pad, "column_sum": column_sum, "bias_add": bias_add}
-    if backend == "numpy":
-        def im2col(t):
-            x = arr(_rows(t, P * K), C, H, H)
-            return (lambda: numpy_ops.im2col(x, KS, KS, 1, 0)), x.shape[0] * P * K, (x,)
+    def fill(t):
+        return (lambda: np.zeros(t, dtype=dtype)), t, ()
 
-        def col2im(t):
+    def crop(t):
+        x = arr(_rows(t, C * H * H), C, H + 2, H + 2)
+        return (lambda: np.ascontiguousarray(x[:, :, 1:-1, 1:-1])), x.shape[0] * C * H * H, (x,)
+
+    cases = {"pad": pad, "column_sum": column_sum, "bias_add": bias_add, "fill": fill, "crop": crop}
+    if backend == "numpy":  # widths as its plans give them: KW for im2col, OW for col2im, F for the layouts
+        S = 8  # output side of the im2col case
+
+        def im2col(t):
+            x = arr(_rows(t, S * S * C * KS * width), C, S + KS - 1, S + width - 1)
+            return (lambda: numpy_ops.im2col(x, KS, width, 1, 0)), x.shape[0] * S * S * C * KS * width, (x,)
+
+        def col2im_planes(t):
             n = _rows(t, P * K)
             d = arr(n * P, K)
-            return (lambda: numpy_ops.col2im(d, (n, C, H, H), KS, KS, 1, 0, OH, OH)), d.size, (d,)
+            return (lambda: numpy_ops._cols_to_planes(d, n, C, KS, KS, OH, OH)), d.size, (d,)
+
+        def shifted_add(t):
+            n = _rows(t, C * P)
+            dxp, d = np.zeros((n, C, H, H), dtype=dtype), arr(n, C, KS, KS, OH, OH)
+            return (lambda: numpy_ops._add_shifted(dxp, d, 1, 1, 1, OH, OH)), n * C * P, (d,)
 
         def to_nchw(t):
-            n = _rows(t, P * F)
-            out, b = arr(n * P, F), arr(F)
-            return (lambda: numpy_ops._gemm_out_to_nchw(out, b, n, OH, OH)), out.size, (out,)
+            n = _rows(t, S * S * width)
+            out, b = arr(n * S * S, width), arr(width)
+            return (lambda: numpy_ops._gemm_out_to_nchw(out, b, n, S, S)), out.size, (out,)
 
         def from_nchw(t):
-            dy = arr(_rows(t, P * F), F, OH, OH)
+            dy = arr(_rows(t, S * S * width), width, S, S)
             return (lambda: numpy_ops._nchw_to_gemm_in(dy)), dy.size, (dy,)
 
-        cases.update(im2col=im2col, col2im=col2im, gemm_out_to_nchw=to_nchw, nchw_to_gemm_in=from_nchw)
+        cases.update(im2col=im2col, col2im_planes=col2im_planes, shifted_add=shifted_add,
+                     gemm_out_to_nchw=to_nchw, nchw_to_gemm_in=from_nchw)
         return cases
 
     from minigrad.kernels import numba_ops
@@ -335,13 +392,6 @@ def _pass_cases(backend: str, dtype: str, width: int = 10):
         dy, dyw, db = arr(n, F, OH, OH), np.empty((F, n * Lp), dtype=dtype), np.zeros(F, dtype=dtype)
         return (lambda: numba_ops._nchw_to_gemm_in(dy, H, dyw, db)), dy.size, (dy,)
 
-    def fill(t):
-        return (lambda: np.zeros(t, dtype=dtype)), t, ()
-
-    def crop(t):
-        x = arr(_rows(t, C * H * H), C, H + 2, H + 2)
-        return (lambda: np.ascontiguousarray(x[:, :, 1:-1, 1:-1])), x.shape[0] * C * H * H, (x,)
-
     def transpose(t):
         a = arr(16, _rows(t, 16))
         return (lambda: np.ascontiguousarray(a.T)), a.size, (a,)
@@ -354,8 +404,7 @@ def _pass_cases(backend: str, dtype: str, width: int = 10):
     cases.update({f"direct_conv_{ks}x{ks}": direct(ks, False) for ks in (3, 5)})
     cases.update({f"direct_wgrad_{ks}x{ks}": direct(ks, True) for ks in (3, 5)})
     cases.update(im2col=im2col, col2im=col2im, im2col_plane=im2col_plane, col2im_plane=col2im_plane,
-                 gemm_out_to_nchw=to_nchw, nchw_to_gemm_in=from_nchw, fill=fill,
-                 crop=crop, transpose=transpose, outer_sum=outer_sum)
+                 gemm_out_to_nchw=to_nchw, nchw_to_gemm_in=from_nchw, transpose=transpose, outer_sum=outer_sum)
     return cases
 
 
@@ -424,7 +473,7 @@ def _kernel_cases(ops, dtype: str, side: int = 16):
 def measure_curves(backend: str, dtype: str, say=lambda text: None, sizes=CURVE_SIZES, budget: float = 0.05,
                    deep: bool = True) -> dict:
     """Every pass and whole kernel of ``backend``: ``name`` for those whose cost per element is one number,
-    ``name@w`` for each width w of WIDTHS for those that run along rows of an image (plans.WIDE); with ``deep``,
+    ``name@w`` for each width w of WIDTHS for those that run along short rows (plans.wide); with ``deep``,
     each whole kernel's ``~deep`` curve too."""
     from minigrad import backend as be
 
@@ -432,7 +481,7 @@ def measure_curves(backend: str, dtype: str, say=lambda text: None, sizes=CURVE_
     for width in WIDTHS:
         for cases, kernels in ((_pass_cases(backend, dtype, width), False), (_kernel_cases(be.k, dtype, width), True)):
             for name, make in cases.items():
-                wide = name in plans.WIDE
+                wide = name in plans.wide(backend)
                 if wide or width == WIDTHS[0]:
                     cold = kernels and name not in plans.BACK_TO_BACK
                     key = f"{name}@{width}" if wide else name
@@ -460,7 +509,7 @@ def _curve(make, sizes, budget: float, cold: bool, evict: int = 0, most: int = 1
 
 def measure_widths(backend: str, dtype: str, widths=PROFILE_WIDTHS, elements: int = PROFILE_ELEMENTS,
                    budget: float = 0.02) -> dict:
-    """{name: [[width, seconds per element], ...]} for each pass and kernel along image rows (plans.WIDE), at
+    """{name: [[width, seconds per element], ...]} for each pass and kernel along short rows (plans.wide), at
     about ``elements`` elements, timed as its size curves are (passes hot, kernels cold)."""
     from minigrad import backend as be
 
@@ -468,7 +517,7 @@ def measure_widths(backend: str, dtype: str, widths=PROFILE_WIDTHS, elements: in
     for width in widths:
         for cases, kernels in ((_pass_cases(backend, dtype, width), False), (_kernel_cases(be.k, dtype, width), True)):
             for name, make in cases.items():
-                if name in plans.WIDE:
+                if name in plans.wide(backend):
                     fn, n, inputs = make(elements)
                     out.setdefault(name, []).append([width, _seconds(fn, inputs, budget, cold=kernels) / n])
     return out
@@ -619,6 +668,7 @@ def measure(backend: str, dtype: str = "float32", threads: int = 1, quick: bool 
             result["split_seconds"] = _seconds(lambda: handoff(threads)) if threads > 1 else 0.0
         with guard:
             result["gemm"] = measure_gemm(dtype, dims, progress=say, backend=backend)
+            result["small_path_jumps"] = measure_small_path_jumps(dtype, backend)
             result["far"] = {} if quick else measure_far(dtype, backend)
         result["tiny"] = _tiny(backend, dtype)
         say("fixed overheads")
@@ -698,6 +748,13 @@ def main() -> int:
     return 0
 
 
+def _profile_at(profile, width: int) -> float:
+    """A ``widths`` profile's seconds per element at ``width``: interpolated in log-log between its measured
+    widths, the nearest one outside them."""
+    points = np.log(np.asarray(profile, dtype=np.float64))
+    return float(np.exp(np.interp(math.log(width), points[:, 0], points[:, 1])))
+
+
 @dataclass
 class Calibration:
     data: dict
@@ -710,21 +767,34 @@ class Calibration:
     def threads(self) -> int:
         return int(self.data["threads"])
 
+    def splits_paths(self, layout: str) -> bool:
+        """Whether this machine's BLAS showed the small-matrix path's jump for ``layout`` (``small_path``)."""
+        return self.data.get("small_path_jumps", {}).get(layout, 1.0) >= SMALL_GEMM_JUMP
+
     def gemm_seconds(self, layout: str, m: int, n: int, k: int) -> float:
-        """Trilinear interpolation of log seconds over log2 of the dimensions; beyond the grid's largest
-        dimension the time grows with the work."""
-        dims = np.log2(self.data["gemm_dims"])
-        grid = np.log(np.asarray(self.data["gemm"][layout]))
-        top = self.data["gemm_dims"][-1]
+        """Trilinear interpolation of the log rate (FLOPs per second) over log2 of the dimensions, from the
+        corners of the grid cell on the product's own side of the small-matrix path's boundary where the
+        layout splits there (``splits_paths``; all corners if none is); beyond the grid's largest dimension
+        the time grows with the work. With every corner used this is the interpolation of log seconds."""
+        dims = self.data["gemm_dims"]
+        log_dims = np.log2(dims)
+        grid = np.asarray(self.data["gemm"][layout])
+        top = dims[-1]
         scale = max(m / top, 1) * max(n / top, 1) * max(k / top, 1)
-        point = [math.log2(min(v, top)) for v in (m, n, k)]
-        lo = [min(int(np.searchsorted(dims, p, side="right")) - 1, len(dims) - 2) for p in point]
-        frac = [(p - dims[i]) / (dims[i + 1] - dims[i]) for p, i in zip(point, lo)]
-        value = 0.0
+        clamped = [min(v, top) for v in (m, n, k)]
+        point = [math.log2(v) for v in clamped]
+        lo = [min(int(np.searchsorted(log_dims, p, side="right")) - 1, len(dims) - 2) for p in point]
+        frac = [(p - log_dims[i]) / (log_dims[i + 1] - log_dims[i]) for p, i in zip(point, lo)]
+        side = small_path(layout, *clamped) if self.splits_paths(layout) else None
+        corners = []
         for corner in itertools.product((0, 1), repeat=3):
+            idx = tuple(i + c for i, c in zip(lo, corner))
             weight = math.prod(f if c else 1 - f for f, c in zip(frac, corner))
-            value += weight * grid[lo[0] + corner[0], lo[1] + corner[1], lo[2] + corner[2]]
-        return float(math.exp(value) * scale)
+            shape = [dims[i] for i in idx]
+            corners.append((weight, math.log(math.prod(shape) / grid[idx]), side is None or small_path(layout, *shape) == side))
+        same = [(w, r) for w, r, ok in corners if ok and w > 0] or [(w, r) for w, r, _ in corners]
+        log_rate = sum(w * r for w, r in same) / sum(w for w, _ in same)
+        return float(math.prod(clamped) / math.exp(log_rate) * scale)
 
     def deep_fraction(self, nbytes: float, far: bool = False) -> float:
         """How much of the deep penalty memory last used ``nbytes`` ago pays (the ``reach`` curve, or with
@@ -744,7 +814,7 @@ class Calibration:
         """Log-log interpolation of the named curve; below its first size the first time, beyond its last the
         last time scaled by the elements. A pass along image rows (``width`` given) is interpolated in log
         width between the curves measured at WIDTHS (the nearest one outside them), then scaled by the ``widths``
-        profile at that width over the same interpolation of the profile (where one was measured). ``deep``
+        profile at that width (``_profile_at``) over the same interpolation of the profile (where one was measured). ``deep``
         (0..1, a ``deep_fraction``): that share of the way to the ``name~deep`` curve, where one was measured
         (below its first size, the penalty per element there)."""
         if width is not None:
@@ -756,9 +826,9 @@ class Calibration:
                 return math.exp((1 - f) * math.log(at_lo) + f * math.log(at_hi))
             seconds = between(self.curve_seconds(f"{name}@{lo}", elements, deep=deep),
                               self.curve_seconds(f"{name}@{hi}", elements, deep=deep))
-            profile = dict((int(w_), t) for w_, t in self.data.get("widths", {}).get(name, []))
-            if width in profile and lo in profile and hi in profile:
-                seconds *= profile[width] / between(profile[lo], profile[hi])
+            profile = self.data.get("widths", {}).get(name)
+            if profile:
+                seconds *= _profile_at(profile, width) / between(_profile_at(profile, lo), _profile_at(profile, hi))
             return float(seconds)
         shallow = self._interpolate(name, elements)
         deep_name = f"{name}~deep"

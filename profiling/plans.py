@@ -34,7 +34,7 @@ from dataclasses import dataclass
 class Term:
     kind: str        # gemm | pass | kernel | call | split
     what: str        # the GEMM's layout, the pass's or kernel's curve name
-    size: tuple      # (m, n, k) for a GEMM; (elements,) or (elements, width) for a pass or kernel in WIDE
+    size: tuple      # (m, n, k) for a GEMM; (elements,) or (elements, width) for a pass or kernel in wide()
     count: int = 1   # how many times the call runs it (chunks, blocks)
     far: int = 0     # elements it reads or writes of arrays last used a whole step ago (weights, the forward's
                      # activations in the backward): from DRAM once the step outgrows the caches
@@ -58,10 +58,21 @@ CURVE_KERNELS = {
 }
 
 
-#: Passes and kernels that run along the rows of an image: priced by elements and the image's width (of the
-#: output for im2col/col2im, of the input for pooling), since a short row costs more per element.
+#: Passes and kernels whose loops run along short rows: priced by elements and the row's length, given as a
+#: width, since a short row costs more per element. Numba's copies and the pooling kernels run along image rows
+#: (the width of the output for im2col/col2im, of the input for pooling); a column sum along rows of its columns.
 WIDE = ("im2col", "col2im", "im2col_plane", "col2im_plane", "maxpool2d_forward", "maxpool2d_backward",
-        "relu_maxpool2d_forward", "relu_maxpool2d_backward")
+        "relu_maxpool2d_forward", "relu_maxpool2d_backward", "column_sum")
+
+#: NumPy's own copies run along the innermost axis its iterator keeps, which is not always an image row: the
+#: kernel's width for im2col (runs of KW pixels), the output's width for col2im's planes and slice-adds, the
+#: number of filters for the layout changes (one GEMM row of F values).
+NUMPY_WIDE = ("col2im_planes", "shifted_add", "gemm_out_to_nchw", "nchw_to_gemm_in")
+
+
+def wide(backend: str) -> tuple:
+    """The passes and kernels of ``backend`` priced by elements and width."""
+    return WIDE + (NUMPY_WIDE if backend == "numpy" else ())
 
 
 #: Kernels a step calls back to back (the optimizer updates one parameter after another), so the calibration
@@ -98,18 +109,22 @@ def conv_geometry(N, C, H, W, F, KH, KW, stride, padding):
 def _numpy_conv2d_forward(N, C, H, W, F, KH, KW, stride, padding, bias, need_dx, threads, itemsize):
     OH, OW, K, P = conv_geometry(N, C, H, W, F, KH, KW, stride, padding)
     terms = [Term("pass", "pad", (N * C * (H + 2 * padding) * (W + 2 * padding),))] if padding else []
-    return terms + [Term("pass", "im2col", (N * P * K, OW)),
+    return terms + [Term("pass", "im2col", (N * P * K, KW)),
                     Term("gemm", "nt", (N * P, F, K)),
-                    Term("pass", "gemm_out_to_nchw", (N * P * F,))]
+                    Term("pass", "gemm_out_to_nchw", (N * P * F, F))]
 
 
 def _numpy_conv2d_backward(N, C, H, W, F, KH, KW, stride, padding, bias, need_dx, threads, itemsize):
     OH, OW, K, P = conv_geometry(N, C, H, W, F, KH, KW, stride, padding)
     M = N * P
-    terms = [Term("pass", "nchw_to_gemm_in", (M * F,)), Term("gemm", "tn", (F, K, M), far=M * K)]  # the forward's cols
+    terms = [Term("pass", "nchw_to_gemm_in", (M * F, F)), Term("gemm", "tn", (F, K, M), far=M * K)]  # the forward's cols
     if need_dx:
-        terms += [Term("gemm", "nn", (M, K, F)), Term("pass", "col2im", (M * K, OW))]
-    return terms + ([Term("pass", "column_sum", (M * F,))] if bias else [])
+        Hp, Wp = H + 2 * padding, W + 2 * padding
+        terms += [Term("gemm", "nn", (M, K, F)), Term("pass", "col2im_planes", (M * K, OW)),
+                  Term("pass", "fill", (N * C * Hp * Wp,)),
+                  Term("pass", "shifted_add", (N * C * OH * OW, OW), count=KH * KW)]
+        terms += [Term("pass", "crop", (N * C * H * W,))] if padding else []
+    return terms + ([Term("pass", "column_sum", (M * F, F))] if bias else [])
 
 
 def _numpy_linear_forward(N, IN, OUT, bias, need_dx, threads, itemsize):
@@ -119,7 +134,7 @@ def _numpy_linear_forward(N, IN, OUT, bias, need_dx, threads, itemsize):
 def _numpy_linear_backward(N, IN, OUT, bias, need_dx, threads, itemsize):
     return (([Term("gemm", "nn", (N, IN, OUT), far=OUT * IN)] if need_dx else [])
             + [Term("gemm", "tn", (OUT, IN, N), far=N * IN + OUT * IN)]  # x from the forward, dw's buffer
-            + ([Term("pass", "column_sum", (N * OUT,))] if bias else []))
+            + ([Term("pass", "column_sum", (N * OUT, OUT))] if bias else []))
 
 
 # -- numba: direct or chunked im2col convolutions, blocks of work split over the threads ---------------------
@@ -223,7 +238,7 @@ def _numba_linear_backward(N, IN, OUT, bias, need_dx, threads, itemsize):
                      N * IN * OUT, threads)
     dx = _blocks(lambda cols: [Term("gemm", "nn", (N, cols, OUT), far=OUT * cols)], IN, N * IN * OUT,
                  threads) if need_dx else []
-    return dw + dx + ([Term("pass", "column_sum", (N * OUT,))] if bias else [])
+    return dw + dx + ([Term("pass", "column_sum", (N * OUT, OUT))] if bias else [])
 
 
 _PLANS = {

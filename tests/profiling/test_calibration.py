@@ -26,6 +26,36 @@ def test_gemm_lookup_is_exact_for_a_power_law_between_and_beyond_the_grid():
     assert cal.gemm_seconds("nn", 256, 2, 640) == pytest.approx(2 * 256 * 2 * 640 / 1e9, rel=1e-9)
 
 
+def two_path_gemm(dims, small_rate=2e9, packed_rate=1e9) -> dict:
+    """Every product takes 2mnk / rate seconds, at one rate on BLAS's small-matrix path, another off it."""
+    return {layout: [[[2 * m * n * k / (small_rate if calibration.small_path(layout, m, n, k) else packed_rate)
+                       for k in dims] for n in dims] for m in dims] for layout in calibration.GEMM_LAYOUTS}
+
+
+def test_small_path_follows_openblas_permit_rules_in_row_major_terms():
+    assert calibration.small_path("nn", 16, 480, 128) and not calibration.small_path("nn", 16, 496, 128)
+    assert calibration.small_path("tn", 100, 100, 100) and not calibration.small_path("tn", 100, 100, 101)
+    # nt (OpenBLAS's TN): only small outputs with an inner dimension of at least 32
+    assert calibration.small_path("nt", 8, 148, 64) and not calibration.small_path("nt", 8, 152, 64)
+    assert not calibration.small_path("nt", 8, 148, 31)
+
+
+def test_gemm_lookup_interpolates_within_the_small_paths_side_of_its_boundary():
+    dims = [1, 16, 256, 4096]
+    data = {"backend": "numba", "gemm_dims": dims, "gemm": two_path_gemm(dims),
+            "small_path_jumps": {layout: 1.5 for layout in calibration.GEMM_LAYOUTS}}
+    cal = calibration.Calibration(data)
+    # (16, 368, 150): inside (883k multiply-adds) between corners of both paths: priced at the small path's rate
+    assert cal.gemm_seconds("nn", 16, 368, 150) == pytest.approx(2 * 16 * 368 * 150 / 2e9, rel=1e-9)
+    assert cal.gemm_seconds("nn", 16, 496, 150) == pytest.approx(2 * 16 * 496 * 150 / 1e9, rel=1e-9)
+    assert cal.gemm_seconds("nt", 4, 200, 64) == pytest.approx(2 * 4 * 200 * 64 / 2e9, rel=1e-9)
+    assert cal.gemm_seconds("nt", 8, 200, 64) == pytest.approx(2 * 8 * 200 * 64 / 1e9, rel=1e-9)
+    # a BLAS that showed no jump: the corners of both paths are blended, between the two rates
+    data["small_path_jumps"] = {layout: 1.0 for layout in calibration.GEMM_LAYOUTS}
+    blended = cal.gemm_seconds("nn", 16, 368, 150)
+    assert 2 * 16 * 368 * 150 / 2e9 * 1.05 < blended < 2 * 16 * 368 * 150 / 1e9
+
+
 def test_a_product_too_large_to_time_is_filled_at_the_rate_of_a_measured_one():
     grid = np.full((3, 3, 3), np.nan)
     grid[:2, :2, :2] = 1.0
@@ -65,7 +95,11 @@ def test_a_width_profile_corrects_the_interpolation_between_the_measured_widths(
         assert cal.curve_seconds("pool", 100, w) == pytest.approx(plain.curve_seconds("pool", 100, w))
     assert cal.curve_seconds("pool", 100, 8) == pytest.approx(800e-9)
     assert cal.curve_seconds("pool", 100, 24) == pytest.approx(400e-9)
-    assert cal.curve_seconds("pool", 100, 12) == pytest.approx(plain.curve_seconds("pool", 100, 12))  # not profiled
+    # between profiled widths: the profile interpolated in log width (8 ns at 8, 4 ns at 24: 12 is 37% of the way)
+    f = math.log(12 / lo) / math.log(hi / lo)
+    at_12 = 8e-9 * 0.5 ** (math.log(12 / 8) / math.log(24 / 8))
+    assert cal.curve_seconds("pool", 100, 12) == pytest.approx(plain.curve_seconds("pool", 100, 12) * at_12
+                                                               / (2e-9 * 4 ** f))
     assert plain.curve_seconds("pool", 100, 8) == pytest.approx(100 * 2e-9 * 4 ** (math.log(8 / lo) / math.log(hi / lo)))
 
 
@@ -74,7 +108,8 @@ def test_width_profiles_are_measured_for_every_pass_and_kernel_along_rows():
         pytest.skip(backend.unavailable_reason("numpy"))
     with backend.use_backend("numpy"):
         widths = calibration.measure_widths("numpy", "float32", widths=(2, 6, 9), elements=512, budget=0.0)
-    assert set(widths) == set(plans.WIDE) - {"im2col_plane", "col2im_plane"}  # the plane copies: Numba's only
+    # the plane copies and the row col2im: Numba's only
+    assert set(widths) == set(plans.wide("numpy")) - {"im2col_plane", "col2im_plane", "col2im"}
     for profile in widths.values():
         assert [w for w, _ in profile] == [2, 6, 9] and all(t > 0 for _, t in profile)
 
@@ -146,6 +181,8 @@ def tiny_calibration(request, tmp_path_factory):
 def test_a_real_calibration_prices_every_term_of_every_reference_model(tiny_calibration):
     cal, _ = tiny_calibration
     assert cal.data["quick"] and cal.data["gemm_dims"] == [1, 64, 4096]
+    jumps = cal.data["small_path_jumps"]
+    assert set(jumps) == set(calibration.SMALL_GEMM_PAIRS) and all(r > 0 for r in jumps.values())
     for curve in cal.data["curves"].values():
         assert all(seconds > 0 for _, seconds in curve)
     for name in models.MODELS:

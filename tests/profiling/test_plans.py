@@ -41,12 +41,19 @@ def conv(N=16, C=6, H=12, W=12, F=16, K=5, stride=1, padding=0, need_dx=True):
 
 
 def test_numpy_conv_is_im2col_one_gemm_and_the_layout_passes():
+    # widths: NumPy's innermost runs: the kernel's width in im2col, the filters in the layout changes and sums
     terms = plans.plan("numpy", Call("conv2d_forward", conv(N=2, padding=1)), threads=1)
     assert terms == [Term("call", "conv2d_forward", ()), Term("pass", "pad", (2 * 6 * 14 * 14,)),
-                     Term("pass", "im2col", (2 * 100 * 150, 10)), Term("gemm", "nt", (200, 16, 150)),
-                     Term("pass", "gemm_out_to_nchw", (200 * 16,))]
+                     Term("pass", "im2col", (2 * 100 * 150, 5)), Term("gemm", "nt", (200, 16, 150)),
+                     Term("pass", "gemm_out_to_nchw", (200 * 16, 16))]
     back = plans.plan("numpy", Call("conv2d_backward", conv(N=2)), threads=1)
-    assert [t.what for t in back] == ["conv2d_backward", "nchw_to_gemm_in", "tn", "nn", "col2im", "column_sum"]
+    assert [t.what for t in back] == ["conv2d_backward", "nchw_to_gemm_in", "tn", "nn", "col2im_planes", "fill",
+                                      "shifted_add", "column_sum"]
+    # col2im: one copy of the columns into planes of 8-pixel rows, then a slice-add per patch position (25)
+    assert [(t.size, t.count) for t in back if t.what in ("col2im_planes", "shifted_add")] == [
+        ((2 * 64 * 150, 8), 1), ((2 * 6 * 64, 8), 25)]
+    padded = plans.plan("numpy", Call("conv2d_backward", conv(N=2, padding=1)), threads=1)
+    assert [t.what for t in padded][-2:] == ["crop", "column_sum"]
     first = plans.plan("numpy", Call("conv2d_backward", conv(N=2, need_dx=False)), threads=1)
     assert [t.what for t in first] == ["conv2d_backward", "nchw_to_gemm_in", "tn", "column_sum"]
 

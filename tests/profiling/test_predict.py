@@ -29,11 +29,11 @@ def synthetic(backend_name="numpy", itemsize=4) -> calibration.Calibration:
     names = set(plans.CURVE_KERNELS) | {"pad", "im2col", "col2im", "gemm_out_to_nchw", "nchw_to_gemm_in",
                                         "column_sum", "bias_add", "fill", "crop", "transpose", "outer_sum",
                                         "direct_conv_3x3", "direct_conv_5x5", "im2col_plane", "col2im_plane",
-                                        "direct_wgrad_3x3", "direct_wgrad_5x5"}
+                                        "direct_wgrad_3x3", "direct_wgrad_5x5", "col2im_planes", "shifted_add"}
     sizes = [1, 1 << 30]
     curves = {}
     for name in names:
-        for key in ([f"{name}@{w}" for w in calibration.WIDTHS] if name in plans.WIDE else [name]):
+        for key in ([f"{name}@{w}" for w in calibration.WIDTHS] if name in plans.wide(backend_name) else [name]):
             curves[key] = [[s, PER_ELEMENT * s] for s in sizes]
     grid = [[[2 * m * n * k / GEMM_RATE for k in DIMS] for n in DIMS] for m in DIMS]
     cal = calibration.Calibration({"backend": backend_name, "threads": 1, "gemm_dims": DIMS,
