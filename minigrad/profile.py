@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="predict: list every kernel call at these batch sizes, predicted (and measured) with the others "
                         "(default: the smallest and largest)")
     p.add_argument("--recalibrate", action="store_true", help="predict: measure the calibration again")
+    p.add_argument("--rounds", type=int, default=2,
+                   help="predict --measure: rounds through the batch sizes, alternating in order; each size keeps "
+                        "its fastest round (default 2)")
     return p
 
 
@@ -221,11 +224,9 @@ def _predict(args, out: Path) -> int:
     preds = predict.predict(args.model, sizes, name, args.dtype, args.threads, n_samples, cal)
     measured, traced = {}, {}
     if args.measure:
-        for b in sizes:
-            m = predict.measure(args.model, b, train_set, args.dtype, kernels=b in kernels_at)
-            measured[b] = m
-            traced[b] = m.get("by_kernel")
-            print(f"measured B={b}: {1e3 * m['step_seconds']:.3f} ms per step", file=sys.stderr, flush=True)
+        measured = predict.measure_rounds(args.model, sizes, train_set, args.dtype, kernels_at, args.rounds,
+                                          say=lambda text: print(text, file=sys.stderr, flush=True))
+        traced = {b: m.get("by_kernel") for b, m in measured.items()}
     print(f"{args.model} on {name}, {args.dtype}, {args.threads} thread(s); calibration of "
           f"{cal.data['measured_at']} ({cal.data['cpu']}); epoch = {n_samples:,} samples / B steps\n")
     print(predict.format_table(preds, measured))

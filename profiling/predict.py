@@ -294,6 +294,28 @@ def measure(model_name: str, batch_size: int, train_set, dtype: str = "float32",
     return out
 
 
+def measure_rounds(model_name: str, sizes, train_set, dtype: str = "float32", kernels_at=(), rounds: int = 2,
+                   say=lambda text: None, measure_one=None) -> dict:
+    """{batch size: ``measure``'s record} over ``rounds`` rounds through every size, each round in the reverse
+    order of the one before, so that a size's rounds lie minutes apart; its step time is the fastest round's
+    median (``round_seconds`` keeps each), since a slow burst of the machine only ever slows a round (on this
+    class of machine one round at B=5 measured 0.969 ms between 0.513 and 0.739 ms at B=3 and 8, the next
+    0.596). The tracer runs in the first round only."""
+    if rounds < 1:
+        raise ValueError(f"measure_rounds: rounds must be at least 1; got {rounds}")
+    measure_one = measure_one or measure
+    out: dict = {}
+    order = sorted(sizes)
+    for r in range(rounds):
+        for b in (order if r % 2 == 0 else order[::-1]):
+            m = measure_one(model_name, b, train_set, dtype, kernels=r == 0 and b in kernels_at)
+            record = out.setdefault(b, {**m, "round_seconds": []})
+            record["round_seconds"].append(m["step_seconds"])
+            record["step_seconds"] = min(record["round_seconds"])
+            say(f"measured B={b} (round {r + 1} of {rounds}): {1e3 * m['step_seconds']:.3f} ms per step")
+    return out
+
+
 # -- the report ------------------------------------------------------------------------------------------------
 
 

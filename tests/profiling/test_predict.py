@@ -202,6 +202,23 @@ def test_the_table_and_the_kernel_listing():
     assert "GEMM 16x256x784 (nt)" in listing and "+0.0%" in listing
 
 
+def test_measured_rounds_alternate_in_order_and_keep_each_sizes_fastest_round():
+    calls = []
+    slow = {(1, 4)}  # (round, batch size) caught in a slow burst
+
+    def measure_one(model_name, b, train_set, dtype, kernels=False):
+        calls.append((b, kernels))
+        seconds = b * 1e-3 * (3 if (sum(c[0] == b for c in calls) - 1, b) in slow else 1)
+        return {"batch_size": b, "step_seconds": seconds, **({"by_kernel": {"k": 1.0}} if kernels else {})}
+    out = predict.measure_rounds("mlp", [4, 1, 2], None, kernels_at=(4,), rounds=3, measure_one=measure_one)
+    assert [b for b, _ in calls] == [1, 2, 4, 4, 2, 1, 1, 2, 4]
+    assert [b for b, k in calls if k] == [4]  # traced in the first round only
+    assert out[4]["round_seconds"] == [4e-3, 12e-3, 4e-3] and out[4]["step_seconds"] == 4e-3
+    assert out[4]["by_kernel"] == {"k": 1.0} and "by_kernel" not in out[1]
+    with pytest.raises(ValueError, match="rounds must be at least 1"):
+        predict.measure_rounds("mlp", [1], None, rounds=0, measure_one=measure_one)
+
+
 def test_the_cli_predicts_measures_and_writes_json(tmp_path):
     cmd = [sys.executable, "-m", "minigrad.profile", "predict", "--quick", "--backend", "numpy", "--model", "mlp",
            "--batch-sizes", "1-4", "--dataset", "synthetic", "--measure", "--kernels-at", "4", "--out", str(tmp_path)]
@@ -212,3 +229,4 @@ def test_the_cli_predicts_measures_and_writes_json(tmp_path):
     out = json.loads((tmp_path / "predict.json").read_text())
     assert [p["batch_size"] for p in out["predicted"]] == [1, 2, 4]
     assert [m["batch_size"] for m in out["measured"]] == [1, 2, 4] and "by_kernel" in out["measured"][2]
+    assert all(len(m["round_seconds"]) == 2 and m["step_seconds"] == min(m["round_seconds"]) for m in out["measured"])
