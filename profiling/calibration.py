@@ -214,8 +214,9 @@ def measure_gemm(dtype: str, dims=GEMM_DIMS, layouts=GEMM_LAYOUTS, progress=None
 #: OpenBLAS (0.3.17 on, AVX-512 cores) multiplies a small product without packing its operands: at most
 #: SMALL_GEMM_WORK multiply-adds, and for the ``nt`` layout (its Fortran ``TN`` call: row-major operands reach it
 #: swapped) an output of at most SMALL_GEMM_NT_OUTPUT elements and an inner dimension of at least
-#: SMALL_GEMM_NT_INNER (its ``gemm_small_kernel_permit``). Just inside, a product runs up to 1.5x faster per
-#: FLOP than just outside (nn 16x480x128: 17 us, 16x496x128: 23 us), so the GEMM grid is interpolated within
+#: SMALL_GEMM_NT_INNER (its ``gemm_small_kernel_permit``). Just inside, a product ran 1.2-2.9x faster per
+#: FLOP than just outside (nn 16x480x128: 17 us, 16x496x128: 22 us; tt 19 and 49 us; nt 8x144x64: 3.8 us,
+#: 8x152x64: 11 us, one thread), so the GEMM grid is interpolated within
 #: one path, never across the boundary, for each layout whose jump the calibration measured (``small_path_jumps``).
 SMALL_GEMM_WORK = 100 ** 3
 SMALL_GEMM_NT_OUTPUT = 1200
@@ -791,7 +792,8 @@ class Calibration:
             idx = tuple(i + c for i, c in zip(lo, corner))
             weight = math.prod(f if c else 1 - f for f, c in zip(frac, corner))
             shape = [dims[i] for i in idx]
-            corners.append((weight, math.log(math.prod(shape) / grid[idx]), side is None or small_path(layout, *shape) == side))
+            same_side = side is None or small_path(layout, *shape) == side
+            corners.append((weight, math.log(math.prod(shape) / grid[idx]), same_side))
         same = [(w, r) for w, r, ok in corners if ok and w > 0] or [(w, r) for w, r, _ in corners]
         log_rate = sum(w * r for w, r in same) / sum(w for w, _ in same)
         return float(math.prod(clamped) / math.exp(log_rate) * scale)
@@ -812,11 +814,11 @@ class Calibration:
 
     def curve_seconds(self, name: str, elements: int, width: int | None = None, deep: float = 0.0) -> float:
         """Log-log interpolation of the named curve; below its first size the first time, beyond its last the
-        last time scaled by the elements. A pass along image rows (``width`` given) is interpolated in log
+        last time scaled by the elements. A pass along short rows (``width`` given) is interpolated in log
         width between the curves measured at WIDTHS (the nearest one outside them), then scaled by the ``widths``
-        profile at that width (``_profile_at``) over the same interpolation of the profile (where one was measured). ``deep``
-        (0..1, a ``deep_fraction``): that share of the way to the ``name~deep`` curve, where one was measured
-        (below its first size, the penalty per element there)."""
+        profile at that width (``_profile_at``) over the same interpolation of the profile (where one was
+        measured). ``deep`` (0..1, a ``deep_fraction``): that share of the way to the ``name~deep`` curve, where
+        one was measured (below its first size, the penalty per element there)."""
         if width is not None:
             lo, hi = WIDTHS[0], WIDTHS[-1]
             w = min(max(width, lo), hi)

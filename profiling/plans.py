@@ -117,7 +117,8 @@ def _numpy_conv2d_forward(N, C, H, W, F, KH, KW, stride, padding, bias, need_dx,
 def _numpy_conv2d_backward(N, C, H, W, F, KH, KW, stride, padding, bias, need_dx, threads, itemsize):
     OH, OW, K, P = conv_geometry(N, C, H, W, F, KH, KW, stride, padding)
     M = N * P
-    terms = [Term("pass", "nchw_to_gemm_in", (M * F, F)), Term("gemm", "tn", (F, K, M), far=M * K)]  # the forward's cols
+    terms = [Term("pass", "nchw_to_gemm_in", (M * F, F)),
+             Term("gemm", "tn", (F, K, M), far=M * K)]  # far: the forward's cols
     if need_dx:
         Hp, Wp = H + 2 * padding, W + 2 * padding
         terms += [Term("gemm", "nn", (M, K, F)), Term("pass", "col2im_planes", (M * K, OW)),
