@@ -1,21 +1,8 @@
-import signal
 import sys
 
+from ._signals import install
 
-def _interrupt(signum, frame):
-    """Ctrl-C as KeyboardInterrupt, except inside a finalizer (``__del__``), where Python would print "Exception
-    ignored" and lose the interrupt: there it is raised again 10 ms later (SIGALRM), once the finalizer is done."""
-    f = frame
-    while f is not None:
-        if f.f_code.co_name == "__del__":
-            signal.setitimer(signal.ITIMER_REAL, 0.01)
-            return
-        f = f.f_back
-    raise KeyboardInterrupt
-
-
-signal.signal(signal.SIGINT, _interrupt)
-signal.signal(signal.SIGALRM, _interrupt)
+install()  # Ctrl-C as KeyboardInterrupt from here on (_signals.interrupt)
 
 try:
     from .cli import main  # a Ctrl-C while the bench's modules import ends here, as one line
