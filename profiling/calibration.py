@@ -25,6 +25,9 @@ Measured (never on a reference model; every array is synthetic, with shapes chos
   from 2 to 32 and a few to 128: its cost per element jumps with how a row splits into SIMD vectors (at float32 on this
   machine, im2col's rate went 0.97, 1.66, 1.54, 2.12 and 1.84 G elements/s at widths 6, 8, 12, 24 and 30),
   which interpolating between the two widths of its size curves cannot follow;
+* ``l1_conflict``: the level-1 data cache's sets, ways and line (from the OS), and what a transposing copy pays
+  per element where its strided runs overflow the sets their addresses fall into (``l1_conflicts``; at float32
+  here, NumPy's copy took 0.42-0.54 ns per element in 10 geometries that fit and 1.10-1.48 in 7 that overflow);
 * ``far``: the same for a GEMM's operand last used a whole step ago (a weight matrix, the forward's
   activations in the backward): a memory-bound product (64 x 8 x 16,384, its 4 MiB operand not re-read) after
   passes over 4 MiB to DEEP_EVICT_BYTES, as seconds per byte of that operand from DRAM and the fraction of
@@ -54,7 +57,7 @@ import numpy as np
 
 from . import plans
 
-VERSION = 23  # of what a calibration holds and of the kernels it timed: another version is measured again
+VERSION = 24  # of what a calibration holds and of the kernels it timed: another version is measured again
 GEMM_DIMS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 65536, 262144)
 QUICK_GEMM_DIMS = (1, 16, 256, 4096, 65536)   # ``quick``: a rough calibration in seconds
 GEMM_LAYOUTS = ("nn", "nt", "tn", "tt")
@@ -249,6 +252,42 @@ def measure_small_path_jumps(dtype: str, backend: str) -> dict:
     per_flop = dict(zip(cells, timed_in_passes(cells, time_cell)))
     return {layout: per_flop[(layout, outside)] / per_flop[(layout, inside)]
             for layout, (inside, outside) in SMALL_GEMM_PAIRS.items()}
+
+
+def l1_conflicts(run: int, stride: int, geometry: dict) -> bool:
+    """Whether a copy's run of ``run`` reads ``stride`` bytes apart, whose cache lines the next run reads again
+    (a transposing copy: the next run reads the neighbouring elements), overflows the level-1 sets its addresses
+    fall into. A stride of whole lines lands on sets / gcd(stride in lines, sets) of them, each of ``ways`` lines;
+    any other stride spreads over all of them."""
+    line, sets, ways = geometry["line"], geometry["sets"], geometry["ways"]
+    if stride < line or stride % line:
+        used = sets
+    else:
+        used = sets // math.gcd(stride // line, sets)
+    return run > used * ways
+
+
+def measure_l1_conflict(dtype: str, elements: int = 1 << 21) -> dict:
+    """This machine's level-1 geometry (``ceilings.l1_geometry``) and what a transposing copy pays per element
+    where its runs overflow their sets (``l1_conflicts``): NumPy's copy of (n, R, K) into (n, K, R) with runs
+    of R = 4x the capacity of eight-line strides, against the same with one column more (a stride of no whole
+    number of lines). {} where the OS does not give the geometry."""
+    from .ceilings import l1_geometry
+
+    geometry = l1_geometry()
+    if not geometry:
+        return {}
+    item = np.dtype(dtype).itemsize
+    k = 8 * geometry["line"] // item
+    run = 4 * (geometry["sets"] // math.gcd(8, geometry["sets"])) * geometry["ways"]
+    rng = np.random.default_rng(7)
+
+    def per_element(cols):
+        d = rng.random((max(1, elements // (run * cols)), run, cols), dtype=dtype)
+        return _seconds(lambda: np.ascontiguousarray(d.transpose(0, 2, 1)), budget=0.05, cold=False) / d.size
+    if not l1_conflicts(run, k * item, geometry) or l1_conflicts(run, (k + 1) * item, geometry):
+        return {}  # a geometry (sets not a multiple of 4) where these two copies do not straddle the boundary
+    return {**geometry, "seconds_per_element": max(0.0, per_element(k) - per_element(k + 1))}
 
 
 def _filled(grid, idx, dims) -> float:
@@ -660,7 +699,8 @@ def measure(backend: str, dtype: str = "float32", threads: int = 1, quick: bool 
         result["widths"] = {} if quick else measure_widths(backend, dtype)
         say("row widths")
         result["reach"] = [] if quick else measure_reach(dtype)  # quick: every kernel priced as cache finds it
-        say("cache reach")
+        result["l1_conflict"] = measure_l1_conflict(dtype)
+        say("cache reach, L1 sets")
         guard = contextlib.nullcontext()
         if backend == "numba":  # its GEMMs run on one BLAS thread inside its own block split
             from minigrad.kernels.numba_runtime import OneBlasThread, handoff
@@ -807,6 +847,14 @@ class Calibration:
             return 0.0
         points = np.asarray(reach + [[DEEP_EVICT_BYTES, 1.0]], dtype=np.float64)
         return float(np.interp(math.log(max(nbytes, 1.0)), np.log(points[:, 0]), points[:, 1], left=0.0, right=1.0))
+
+    def l1_conflict_seconds(self, run: int, stride: int) -> float:
+        """Seconds per element that a transposing copy's runs of ``run`` reads ``stride`` bytes apart add where
+        they overflow their L1 sets (``l1_conflicts``); 0 where they fit or nothing was measured."""
+        conflict = self.data.get("l1_conflict")
+        if not conflict or not l1_conflicts(run, stride, conflict):
+            return 0.0
+        return conflict["seconds_per_element"]
 
     def far_seconds(self, nbytes: float) -> float:
         """Seconds to bring ``nbytes`` of operands from DRAM into a GEMM (0 without a ``far`` measurement)."""

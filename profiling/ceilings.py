@@ -70,6 +70,21 @@ def cache_sizes() -> dict:
     return out
 
 
+def l1_geometry() -> dict | None:
+    """{"sets", "ways", "line"} of the level-1 data cache, from the OS (Linux sysfs); None where unavailable."""
+    base = Path("/sys/devices/system/cpu/cpu0/cache")
+    for index in sorted(base.glob("index*")):
+        try:
+            if (index / "level").read_text().strip() != "1" or (index / "type").read_text().strip() == "Instruction":
+                continue
+            return {"sets": int((index / "number_of_sets").read_text()),
+                    "ways": int((index / "ways_of_associativity").read_text()),
+                    "line": int((index / "coherency_line_size").read_text())}
+        except (OSError, ValueError):
+            return None
+    return None
+
+
 def blas_threads() -> int | None:
     from threadpoolctl import threadpool_info
 

@@ -38,6 +38,8 @@ class Term:
     count: int = 1   # how many times the call runs it (chunks, blocks)
     far: int = 0     # elements it reads or writes of arrays last used a whole step ago (weights, the forward's
                      # activations in the backward): from DRAM once the step outgrows the caches
+    strided: tuple = ()  # (run, stride in bytes) of a transposing copy's strided side, whose lines the next run
+                         # reads again: priced with L1 misses where the run overflows its sets
 
 
 @dataclass(frozen=True)
@@ -111,17 +113,17 @@ def _numpy_conv2d_forward(N, C, H, W, F, KH, KW, stride, padding, bias, need_dx,
     terms = [Term("pass", "pad", (N * C * (H + 2 * padding) * (W + 2 * padding),))] if padding else []
     return terms + [Term("pass", "im2col", (N * P * K, KW)),
                     Term("gemm", "nt", (N * P, F, K)),
-                    Term("pass", "gemm_out_to_nchw", (N * P * F, F))]
+                    Term("pass", "gemm_out_to_nchw", (N * P * F, F), strided=(P, F * itemsize))]
 
 
 def _numpy_conv2d_backward(N, C, H, W, F, KH, KW, stride, padding, bias, need_dx, threads, itemsize):
     OH, OW, K, P = conv_geometry(N, C, H, W, F, KH, KW, stride, padding)
     M = N * P
-    terms = [Term("pass", "nchw_to_gemm_in", (M * F, F)),
+    terms = [Term("pass", "nchw_to_gemm_in", (M * F, F), strided=(F, P * itemsize)),
              Term("gemm", "tn", (F, K, M), far=M * K)]  # far: the forward's cols
     if need_dx:
         Hp, Wp = H + 2 * padding, W + 2 * padding
-        terms += [Term("gemm", "nn", (M, K, F)), Term("pass", "col2im_planes", (M * K, OW)),
+        terms += [Term("gemm", "nn", (M, K, F)), Term("pass", "col2im_planes", (M * K, OW), strided=(P, K * itemsize)),
                   Term("pass", "fill", (N * C * Hp * Wp,)),
                   Term("pass", "shifted_add", (N * C * OH * OW, OW), count=KH * KW)]
         terms += [Term("pass", "crop", (N * C * H * W,))] if padding else []

@@ -212,6 +212,13 @@ class CostModel:
             reason = (f"{term.what}: {elements:,} elements{f' in rows of {width}' if width else ''} at "
                       f"{_rate(elements / s)} elements/s ({_rate(elements * self.itemsize / s)}B/s)"
                       + (f", {100 * deep:.0f}% of the way to DRAM" if deep > 0 else ""))
+            if term.strided:
+                run, stride = term.strided
+                missed = elements * self.cal.l1_conflict_seconds(run, stride)
+                if missed > 0:
+                    s += missed
+                    reason += (f"; runs of {run} reads {stride:,} B apart overflow their L1 sets: "
+                               f"+{1e6 * missed:.0f} us of L1 misses")
         elif term.kind == "call":
             s = self.overheads[term.what]
             reason = "wrapper: validation, allocation, thread guard (measured on the smallest shapes)"

@@ -56,6 +56,36 @@ def test_gemm_lookup_interpolates_within_the_small_paths_side_of_its_boundary():
     assert 2 * 16 * 368 * 150 / 2e9 * 1.05 < blended < 2 * 16 * 368 * 150 / 1e9
 
 
+L1 = {"sets": 64, "ways": 12, "line": 64}
+
+
+@pytest.mark.parametrize("run, stride, conflict", [
+    # numpy's transposing copy here: these overflowed (1.10-1.48 ns per element) ...
+    (576, 1152, True), (100, 1024, True), (576, 256, True), (576, 512, True), (576, 128, True), (576, 768, True),
+    # ... and these fit (0.42-0.54 ns): strides of no whole number of lines, runs within the sets' capacity
+    (576, 1160, False), (576, 1120, False), (100, 1056, False), (40, 1024, False), (576, 192, False),
+    (576, 64, False), (576, 800, False), (576, 24, False)])
+def test_l1_conflicts_follow_the_sets_a_stride_lands_on(run, stride, conflict):
+    assert calibration.l1_conflicts(run, stride, L1) is conflict
+
+
+def test_a_conflicting_copy_pays_the_measured_penalty_per_element():
+    cal = calibration.Calibration({"backend": "numpy", "l1_conflict": {**L1, "seconds_per_element": 7e-10}})
+    assert cal.l1_conflict_seconds(576, 1152) == 7e-10 and cal.l1_conflict_seconds(576, 1160) == 0.0
+    assert calibration.Calibration({"backend": "numpy"}).l1_conflict_seconds(576, 1152) == 0.0  # not measured
+
+
+def test_the_l1_geometry_and_its_penalty_are_measured():
+    from minigrad.profiling import ceilings
+
+    geometry = ceilings.l1_geometry()
+    if geometry is None:
+        pytest.skip("the OS gives no L1 geometry")
+    assert set(geometry) == {"sets", "ways", "line"} and all(v > 0 for v in geometry.values())
+    measured = calibration.measure_l1_conflict("float32", elements=1 << 16)
+    assert measured == {} or (measured["seconds_per_element"] >= 0 and measured["line"] == geometry["line"])
+
+
 def test_a_product_too_large_to_time_is_filled_at_the_rate_of_a_measured_one():
     grid = np.full((3, 3, 3), np.nan)
     grid[:2, :2, :2] = 1.0
@@ -181,6 +211,7 @@ def tiny_calibration(request, tmp_path_factory):
 def test_a_real_calibration_prices_every_term_of_every_reference_model(tiny_calibration):
     cal, _ = tiny_calibration
     assert cal.data["quick"] and cal.data["gemm_dims"] == [1, 64, 4096]
+    assert "l1_conflict" in cal.data
     jumps = cal.data["small_path_jumps"]
     assert set(jumps) == set(calibration.SMALL_GEMM_PAIRS) and all(r > 0 for r in jumps.values())
     for curve in cal.data["curves"].values():

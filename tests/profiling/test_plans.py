@@ -45,13 +45,15 @@ def test_numpy_conv_is_im2col_one_gemm_and_the_layout_passes():
     terms = plans.plan("numpy", Call("conv2d_forward", conv(N=2, padding=1)), threads=1)
     assert terms == [Term("call", "conv2d_forward", ()), Term("pass", "pad", (2 * 6 * 14 * 14,)),
                      Term("pass", "im2col", (2 * 100 * 150, 5)), Term("gemm", "nt", (200, 16, 150)),
-                     Term("pass", "gemm_out_to_nchw", (200 * 16, 16))]
+                     Term("pass", "gemm_out_to_nchw", (200 * 16, 16), strided=(100, 16 * 4))]
     back = plans.plan("numpy", Call("conv2d_backward", conv(N=2)), threads=1)
     assert [t.what for t in back] == ["conv2d_backward", "nchw_to_gemm_in", "tn", "nn", "col2im_planes", "fill",
                                       "shifted_add", "column_sum"]
     # col2im: one copy of the columns into planes of 8-pixel rows, then a slice-add per patch position (25)
     assert [(t.size, t.count) for t in back if t.what in ("col2im_planes", "shifted_add")] == [
         ((2 * 64 * 150, 8), 1), ((2 * 6 * 64, 8), 25)]
+    # the transposing copies' strided runs: P = 64 reads of K*4 bytes apart into planes, F reads P*4 apart
+    assert [t.strided for t in back if t.strided] == [(16, 64 * 4), (64, 150 * 4)]
     padded = plans.plan("numpy", Call("conv2d_backward", conv(N=2, padding=1)), threads=1)
     assert [t.what for t in padded][-2:] == ["crop", "column_sum"]
     first = plans.plan("numpy", Call("conv2d_backward", conv(N=2, need_dx=False)), threads=1)

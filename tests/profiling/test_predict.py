@@ -162,6 +162,21 @@ def test_a_faster_gemm_table_changes_only_the_gemm_terms():
     assert a.kernel_seconds - b.kernel_seconds == pytest.approx(gemm / 2, rel=0.01)
 
 
+def test_numpys_transposing_copies_pay_l1_misses_where_their_runs_overflow_their_sets():
+    base, conflict = synthetic(), synthetic()
+    conflict.data["l1_conflict"] = {"sets": 64, "ways": 12, "line": 64, "seconds_per_element": 1e-9}
+    a = predict.predict("convnet", [16], "numpy", cal=conflict)[0]
+    b = predict.predict("convnet", [16], "numpy", cal=base)[0]
+    extra = {(k.layer, k.kernel, ta.term.what): ta.seconds - tb.seconds
+             for k, kb in zip(a.kernels, b.kernels) for ta, tb in zip(k.terms, kb.terms) if ta.seconds != tb.seconds}
+    # convnet's conv2: 24x24 outputs, 288 columns 1,152 B apart (32 of 64 sets: 384 lines < 576); 64 filters
+    # 256 B apart (16 sets: 192 lines < 576). conv1 (9 columns, 32 filters: 128 B, 32 sets: 384 < 676) too.
+    conv2 = [layer for layer, kernel, _ in extra if kernel == "conv2d_backward"]
+    assert extra[(conv2[0], "conv2d_backward", "col2im_planes")] == pytest.approx(16 * 576 * 288 * 1e-9)
+    assert extra[(conv2[0], "conv2d_forward", "gemm_out_to_nchw")] == pytest.approx(16 * 576 * 64 * 1e-9)
+    assert all(what in ("col2im_planes", "gemm_out_to_nchw") for _, _, what in extra)  # nchw_to_gemm_in's fit
+
+
 def test_prediction_runs_no_kernel():
     def refuse(name, fn):
         def never(*args):
