@@ -214,7 +214,7 @@ def measure_gemm(dtype: str, dims=GEMM_DIMS, layouts=GEMM_LAYOUTS, progress=None
     return out
 
 
-#: OpenBLAS (0.3.17 on, AVX-512 cores) multiplies a small product without packing its operands: at most
+#: OpenBLAS (0.3.31 here, SkylakeX kernels) multiplies a small product without packing its operands: at most
 #: SMALL_GEMM_WORK multiply-adds, and for the ``nt`` layout (its Fortran ``TN`` call: row-major operands reach it
 #: swapped) an output of at most SMALL_GEMM_NT_OUTPUT elements and an inner dimension of at least
 #: SMALL_GEMM_NT_INNER (its ``gemm_small_kernel_permit``). Just inside, a product ran 1.2-2.9x faster per
