@@ -865,7 +865,7 @@ class Calibration:
         last time scaled by the elements. A pass along short rows (``width`` given) is interpolated in log
         width between the curves measured at WIDTHS (the nearest one outside them), then scaled by the ``widths``
         profile at that width (``_profile_at``) over the same interpolation of the profile (where one was
-        measured). ``deep`` (0..1, a ``deep_fraction``): that share of the way to the ``name~deep`` curve, where
+        measured), the call's fixed cost (``_fixed``) left unscaled. ``deep`` (0..1, a ``deep_fraction``): that share of the way to the ``name~deep`` curve, where
         one was measured (below its first size, the penalty per element there)."""
         if width is not None:
             lo, hi = WIDTHS[0], WIDTHS[-1]
@@ -877,8 +877,10 @@ class Calibration:
             seconds = between(self.curve_seconds(f"{name}@{lo}", elements, deep=deep),
                               self.curve_seconds(f"{name}@{hi}", elements, deep=deep))
             profile = self.data.get("widths", {}).get(name)
-            if profile:
-                seconds *= _profile_at(profile, width) / between(_profile_at(profile, lo), _profile_at(profile, hi))
+            if profile:  # a rate per element: it scales the time above the call's fixed cost, not that cost
+                fixed = min(seconds, (1 - f) * self._fixed(f"{name}@{lo}") + f * self._fixed(f"{name}@{hi}"))
+                ratio = _profile_at(profile, width) / between(_profile_at(profile, lo), _profile_at(profile, hi))
+                seconds = fixed + (seconds - fixed) * ratio
             return float(seconds)
         shallow = self._interpolate(name, elements)
         deep_name = f"{name}~deep"
@@ -887,6 +889,12 @@ class Calibration:
         first = self.data["curves"][deep_name][0][0]
         penalty = (self._interpolate(deep_name, max(elements, first)) - self._interpolate(name, max(elements, first)))
         return shallow + deep * max(0.0, penalty) * min(1.0, elements / first)
+
+    def _fixed(self, name: str) -> float:
+        """A curve's cost of a call on no elements: its first two points extrapolated to zero (within 0 and the
+        first point's time)."""
+        (e1, t1), (e2, t2) = self.data["curves"][name][:2]
+        return float(min(t1, max(0.0, t1 - e1 * (t2 - t1) / (e2 - e1))))
 
     def _interpolate(self, name: str, elements: int) -> float:
         if name not in self.data["curves"]:

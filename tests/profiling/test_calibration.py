@@ -133,6 +133,19 @@ def test_a_width_profile_corrects_the_interpolation_between_the_measured_widths(
     assert plain.curve_seconds("pool", 100, 8) == pytest.approx(100 * 2e-9 * 4 ** (math.log(8 / lo) / math.log(hi / lo)))
 
 
+def test_a_width_profile_scales_the_time_per_element_not_the_calls_fixed_cost():
+    """1 us a call plus 2 ns per element at both measured widths; the profile says width 8 costs 4x per element:
+    a call on 1,024 elements costs 1 us + 1,024 x 8 ns there, on 16 elements 1 us + 16 x 8 ns."""
+    lo, hi = calibration.WIDTHS
+    curve = [[16, 1e-6 + 16 * 2e-9], [1024, 1e-6 + 1024 * 2e-9], [4096, 1e-6 + 4096 * 2e-9]]
+    widths = {"pool": [[lo, 2e-9], [8, 8e-9], [hi, 2e-9]]}
+    cal = calibration.Calibration({"backend": "numpy", "curves": {f"pool@{lo}": curve, f"pool@{hi}": curve},
+                                   "widths": widths})
+    assert cal.curve_seconds("pool", 1024, 8) == pytest.approx(1e-6 + 1024 * 8e-9)
+    assert cal.curve_seconds("pool", 16, 8) == pytest.approx(1e-6 + 16 * 8e-9)
+    assert cal.curve_seconds("pool", 1024, lo) == pytest.approx(1e-6 + 1024 * 2e-9)
+
+
 def test_width_profiles_are_measured_for_every_pass_and_kernel_along_rows():
     if backend.unavailable_reason("numpy"):
         pytest.skip(backend.unavailable_reason("numpy"))
