@@ -61,15 +61,17 @@ CURVE_KERNELS = {
 
 
 #: Passes and kernels whose loops run along short rows: priced by elements and the row's length, given as a
-#: width, since a short row costs more per element. Numba's copies and the pooling kernels run along image rows
-#: (the width of the output for im2col/col2im, of the input for pooling); a column sum along rows of its columns.
-WIDE = ("im2col", "col2im", "im2col_plane", "col2im_plane", "maxpool2d_forward", "maxpool2d_backward",
-        "relu_maxpool2d_forward", "relu_maxpool2d_backward", "column_sum")
+#: width, since a short row costs more per element. Numba's copies and layout changes and the pooling kernels run
+#: along image rows (the width of the output for im2col/col2im and the layouts, of the input for pooling); a
+#: column sum along rows of its columns.
+WIDE = ("im2col", "col2im", "im2col_plane", "col2im_plane", "gemm_out_to_nchw", "nchw_to_gemm_in",
+        "maxpool2d_forward", "maxpool2d_backward", "relu_maxpool2d_forward", "relu_maxpool2d_backward",
+        "column_sum")
 
 #: NumPy's own copies run along the innermost axis its iterator keeps, which is not always an image row: the
 #: kernel's width for im2col (runs of KW pixels), the output's width for col2im's planes and slice-adds, the
 #: number of filters for the layout changes (one GEMM row of F values).
-NUMPY_WIDE = ("col2im_planes", "shifted_add", "gemm_out_to_nchw", "nchw_to_gemm_in")
+NUMPY_WIDE = ("col2im_planes", "shifted_add")
 
 
 def wide(backend: str) -> tuple:
@@ -203,7 +205,7 @@ def _numba_conv2d_forward(N, C, H, W, F, KH, KW, stride, padding, bias, need_dx,
         def block(n):
             return _chunked(n, K, Lr, itemsize, lambda nb: [
                 copy("im2col", K * nb * Lr), Term("gemm", "nn", (F, nb * Lr, K)),
-                Term("pass", "gemm_out_to_nchw", (F * nb * P,))])
+                Term("pass", "gemm_out_to_nchw", (F * nb * P, OW))])
     return terms + _blocks(block, N, N * F * K * P, threads)
 
 
@@ -218,7 +220,7 @@ def _numba_conv2d_backward(N, C, H, W, F, KH, KW, stride, padding, bias, need_dx
 
     def block(n):
         return _chunked(n, K, Lr, itemsize, lambda nb: [
-            copy("im2col", K * nb * Lr), Term("pass", "nchw_to_gemm_in", (F * nb * P,)),
+            copy("im2col", K * nb * Lr), Term("pass", "nchw_to_gemm_in", (F * nb * P, OW)),
             Term("gemm", "nt", (K, F, nb * Lr))] + ([
                 Term("gemm", "tn", (K, nb * Lr, F)), copy("col2im", K * nb * Lr)] if need_dx else []))
     terms = [Term("pass", "fill", (N * C * Hp * Wp,))] if need_dx else []

@@ -75,7 +75,8 @@ def test_numba_conv_plans_follow_its_tuning():
                   split_min_work=1 << 62):
         terms = plans.plan("numba", Call("conv2d_forward", conv()), threads=2)
         assert [(t.what, t.size, t.count) for t in terms if t.kind != "call"] == [
-            ("im2col_plane", (150 * 4 * 92, 8), 4), ("nn", (16, 4 * 92, 150), 4), ("gemm_out_to_nchw", (16 * 4 * 64,), 4)]
+            ("im2col_plane", (150 * 4 * 92, 8), 4), ("nn", (16, 4 * 92, 150), 4),
+            ("gemm_out_to_nchw", (16 * 4 * 64, 8), 4)]
         assert not any(t.kind == "split" for t in terms)  # below split_min_work: one block
         direct = plans.plan("numba", Call("conv2d_forward", conv(F=8)), threads=1)
         assert [t.what for t in direct] == ["conv2d_forward", "direct_conv_5x5"]
