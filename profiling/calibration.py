@@ -865,8 +865,9 @@ class Calibration:
         last time scaled by the elements. A pass along short rows (``width`` given) is interpolated in log
         width between the curves measured at WIDTHS (the nearest one outside them), then scaled by the ``widths``
         profile at that width (``_profile_at``) over the same interpolation of the profile (where one was
-        measured), the call's fixed cost (``_fixed``) left unscaled. ``deep`` (0..1, a ``deep_fraction``): that share of the way to the ``name~deep`` curve, where
-        one was measured (below its first size, the penalty per element there)."""
+        measured), the call's fixed cost (``_fixed``) left unscaled. ``deep`` (0..1, a ``deep_fraction``): that
+        share of the way to the ``name~deep`` curve, where one was measured (below its first size, the penalty per
+        element there)."""
         if width is not None:
             lo, hi = WIDTHS[0], WIDTHS[-1]
             w = min(max(width, lo), hi)
