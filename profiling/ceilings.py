@@ -52,36 +52,41 @@ def stream_gbps(megabytes: int = 256, repeats: int = 3) -> dict:
     return {"copy": 2 * 8 * n / copy_s / 1e9, "triad": 5 * 8 * n / triad_s / 1e9}
 
 
+def _data_caches() -> list[dict]:
+    """Each data or unified cache of the first CPU, as the OS (Linux sysfs) lists it: {field: text} of the
+    fields it gives (level, size, number_of_sets, ...); empty where unavailable."""
+    out = []
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        fields = {}
+        for name in ("type", "level", "size", "number_of_sets", "ways_of_associativity", "coherency_line_size"):
+            try:
+                fields[name] = (index / name).read_text().strip()
+            except OSError:
+                pass
+        if fields.get("type") != "Instruction" and {"type", "level", "size"} <= set(fields):
+            out.append(fields)
+    return out
+
+
 def cache_sizes() -> dict:
     """Data/unified cache sizes in bytes by level, from the OS (Linux sysfs); empty where unavailable."""
     out = {}
-    base = Path("/sys/devices/system/cpu/cpu0/cache")
-    for index in sorted(base.glob("index*")):
-        try:
-            kind = (index / "type").read_text().strip()
-            level = (index / "level").read_text().strip()
-            size = (index / "size").read_text().strip()
-        except OSError:
-            continue
-        if kind == "Instruction":
-            continue
+    for cache in _data_caches():
+        size = cache["size"]
         mult = {"K": 2**10, "M": 2**20, "G": 2**30}.get(size[-1], 1)
-        out[f"L{level}"] = int(size.rstrip("KMG")) * mult
+        out[f"L{cache['level']}"] = int(size.rstrip("KMG")) * mult
     return out
 
 
 def l1_geometry() -> dict | None:
     """{"sets", "ways", "line"} of the level-1 data cache, from the OS (Linux sysfs); None where unavailable."""
-    base = Path("/sys/devices/system/cpu/cpu0/cache")
-    for index in sorted(base.glob("index*")):
-        try:
-            if (index / "level").read_text().strip() != "1" or (index / "type").read_text().strip() == "Instruction":
-                continue
-            return {"sets": int((index / "number_of_sets").read_text()),
-                    "ways": int((index / "ways_of_associativity").read_text()),
-                    "line": int((index / "coherency_line_size").read_text())}
-        except (OSError, ValueError):
-            return None
+    for cache in _data_caches():
+        if cache["level"] == "1":
+            try:
+                return {"sets": int(cache["number_of_sets"]), "ways": int(cache["ways_of_associativity"]),
+                        "line": int(cache["coherency_line_size"])}
+            except (KeyError, ValueError):
+                return None
     return None
 
 
