@@ -147,6 +147,8 @@ def race(title, cases, variants):
 #   wide-256K-1t the same on one thread (what the split is worth)
 #   stack-1M     per-sample columns (C*KH*KW, OH*OW) and a stacked matmul W @ cols[n] (output already NCHW,
 #                no permuting copy, one small GEMM per sample), Numba prange + BLAS's own threads
+#   winograd     numba_ops' Winograd F(2x2, 3x3) for every 3x3 stride-1 layer with an even output, whatever its
+#                channels (dw on the im2col path); the others on wide-256K
 
 
 @njit(cache=True, parallel=True)
@@ -229,7 +231,8 @@ def conv_direct_backward(dy, cache):
 
 
 def _im2col_setting(chunk):
-    return {"conv_direct_max_filters": 0, "conv_direct_wgrad_max_channels": 0, "conv_chunk_bytes": chunk}
+    return {"conv_direct_max_filters": 0, "conv_direct_wgrad_max_channels": 0, "conv_chunk_bytes": chunk,
+            "conv_winograd_min_channels": 1 << 62}
 
 
 #: name -> (forward, backward, TUNING settings).
@@ -242,6 +245,7 @@ CONV_VARIANTS = {
     "wide-4M": (nb.conv2d_forward, nb.conv2d_backward, _im2col_setting(1 << 22)),
     "wide-256K-1t": (nb.conv2d_forward, nb.conv2d_backward, {**_im2col_setting(1 << 18), "split_min_work": 1 << 62}),
     "stack-1M": (lambda x, w, b, s, p: conv_stack_forward(x, w, b), conv_stack_backward, {}),
+    "winograd": (nb.conv2d_forward, nb.conv2d_backward, {**_im2col_setting(1 << 18), "conv_winograd_min_channels": 0}),
 }
 
 

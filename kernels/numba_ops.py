@@ -82,8 +82,10 @@ def warmup(dtypes=("float32",)) -> dict:
 
         # A parallel/serial choice is a runtime flag of one compiled kernel, so one call compiles both.
         # Separate specialisations: the direct conv kernels per kernel size (3x3 and 5x5, the models'; the
-        # weight gradient where no dx is needed) and the im2col path; the pooling kernels per (kernel, stride).
-        for x, w in ((r(2, 1, 8, 8), r(2, 1, 3, 3)), (r(2, 1, 8, 8), r(2, 1, 5, 5)), (r(2, 3, 6, 6), r(16, 3, 3, 3))):
+        # weight gradient where no dx is needed), the im2col path and Winograd's; the pooling kernels per (kernel,
+        # stride).
+        for x, w in ((r(2, 1, 8, 8), r(2, 1, 3, 3)), (r(2, 1, 8, 8), r(2, 1, 5, 5)), (r(2, 3, 6, 6), r(16, 3, 3, 3)),
+                     (r(2, 16, 6, 6), r(16, 16, 3, 3))):
             y, cache = timed("conv2d_forward", conv2d_forward, x, w, r(w.shape[0]), 1, 0)
             timed("conv2d_backward", conv2d_backward, y, cache)
             timed("conv2d_backward", conv2d_backward, y, cache, False)
@@ -430,11 +432,12 @@ def _conv_fwd_im2col(xf, W, wm, bias, KH, KW, stride, R, nb, gemm_ptrs, y, T):
 
 
 @njit(nogil=True)
-def _conv_bwd_block(xf, W, wm, dy, KH, KW, stride, R, nb, need_dx, gemm_ptrs, dxf, dwt, db, s, e):
+def _conv_bwd_block(xf, W, wm, dy, KH, KW, stride, R, nb, need_dx, gemm_ptrs, dxf, U, zero, dxw, dwt, db, s, e):
     """Samples [s, e) in chunks of nb: rebuild the columns, dY into the GEMM's layout (db summed on the way),
     dwt += cols @ dY^T (the weight gradient transposed, (K, F): BLAS ran this product 1.3x faster for convnet's
     second layer and 1.8x for LeNet's than dY @ cols^T), and with need_dx dcols = W^T @ dY scattered into dxf
-    (col2im)."""
+    (col2im). With dxw (N, C, Hp, Wp) not empty, dx is computed by Winograd instead (U: the adjoint filters,
+    zero: C zeros), on the block's thread after its weight gradient."""
     F, K = wm.shape
     OH, OW = dy.shape[2], dy.shape[3]
     Lr = (OH - 1) * R + OW
@@ -453,19 +456,180 @@ def _conv_bwd_block(xf, W, wm, dy, KH, KW, stride, R, nb, need_dx, gemm_ptrs, dx
             dcols = _chunk(dcol_buf, K, m)
             gemm(gemm_ptrs, wm, True, dyw, False, dcols, 0.0)
             _col2im(dcols, W, KH, KW, stride, OH, OW, R, dxf[a:z])
+    if dxw.shape[0]:
+        _winograd_block(dy, KH - 1, U, zero, gemm_ptrs, dxw, s, e)
 
 
 @njit(cache=True, parallel=True)
-def _conv_bwd_im2col(xf, W, wm, dy, KH, KW, stride, R, nb, need_dx, gemm_ptrs, dxf, dwts, dbs):
+def _conv_bwd_im2col(xf, W, wm, dy, KH, KW, stride, R, nb, need_dx, gemm_ptrs, dxf, U, zero, dxw, dwts, dbs):
     """dwts[t] (K, F), dbs[t] (zeroed) are block t's partial weight (transposed) and bias gradients,
     T = len(dwts)."""
     N, T = xf.shape[0], dwts.shape[0]
     if T > 1:
         for t in prange(T):
             s, e = block_bounds(N, t, T)
-            _conv_bwd_block(xf, W, wm, dy, KH, KW, stride, R, nb, need_dx, gemm_ptrs, dxf, dwts[t], dbs[t], s, e)
+            _conv_bwd_block(xf, W, wm, dy, KH, KW, stride, R, nb, need_dx, gemm_ptrs, dxf, U, zero, dxw, dwts[t],
+                            dbs[t], s, e)
     else:
-        _conv_bwd_block(xf, W, wm, dy, KH, KW, stride, R, nb, need_dx, gemm_ptrs, dxf, dwts[0], dbs[0], 0, N)
+        _conv_bwd_block(xf, W, wm, dy, KH, KW, stride, R, nb, need_dx, gemm_ptrs, dxf, U, zero, dxw, dwts[0],
+                        dbs[0], 0, N)
+
+
+# Winograd F(2x2, 3x3) (Lavin & Gray): each 2x2 block of outputs from a 4x4 tile of the input, as 16 products of
+# transformed tiles and transformed filters instead of 36 multiply-adds per output pixel per channel: 2.25x fewer
+# multiplications, done as 16 GEMMs (tiles x filters x channels) per sample. The transforms run along the
+# channels (the input transposed to rows of C values first, tiles and their products kept as rows of channels)
+# so that every loop is long and contiguous. Convnet's second layer at B=16, one thread: 145 against 212 us per
+# sample forward (benchmarks/race_numba_kernels.py conv). The backward's dx is the same convolution of dy,
+# padded by 2, with the filters flipped and their channels swapped; dw stays on im2col + GEMM.
+
+
+@njit(cache=True, nogil=True)
+def _winograd_filter_rows(g, U):
+    """U[(a, b)] = (G g G^T)[a, b] for 3x3 filters laid out as g[r, s, filter] (one long row per tap, so that
+    every loop runs along the filters), G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]."""
+    half = g.dtype.type(0.5)
+    n = g.shape[2]
+    t = np.empty((4, 3, n), dtype=g.dtype)
+    for j in range(3):
+        g0, g1, g2 = g[0, j], g[1, j], g[2, j]
+        t[0, j] = g0
+        t[3, j] = g2
+        t1, t2 = t[1, j], t[2, j]
+        for i in range(n):
+            t1[i] = half * (g0[i] + g1[i] + g2[i])
+        for i in range(n):
+            t2[i] = half * (g0[i] - g1[i] + g2[i])
+    for a in range(4):
+        r0, r1, r2 = t[a, 0], t[a, 1], t[a, 2]
+        U[4 * a] = r0
+        U[4 * a + 3] = r2
+        u1, u2 = U[4 * a + 1], U[4 * a + 2]
+        for i in range(n):
+            u1[i] = half * (r0[i] + r1[i] + r2[i])
+        for i in range(n):
+            u2[i] = half * (r0[i] - r1[i] + r2[i])
+
+
+def _winograd_filters(w, adjoint=False):
+    """The transformed filters U (16, in channels, out channels) of w (F, C, 3, 3); ``adjoint``: those of dx's
+    convolution (in: F, out: C), w's filters turned by 180 degrees with their channels swapped."""
+    F, C = w.shape[0], w.shape[1]
+    g = w[:, :, ::-1, ::-1].transpose(2, 3, 0, 1) if adjoint else w.transpose(2, 3, 1, 0)
+    U = np.empty((16, F * C), dtype=w.dtype)
+    _winograd_filter_rows(np.ascontiguousarray(g).reshape(3, 3, F * C), U)
+    return U.reshape((16, F, C) if adjoint else (16, C, F))
+
+
+@njit(inline="always")
+def _add(p, q, out):
+    """out = p + q: one contiguous loop over three arrays, which LLVM vectorizes (with more arrays per loop its
+    aliasing checks give up, and the transforms ran scalar, 2-3x slower)."""
+    for i in range(out.size):
+        out[i] = p[i] + q[i]
+
+
+@njit(inline="always")
+def _sub(p, q, out):
+    """out = p - q, as _add."""
+    for i in range(out.size):
+        out[i] = p[i] - q[i]
+
+
+@njit(nogil=True, fastmath=_REDUCE_MATH)
+def _winograd_input(x, pad, xt, rows, V):
+    """V[tile, (a, b), c] = (B^T d B)[a, b] for each 4x4 tile d (stride 2) of channel c of one sample x (C, H, W),
+    zero-padded by ``pad``; B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]. xt (Hp, Wp, C):
+    the padded sample transposed (its border zero, only the inside written here); rows (4, Wp*C): scratch."""
+    C, H, W = x.shape
+    Hp, Wp = xt.shape[0], xt.shape[1]
+    for h in range(H):
+        for j in range(W):
+            dst = xt[h + pad, j + pad]
+            for c in range(C):
+                dst[c] = x[c, h, j]
+    flat = xt.reshape((Hp, Wp * C))
+    th, tw = (Hp - 2) // 2, (Wp - 2) // 2
+    for ti in range(th):
+        r0, r1, r2, r3 = flat[2 * ti], flat[2 * ti + 1], flat[2 * ti + 2], flat[2 * ti + 3]
+        _sub(r0, r2, rows[0])
+        _add(r1, r2, rows[1])
+        _sub(r2, r1, rows[2])
+        _sub(r1, r3, rows[3])
+        for a in range(4):
+            ra = rows[a]
+            for tj in range(tw):
+                v, q = V[ti * tw + tj], 2 * tj * C
+                d0, d1, d2, d3 = ra[q:q + C], ra[q + C:q + 2 * C], ra[q + 2 * C:q + 3 * C], ra[q + 3 * C:q + 4 * C]
+                _sub(d0, d2, v[4 * a])
+                _add(d1, d2, v[4 * a + 1])
+                _sub(d2, d1, v[4 * a + 2])
+                _sub(d1, d3, v[4 * a + 3])
+
+
+@njit(nogil=True, fastmath=_REDUCE_MATH)
+def _winograd_output(M, b, o, y):
+    """y[f, 2i:2i+2, 2j:2j+2] = A^T m A + b[f] for each tile (i, j) of one sample's products M[tile, (a, b), f];
+    A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]. o (4, F): scratch."""
+    F, OH, OW = y.shape
+    tw = OW // 2
+    for ti in range(OH // 2):
+        for tj in range(tw):
+            m = M[ti * tw + tj]
+            for f in range(F):
+                c0 = m[0, f] + m[4, f] + m[8, f]
+                c1 = m[1, f] + m[5, f] + m[9, f]
+                c2 = m[2, f] + m[6, f] + m[10, f]
+                c3 = m[3, f] + m[7, f] + m[11, f]
+                e0 = m[4, f] - m[8, f] - m[12, f]
+                e1 = m[5, f] - m[9, f] - m[13, f]
+                e2 = m[6, f] - m[10, f] - m[14, f]
+                e3 = m[7, f] - m[11, f] - m[15, f]
+                o[0, f] = c0 + c1 + c2 + b[f]
+                o[1, f] = c1 - c2 - c3 + b[f]
+                o[2, f] = e0 + e1 + e2 + b[f]
+                o[3, f] = e1 - e2 - e3 + b[f]
+            for f in range(F):
+                y[f, 2 * ti, 2 * tj], y[f, 2 * ti, 2 * tj + 1] = o[0, f], o[1, f]
+                y[f, 2 * ti + 1, 2 * tj], y[f, 2 * ti + 1, 2 * tj + 1] = o[2, f], o[3, f]
+
+
+@njit(nogil=True)
+def _winograd_block(x, pad, U, b, gemm_ptrs, y, s, e):
+    """Samples [s, e) of y = conv(x zero-padded by ``pad``, the filters U transformed) + b, one sample at a time:
+    input transform, 16 GEMMs (tiles x out channels x in channels), output transform."""
+    C, H, W = x.shape[1], x.shape[2], x.shape[3]
+    F, OH, OW = y.shape[1], y.shape[2], y.shape[3]
+    tiles = (OH // 2) * (OW // 2)
+    xt = np.zeros((H + 2 * pad, W + 2 * pad, C), dtype=x.dtype)
+    rows = np.empty((4, (W + 2 * pad) * C), dtype=x.dtype)
+    V = np.empty((tiles, 16, C), dtype=x.dtype)
+    M = np.empty((tiles, 16, F), dtype=x.dtype)
+    o = np.empty((4, F), dtype=x.dtype)
+    for n in range(s, e):
+        _winograd_input(x[n], pad, xt, rows, V)
+        for k in range(16):
+            gemm(gemm_ptrs, V[:, k], False, U[k], False, M[:, k], 0.0)
+        _winograd_output(M, b, o, y[n])
+
+
+@njit(cache=True, parallel=True)
+def _conv_winograd(x, pad, U, b, gemm_ptrs, y, T):
+    N = x.shape[0]
+    if T > 1:
+        for t in prange(T):
+            s, e = block_bounds(N, t, T)
+            _winograd_block(x, pad, U, b, gemm_ptrs, y, s, e)
+    else:
+        _winograd_block(x, pad, U, b, gemm_ptrs, y, 0, N)
+
+
+def _winograd(stride, KH, KW, C, F, OH, OW):
+    """Whether a convolution from C to F channels with an OH x OW output runs Winograd F(2x2, 3x3): stride-1 3x3
+    layers with at least TUNING["conv_winograd_min_channels"] channels on either side and an even output (whole
+    2x2 tiles). Below that the transformed tiles' GEMMs (tiles x F x C) are too thin to pay for the transforms."""
+    return (stride == 1 and KH == KW == 3 and min(C, F) >= TUNING["conv_winograd_min_channels"]
+            and OH % 2 == 0 and OW % 2 == 0)
 
 
 def _direct(stride, F):
@@ -501,6 +665,9 @@ def conv2d_forward(x, w, b, stride, padding):
     T = blocks(N, N * F * K * OH * OW)
     if _direct(stride, F):
         _direct_forward(KH, KW)(xp, w, bias, y, T)
+    elif _winograd(stride, KH, KW, C, F, OH, OW):
+        with OneBlasThread():
+            _conv_winograd(xp, 0, _winograd_filters(w), bias, gemm_pointers(), y, T)
     else:
         Hp, Wp = xp.shape[2], xp.shape[3]
         R, Lr = _gemm_layout(stride, Wp, OH, OW)
@@ -534,13 +701,22 @@ def conv2d_backward(dy, cache, need_dx=True):
         dws, dbs = np.zeros((T, F, C, KH, KW), dtype=w.dtype), np.zeros((T, F), dtype=w.dtype)
         _direct_weight_grad(KH, KW)(xp, dy, dws, dbs)
     else:
-        dxp = np.zeros_like(xp) if need_dx else np.empty((0, C, 0, 0), dtype=xp.dtype)
+        winograd_dx = bool(need_dx) and _winograd(stride, KH, KW, F, C, Hp, Wp)
+        im2col_dx = bool(need_dx) and not winograd_dx
+        none = np.empty((0, C, 0, 0), dtype=xp.dtype)
+        dxp = np.zeros_like(xp) if im2col_dx else none
+        # dx by Winograd: dy padded by 2, convolved with the flipped, channel-swapped filters
+        dxw = np.empty_like(xp) if winograd_dx else none
+        U = _winograd_filters(w, adjoint=True) if winograd_dx else np.empty((0, F, C), dtype=w.dtype)
         dws, dbs = np.empty((T, K, F), dtype=w.dtype), np.zeros((T, F), dtype=w.dtype)
         R, Lr = _gemm_layout(stride, Wp, OH, OW)
         with OneBlasThread():
             _conv_bwd_im2col(xp.reshape(N, C, Hp * Wp), Wp, w.reshape(F, K), dy, KH, KW, stride, R,
-                             _chunk_samples(K, Lr, xp.itemsize), bool(need_dx), gemm_pointers(),
-                             dxp.reshape(dxp.shape[0], C, dxp.shape[2] * dxp.shape[3]), dws, dbs)
+                             _chunk_samples(K, Lr, xp.itemsize), im2col_dx, gemm_pointers(),
+                             dxp.reshape(dxp.shape[0], C, dxp.shape[2] * dxp.shape[3]), U,
+                             np.zeros(C, dtype=w.dtype), dxw, dws, dbs)
+        if winograd_dx:
+            dxp = dxw
     dw, db = dws[0], dbs[0]
     for t in range(1, T):
         dw += dws[t]
@@ -737,12 +913,12 @@ def _gemm_blocks(a, trans_a, b, trans_b, c, outer, columns, gemm_ptrs, T):
         _gemm_block(a, trans_a, b, trans_b, c, outer, columns, gemm_ptrs, 0, n)
 
 
-def _gemm_split(a, trans_a, b, trans_b, c, work, outer=False, columns=False):
-    """c = op(a) @ op(b), split by c's rows (``columns``: columns) into numba_runtime.blocks(rows, work) blocks,
-    BLAS on one thread."""
+def _gemm_split(a, trans_a, b, trans_b, c, work, elements, outer=False, columns=False):
+    """c = op(a) @ op(b), split by c's rows (``columns``: columns) into numba_runtime.blocks(rows, work, elements)
+    blocks, BLAS on one thread."""
     with OneBlasThread():
         _gemm_blocks(a, trans_a, b, trans_b, c, outer, columns, gemm_pointers(),
-                     blocks(c.shape[1] if columns else c.shape[0], work))
+                     blocks(c.shape[1] if columns else c.shape[0], work, elements))
 
 
 def linear_forward(x, w, b):
@@ -754,7 +930,7 @@ def linear_forward(x, w, b):
     N, IN, OUT = _checks.check_linear(x, w, b)
     x, w = _c(x), _c(w)
     yt = np.empty((OUT, N), dtype=x.dtype)
-    _gemm_split(w, False, x, True, yt, N * IN * OUT)
+    _gemm_split(w, False, x, True, yt, N * IN * OUT, IN * OUT)
     y = np.ascontiguousarray(yt.T)
     if b is not None:
         y += b
@@ -780,11 +956,11 @@ def linear_backward(dy, cache, need_dx=True):
     dw = np.empty_like(w)
     work = N * IN * OUT
     outer = N <= TUNING["linear_outer_max_batch"]
-    _gemm_split(dy, True, x, False, dw, work, outer=outer, columns=not outer)
+    _gemm_split(dy, True, x, False, dw, work, IN * OUT, outer=outer, columns=not outer)
     dx = None
     if need_dx:
         dx = np.empty_like(x)
-        _gemm_split(dy, False, w, False, dx, work, columns=True)
+        _gemm_split(dy, False, w, False, dx, work, IN * OUT, columns=True)
     return dx, dw, (dy.sum(axis=0) if has_bias else None)
 
 

@@ -57,6 +57,9 @@ TUNING = {
     # layer at B=256 0.66 against 1.66 ms, convnet's 2.2 against 3.8 ms) and on 6 (LeNet's second layer's
     # shape at B=64, 0.54 against 0.74 ms), and lost on 32 (convnet's second, 15.1 against 11.8 ms).
     "conv_direct_wgrad_max_channels": 16,
+    # conv2d runs Winograd F(2x2, 3x3) (numba_ops._winograd) for stride-1 3x3 layers with at least this many
+    # input channels (for dx: filters) and an even output: convnet's second layer (32 channels in, 64 out).
+    "conv_winograd_min_channels": 16,
     # The im2col path builds columns for this many bytes of input patches at a time and runs the GEMMs on
     # them while they are still in cache, instead of materialising the whole batch (256 KiB won or tied
     # 1 and 4 MiB at every layer and batch size).
@@ -71,8 +74,9 @@ TUNING = {
     # Max-pooling does more per element: parallel won from ~200k input elements (LeNet pool1 at batch 64).
     "pool_parallel_min_elements": 1 << 17,
     # linear's weight gradient for batches up to this size is a Numba sum of outer products instead of a
-    # GEMM with that inner dimension (convnet's 128x9216 at batch 1: see the race).
-    "linear_outer_max_batch": 1,
+    # GEMM with that inner dimension. Convnet's 128x9216 on 2 threads: 260 against 371 us at batch 2, 613
+    # against 279 at batch 4 (GEMM: OpenBLAS scales the output first, one more pass over it).
+    "linear_outer_max_batch": 2,
 }
 
 
@@ -328,11 +332,14 @@ class OneBlasThread:
             c.set_num_threads(n)
 
 
-def blocks(n: int, work: int) -> int:
+def blocks(n: int, work: int, elements: int = 0) -> int:
     """How many blocks of Numba's threads a job of ``n`` rows and ``work`` multiply-adds is split into: one
-    per thread (at most one per row) from TUNING["split_min_work"] on, else a single block on the calling
-    thread (waking Numba's sleeping threads costs 15-150 us on this VM)."""
-    return min(n, num_threads()) if work >= TUNING["split_min_work"] else 1
+    per thread (at most one per row) from TUNING["split_min_work"] on, or when it streams ``elements`` (a
+    linear layer's weights, read or written once: a product with a thin inner dimension, bound by memory) from
+    TUNING["parallel_min_elements"] on as the elementwise loops do; else a single block on the calling thread
+    (waking Numba's sleeping threads costs 15-150 us on this VM)."""
+    split = work >= TUNING["split_min_work"] or elements >= TUNING["parallel_min_elements"]
+    return min(n, num_threads()) if split else 1
 
 
 @njit(inline="always")

@@ -57,7 +57,7 @@ import numpy as np
 
 from . import plans
 
-VERSION = 25  # of what a calibration holds and of the kernels it timed: another version is measured again
+VERSION = 26  # of what a calibration holds and of the kernels it timed: another version is measured again
 GEMM_DIMS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 65536, 262144)
 QUICK_GEMM_DIMS = (1, 16, 256, 4096, 65536)   # ``quick``: a rough calibration in seconds
 GEMM_LAYOUTS = ("nn", "nt", "tn", "tt")
@@ -441,6 +441,36 @@ def _pass_cases(backend: str, dtype: str, width: int = 10):
         dy, x, dw = arr(1, rows), arr(1, 64), np.empty((rows, 64), dtype=dtype)
         return (lambda: numba_ops._outer_sum(dy, x, dw)), dw.size, (dy, x)
 
+    # Winograd's transforms, one sample at a time as its block runs them, on 32 channels in and out (their loops
+    # run along the channels: convnet's second layer's count) and 12 x 12 tiles.
+    WC, WS = 32, 24
+
+    def winograd_input(t):
+        n = _rows(t, (WS // 2) ** 2 * 16 * WC)
+        x = arr(n, WC, WS + 2, WS + 2)
+        xt, rows = np.zeros((WS + 2, WS + 2, WC), dtype=dtype), np.empty((4, (WS + 2) * WC), dtype=dtype)
+        V = np.empty(((WS // 2) ** 2, 16, WC), dtype=dtype)
+
+        def run():
+            for i in range(n):
+                numba_ops._winograd_input(x[i], 0, xt, rows, V)
+        return run, n * V.size, (x,)
+
+    def winograd_output(t):
+        n = _rows(t, (WS // 2) ** 2 * 16 * WC)
+        M, b = arr(n, (WS // 2) ** 2, 16, WC), arr(WC)
+        o, y = np.empty((4, WC), dtype=dtype), np.empty((n, WC, WS, WS), dtype=dtype)
+
+        def run():
+            for i in range(n):
+                numba_ops._winograd_output(M[i], b, o, y[i])
+        return run, M.size, (M,)
+
+    def winograd_filters(t):
+        w = arr(_rows(t, 9 * WC), WC, 3, 3)
+        return (lambda: numba_ops._winograd_filters(w)), w.size, (w,)
+
+    cases.update(winograd_input=winograd_input, winograd_output=winograd_output, winograd_filters=winograd_filters)
     cases.update({f"direct_conv_{ks}x{ks}": direct(ks, False) for ks in (3, 5)})
     cases.update({f"direct_wgrad_{ks}x{ks}": direct(ks, True) for ks in (3, 5)})
     cases.update(im2col=im2col, col2im=col2im, im2col_plane=im2col_plane, col2im_plane=col2im_plane,

@@ -151,14 +151,16 @@ def _tuning() -> dict:
     return TUNING
 
 
-def _split(n: int, work: int, threads: int) -> int:
-    """How many blocks ``numba_runtime.blocks`` makes of ``n`` rows of ``work`` multiply-adds."""
-    return min(n, threads) if work >= _tuning()["split_min_work"] else 1
+def _split(n: int, work: int, threads: int, elements: int = 0) -> int:
+    """How many blocks ``numba_runtime.blocks`` makes of ``n`` rows of ``work`` multiply-adds streaming
+    ``elements``."""
+    split = work >= _tuning()["split_min_work"] or elements >= _tuning()["parallel_min_elements"]
+    return min(n, threads) if split else 1
 
 
-def _blocks(terms_of_block, n: int, work: int, threads: int) -> list[Term]:
+def _blocks(terms_of_block, n: int, work: int, threads: int, elements: int = 0) -> list[Term]:
     """The terms of the slowest block of a split (the first, which holds ceil(n/T) rows) plus the hand-offs."""
-    t = _split(n, work, threads)
+    t = _split(n, work, threads, elements)
     terms = terms_of_block(-(-n // t))
     return terms + ([Term("split", "split", (t,))] if t > 1 else [])
 
@@ -190,10 +192,22 @@ def _numba_im2col_layout(stride, Wp, OH, OW):
     return Lr, copy
 
 
+def _winograd_samples(n: int, C: int, F: int, OH: int, OW: int) -> list[Term]:
+    """Terms of Winograd F(2x2, 3x3) over ``n`` samples from C to F channels with an OH x OW output, one sample at
+    a time (numba_ops._winograd_block): the input transform (16 values per tile and input channel), 16 GEMMs
+    (tiles x F x C), the output transform (16 products per tile and output channel)."""
+    tiles = (OH // 2) * (OW // 2)
+    return [Term("pass", "winograd_input", (n * tiles * 16 * C,)), Term("gemm", "nn", (tiles, F, C), count=16 * n),
+            Term("pass", "winograd_output", (n * tiles * 16 * F,))]
+
+
 def _numba_conv2d_forward(N, C, H, W, F, KH, KW, stride, padding, bias, need_dx, threads, itemsize):
     OH, OW, K, P = conv_geometry(N, C, H, W, F, KH, KW, stride, padding)
     terms = [Term("pass", "pad", (N * C * (H + 2 * padding) * (W + 2 * padding),))] if padding else []
     Wp = W + 2 * padding
+    if _numba_ops()._winograd(stride, KH, KW, C, F, OH, OW) and not _numba_ops()._direct(stride, F):
+        terms += [Term("pass", "winograd_filters", (F * C * KH * KW,))]
+        return terms + _blocks(lambda n: _winograd_samples(n, C, F, OH, OW), N, N * F * K * P, threads)
     if _numba_ops()._direct(stride, F):
         L = (OH - 1) * Wp + OW  # the plane trick's flat run per output plane
 
@@ -217,32 +231,37 @@ def _numba_conv2d_backward(N, C, H, W, F, KH, KW, stride, padding, bias, need_dx
         return _blocks(lambda n: [Term("pass", f"direct_wgrad_{KH}x{KW}", (n * F * C * KH * KW * L,))], N,
                        2 * N * F * K * P, threads)
     Lr, copy = _numba_im2col_layout(stride, Wp, OH, OW)
+    winograd_dx = need_dx and _numba_ops()._winograd(stride, KH, KW, F, C, Hp, Wp)
+    im2col_dx = need_dx and not winograd_dx
 
     def block(n):
         return _chunked(n, K, Lr, itemsize, lambda nb: [
             copy("im2col", K * nb * Lr), Term("pass", "nchw_to_gemm_in", (F * nb * P, OW)),
             Term("gemm", "nt", (K, F, nb * Lr))] + ([
-                Term("gemm", "tn", (K, nb * Lr, F)), copy("col2im", K * nb * Lr)] if need_dx else []))
-    terms = [Term("pass", "fill", (N * C * Hp * Wp,))] if need_dx else []
+                Term("gemm", "tn", (K, nb * Lr, F)), copy("col2im", K * nb * Lr)] if im2col_dx else [])) + (
+            _winograd_samples(n, F, C, Hp, Wp) if winograd_dx else [])
+    terms = [Term("pass", "fill", (N * C * Hp * Wp,))] if im2col_dx else []
+    terms += [Term("pass", "winograd_filters", (F * C * KH * KW,))] if winograd_dx else []
     terms += _blocks(block, N, 2 * N * F * K * P, threads)
     terms += [Term("pass", "transpose", (F * K,))]  # the weight gradient, computed transposed
     return terms + ([Term("pass", "crop", (N * C * H * W,))] if padding and need_dx else [])
 
 
 def _numba_linear_forward(N, IN, OUT, bias, need_dx, threads, itemsize):
-    terms = _blocks(lambda rows: [Term("gemm", "nt", (rows, N, IN), far=rows * IN)], OUT, N * IN * OUT, threads)
+    terms = _blocks(lambda rows: [Term("gemm", "nt", (rows, N, IN), far=rows * IN)], OUT, N * IN * OUT, threads,
+                    IN * OUT)
     return terms + [Term("pass", "transpose", (N * OUT,))] + ([Term("pass", "bias_add", (N * OUT,))] if bias else [])
 
 
 def _numba_linear_backward(N, IN, OUT, bias, need_dx, threads, itemsize):
     if N <= _tuning()["linear_outer_max_batch"]:
         dw = _blocks(lambda rows: [Term("pass", "outer_sum", (rows * IN * N,), far=N * IN + rows * IN)], OUT,
-                     N * IN * OUT, threads)
+                     N * IN * OUT, threads, IN * OUT)
     else:
         dw = _blocks(lambda cols: [Term("gemm", "tn", (OUT, cols, N), far=N * cols + OUT * cols)], IN,
-                     N * IN * OUT, threads)
+                     N * IN * OUT, threads, IN * OUT)
     dx = _blocks(lambda cols: [Term("gemm", "nn", (N, cols, OUT), far=OUT * cols)], IN, N * IN * OUT,
-                 threads) if need_dx else []
+                 threads, IN * OUT) if need_dx else []
     return dw + dx + ([Term("pass", "column_sum", (N * OUT, OUT))] if bias else [])
 
 

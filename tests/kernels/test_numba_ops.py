@@ -21,12 +21,16 @@ rt = pytest.importorskip("minigrad.kernels.numba_runtime")
 NEVER = 1 << 62
 ALL_SERIAL = {"split_min_work": NEVER, "parallel_min_elements": NEVER, "pool_parallel_min_elements": NEVER}
 ALL_PARALLEL = {"split_min_work": 0, "parallel_min_elements": 0, "pool_parallel_min_elements": 0}
-DIRECT, IM2COL = ({"conv_direct_max_filters": n, "conv_direct_wgrad_max_channels": n} for n in (NEVER, 0))
+DIRECT, IM2COL = ({"conv_direct_max_filters": n, "conv_direct_wgrad_max_channels": n,
+                   "conv_winograd_min_channels": NEVER} for n in (NEVER, 0))
+WINOGRAD = {**IM2COL, "conv_winograd_min_channels": 0}  # every stride-1 3x3 layer with an even output
 PATHS = {
     "direct-serial": {**ALL_SERIAL, **DIRECT},
     "direct-parallel": {**ALL_PARALLEL, **DIRECT},
     "im2col-serial": {**ALL_SERIAL, **IM2COL},
     "im2col-parallel-tiny-chunks": {**ALL_PARALLEL, **IM2COL, "conv_chunk_bytes": 1},
+    "winograd-serial": {**ALL_SERIAL, **WINOGRAD},
+    "winograd-parallel": {**ALL_PARALLEL, **WINOGRAD},
 }
 
 
@@ -71,7 +75,8 @@ def test_warmup_rejects_other_dtypes():
 # (N, C, H, W, F, K, stride, padding): the reference models' layers plus padding and stride
 CONV_SHAPES = [(3, 1, 28, 28, 6, 5, 1, 0), (3, 6, 12, 12, 16, 5, 1, 0), (2, 1, 28, 28, 32, 3, 1, 0),
                (2, 32, 10, 10, 64, 3, 1, 0), (3, 3, 9, 8, 4, 3, 1, 2), (3, 2, 11, 9, 5, 3, 2, 1),
-               (2, 2, 7, 1, 3, 1, 2, 0)]  # stride 2 with an output as wide as the input (R = OW = W)
+               (2, 2, 7, 1, 3, 1, 2, 0),  # stride 2 with an output as wide as the input (R = OW = W)
+               (2, 3, 8, 6, 4, 3, 1, 1)]  # Winograd's forward and dx on a padded, non-square input
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -243,3 +248,39 @@ def test_training_step_on_numba_equals_numpy():
             params[name] = [p.numpy() for p in model.parameters()]
     for a, b in zip(params["numpy"], params["numba"]):
         close(b, a, 1e-10)
+
+
+@pytest.mark.parametrize("shape", [(2, 32, 10, 10, 64, 3, 1, 0), (2, 3, 8, 6, 4, 3, 1, 1)],
+                         ids=lambda c: "N{}C{}H{}W{}F{}K{}s{}p{}".format(*c))
+def test_winograd_is_the_path_taken_and_matches_in_float32(rng, shape):
+    """Winograd's transforms add rounding of their own: float32 stays within 1e-5 of the NumPy backend on convnet's
+    second layer's channels, and the choice rule picks it for the forward and for dx."""
+    N, C, H, W, F, K, s, p = shape
+    x, w, b = (rng.standard_normal(a).astype(np.float32) for a in ((N, C, H, W), (F, C, K, K), (F,)))
+    want_y, want_cache = npo.conv2d_forward(x, w, b, s, p)
+    dy = rng.standard_normal(want_y.shape).astype(np.float32)
+    with rt.tuned(**WINOGRAD):
+        assert nb._winograd(s, K, K, C, F, *want_y.shape[2:]) and nb._winograd(s, K, K, F, C, H + 2 * p, W + 2 * p)
+        y, cache = nb.conv2d_forward(x, w, b, s, p)
+        close(y, want_y, 1e-5)
+        close(nb.conv2d_backward(dy, cache), npo.conv2d_backward(dy, want_cache), 1e-5)
+
+
+def test_winograd_gradcheck_in_float64(rng):
+    import minigrad as mg
+    import minigrad.functional as F
+
+    from ..gradcheck import gradcheck
+
+    x, w, b = rng.standard_normal((2, 3, 8, 6)), rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)
+    with mg.use_backend("numba"), rt.tuned(**WINOGRAD):
+        assert gradcheck(lambda x, w, b: F.conv2d(x, w, b, 1, 1), x, w, b) < 1e-6
+
+
+def test_winograd_needs_stride_1_3x3_an_even_output_and_enough_channels_on_both_sides():
+    C = rt.TUNING["conv_winograd_min_channels"]
+    assert nb._winograd(1, 3, 3, C, C, 24, 24)
+    assert not nb._winograd(1, 3, 3, C - 1, 64, 24, 24) and not nb._winograd(1, 3, 3, 64, C - 1, 24, 24)
+    assert not nb._winograd(2, 3, 3, C, C, 24, 24)
+    assert not nb._winograd(1, 5, 5, C, C, 24, 24)
+    assert not nb._winograd(1, 3, 3, C, C, 23, 24) and not nb._winograd(1, 3, 3, C, C, 24, 23)

@@ -29,7 +29,8 @@ def synthetic(backend_name="numpy", itemsize=4) -> calibration.Calibration:
     names = set(plans.CURVE_KERNELS) | {"pad", "im2col", "col2im", "gemm_out_to_nchw", "nchw_to_gemm_in",
                                         "column_sum", "bias_add", "fill", "crop", "transpose", "outer_sum",
                                         "direct_conv_3x3", "direct_conv_5x5", "im2col_plane", "col2im_plane",
-                                        "direct_wgrad_3x3", "direct_wgrad_5x5", "col2im_planes", "shifted_add"}
+                                        "direct_wgrad_3x3", "direct_wgrad_5x5", "col2im_planes", "shifted_add",
+                                        "winograd_input", "winograd_output", "winograd_filters"}
     sizes = [1, 1 << 30]
     curves = {}
     for name in names:
