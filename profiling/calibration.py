@@ -441,33 +441,34 @@ def _pass_cases(backend: str, dtype: str, width: int = 10):
         dy, x, dw = arr(1, rows), arr(1, 64), np.empty((rows, 64), dtype=dtype)
         return (lambda: numba_ops._outer_sum(dy, x, dw)), dw.size, (dy, x)
 
-    # Winograd's transforms, one sample at a time as its block runs them, on 32 channels in and out (their loops
-    # run along the channels: convnet's second layer's count) and 12 x 12 tiles.
-    WC, WS = 32, 24
+    # Winograd's transforms, one sample at a time as its block runs them (their per-sample buffers reused, hot),
+    # on 12 x 12 tiles of ``width`` channels: their loops run along the channels.
+    WS = 24
+    per_sample = (WS // 2) ** 2 * 16 * width
 
     def winograd_input(t):
-        n = _rows(t, (WS // 2) ** 2 * 16 * WC)
-        x = arr(n, WC, WS + 2, WS + 2)
-        xt, rows = np.zeros((WS + 2, WS + 2, WC), dtype=dtype), np.empty((4, (WS + 2) * WC), dtype=dtype)
-        V = np.empty(((WS // 2) ** 2, 16, WC), dtype=dtype)
+        n = _rows(t, per_sample)
+        x = arr(n, width, WS + 2, WS + 2)
+        xt, rows = np.zeros((WS + 2, WS + 2, width), dtype=dtype), np.empty((4, (WS + 2) * width), dtype=dtype)
+        V = np.empty(((WS // 2) ** 2, 16, width), dtype=dtype)
 
         def run():
             for i in range(n):
                 numba_ops._winograd_input(x[i], 0, xt, rows, V)
-        return run, n * V.size, (x,)
+        return run, n * per_sample, (x,)
 
     def winograd_output(t):
-        n = _rows(t, (WS // 2) ** 2 * 16 * WC)
-        M, b = arr(n, (WS // 2) ** 2, 16, WC), arr(WC)
-        o, y = np.empty((4, WC), dtype=dtype), np.empty((n, WC, WS, WS), dtype=dtype)
+        n = _rows(t, per_sample)
+        M, b = arr((WS // 2) ** 2, 16, width), arr(width)
+        o, y = np.empty((4, width), dtype=dtype), np.empty((n, width, WS, WS), dtype=dtype)
 
         def run():
             for i in range(n):
-                numba_ops._winograd_output(M[i], b, o, y[i])
-        return run, M.size, (M,)
+                numba_ops._winograd_output(M, b, o, y[i])
+        return run, n * per_sample, (M,)
 
-    def winograd_filters(t):
-        w = arr(_rows(t, 9 * WC), WC, 3, 3)
+    def winograd_filters(t):  # 32 output channels
+        w = arr(32, _rows(t, 9 * 32), 3, 3)
         return (lambda: numba_ops._winograd_filters(w)), w.size, (w,)
 
     cases.update(winograd_input=winograd_input, winograd_output=winograd_output, winograd_filters=winograd_filters)

@@ -63,10 +63,10 @@ CURVE_KERNELS = {
 #: Passes and kernels whose loops run along short rows: priced by elements and the row's length, given as a
 #: width, since a short row costs more per element. Numba's copies and layout changes and the pooling kernels run
 #: along image rows (the width of the output for im2col/col2im and the layouts, of the input for pooling); a
-#: column sum along rows of its columns.
+#: column sum along rows of its columns; Winograd's transforms along the channels of their tiles (in, and out).
 WIDE = ("im2col", "col2im", "im2col_plane", "col2im_plane", "gemm_out_to_nchw", "nchw_to_gemm_in",
         "maxpool2d_forward", "maxpool2d_backward", "relu_maxpool2d_forward", "relu_maxpool2d_backward",
-        "column_sum")
+        "column_sum", "winograd_input", "winograd_output")
 
 #: NumPy's own copies run along the innermost axis its iterator keeps, which is not always an image row: the
 #: kernel's width for im2col (runs of KW pixels), the output's width for col2im's planes and slice-adds, the
@@ -197,8 +197,8 @@ def _winograd_samples(n: int, C: int, F: int, OH: int, OW: int) -> list[Term]:
     a time (numba_ops._winograd_block): the input transform (16 values per tile and input channel), 16 GEMMs
     (tiles x F x C), the output transform (16 products per tile and output channel)."""
     tiles = (OH // 2) * (OW // 2)
-    return [Term("pass", "winograd_input", (n * tiles * 16 * C,)), Term("gemm", "nn", (tiles, F, C), count=16 * n),
-            Term("pass", "winograd_output", (n * tiles * 16 * F,))]
+    return [Term("pass", "winograd_input", (n * tiles * 16 * C, C)), Term("gemm", "nn", (tiles, F, C), count=16 * n),
+            Term("pass", "winograd_output", (n * tiles * 16 * F, F))]
 
 
 def _numba_conv2d_forward(N, C, H, W, F, KH, KW, stride, padding, bias, need_dx, threads, itemsize):
