@@ -192,9 +192,11 @@ def test_apply_thread_policy_is_idempotent_and_leaves_os_environ_alone():
     first = rt.apply_thread_policy()
     assert rt.apply_thread_policy() == first == rt.APPLIED
     assert dict(os.environ) == environ
+    user_policy = "OMP_WAIT_POLICY" in os.environ  # then none of minigrad's
     for name, value in rt.THREAD_POLICY.items():  # minigrad's value, or the user's where they set one
-        assert c_getenv(name) == (os.environ[name] if name in os.environ else value)
-        assert first.get(name) == (None if name in os.environ else value)
+        ours = None if user_policy or name in os.environ else value
+        assert first.get(name) == ours
+        assert c_getenv(name) == (os.environ.get(name) if ours is None else value)
     first["OMP_WAIT_POLICY"] = "changed"  # a copy: the record cannot be edited through it
     assert rt.APPLIED.get("OMP_WAIT_POLICY") != "changed"
 
@@ -226,7 +228,7 @@ PROBE = textwrap.dedent("""
 
 
 def run_probe(**env_changes):
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     env.update(env_changes, OMP_DISPLAY_ENV="VERBOSE")  # libgomp prints what it read when the pool starts
     proc = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
@@ -236,12 +238,12 @@ def run_probe(**env_changes):
 def test_thread_policy_reaches_the_c_environment_only_and_not_at_import():
     out, stderr = run_probe()
     assert out["after_import"] == [None, {}]  # importing the kernels sets nothing
-    assert out["activate"] == out["again"] == {"OMP_WAIT_POLICY": "PASSIVE"}
+    assert out["activate"] == out["again"] == {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "10000"}
     assert out["c_env"] == "PASSIVE"
     assert out["environ_unchanged"] and out["environ_value"] is None
     assert out["child_user_env"] == "None"  # a child given os.environ gets the user's environment
-    if "GOMP_SPINCOUNT" in stderr:  # GNU OpenMP: a passive policy means no spinning at all
-        assert "GOMP_SPINCOUNT = '0'" in stderr
+    if "GOMP_SPINCOUNT" in stderr:  # GNU OpenMP: a short spin, then asleep
+        assert "GOMP_SPINCOUNT = '10000'" in stderr
 
 
 def test_a_users_own_wait_policy_wins():
@@ -252,3 +254,5 @@ def test_a_users_own_wait_policy_wins():
     assert out["environ_unchanged"]
     if "OMP_WAIT_POLICY = " in stderr:
         assert "OMP_WAIT_POLICY = 'ACTIVE'" in stderr
+    if "GOMP_SPINCOUNT" in stderr:  # not shortened by minigrad's spin count: GNU OpenMP's own for ACTIVE
+        assert "GOMP_SPINCOUNT = '10000'" not in stderr
