@@ -479,9 +479,10 @@ def _conv_bwd_im2col(xf, W, wm, dy, KH, KW, stride, R, nb, need_dx, gemm_ptrs, d
 # transformed tiles and transformed filters instead of 36 multiply-adds per output pixel per channel: 2.25x fewer
 # multiplications, done as 16 GEMMs (tiles x filters x channels) per sample. The transforms run along the
 # channels (the input transposed to rows of C values first, tiles and their products kept as rows of channels)
-# so that every loop is long and contiguous. Convnet's second layer at B=16, one thread: 145 against 212 us per
-# sample forward (benchmarks/race_numba_kernels.py conv). The backward's dx is the same convolution of dy,
-# padded by 2, with the filters flipped and their channels swapped; dw stays on im2col + GEMM.
+# so that every loop is long and contiguous. Convnet's second layer at B=16, one thread, per sample: 126 against
+# 213 us forward, 409 against 440 backward (benchmarks/race_numba_kernels.py conv races it on the models' layers).
+# The backward's dx is the same convolution of dy, padded by 2, with the filters flipped and their channels
+# swapped; dw stays on im2col + GEMM.
 
 
 @njit(cache=True, nogil=True)
@@ -626,7 +627,7 @@ def _conv_winograd(x, pad, U, b, gemm_ptrs, y, T):
 
 def _winograd(stride, KH, KW, C, F, OH, OW):
     """Whether a convolution from C to F channels with an OH x OW output runs Winograd F(2x2, 3x3): stride-1 3x3
-    layers with at least TUNING["conv_winograd_min_channels"] channels on either side and an even output (whole
+    layers with at least TUNING["conv_winograd_min_channels"] channels on both sides and an even output (whole
     2x2 tiles). Below that the transformed tiles' GEMMs (tiles x F x C) are too thin to pay for the transforms."""
     return (stride == 1 and KH == KW == 3 and min(C, F) >= TUNING["conv_winograd_min_channels"]
             and OH % 2 == 0 and OW % 2 == 0)

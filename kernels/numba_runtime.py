@@ -62,7 +62,7 @@ TUNING = {
     # shape at B=64, 0.54 against 0.74 ms), and lost on 32 (convnet's second, 15.1 against 11.8 ms).
     "conv_direct_wgrad_max_channels": 16,
     # conv2d runs Winograd F(2x2, 3x3) (numba_ops._winograd) for stride-1 3x3 layers with at least this many
-    # input channels (for dx: filters) and an even output: convnet's second layer (32 channels in, 64 out).
+    # channels in and out and an even output: convnet's second layer (32 channels in, 64 out).
     "conv_winograd_min_channels": 16,
     # The im2col path builds columns for this many bytes of input patches at a time and runs the GEMMs on
     # them while they are still in cache, instead of materialising the whole batch (256 KiB won or tied
