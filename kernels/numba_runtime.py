@@ -340,13 +340,19 @@ class OneBlasThread:
 
 
 def blocks(n: int, work: int, elements: int = 0) -> int:
-    """How many blocks of Numba's threads a job of ``n`` rows and ``work`` multiply-adds is split into: one
-    per thread (at most one per row) from TUNING["split_min_work"] on, or when it streams ``elements`` (a
-    linear layer's weights, read or written once: a product with a thin inner dimension, bound by memory) from
-    TUNING["parallel_min_elements"] on as the elementwise loops do; else a single block on the calling thread
-    (waking Numba's sleeping threads costs 15-150 us on this VM)."""
+    """How many blocks of Numba's threads a job of ``n`` rows and ``work`` multiply-adds streaming ``elements`` is
+    split into (``blocks_on``, on Numba's current thread count)."""
+    return blocks_on(num_threads(), n, work, elements)
+
+
+def blocks_on(threads: int, n: int, work: int, elements: int = 0) -> int:
+    """The split rule on ``threads`` threads (the cost model prices other thread counts with it): one block per
+    thread (at most one per row) from TUNING["split_min_work"] multiply-adds on, or when the job streams
+    ``elements`` (a linear layer's weights, read or written once: a product with a thin inner dimension, bound
+    by memory) from TUNING["parallel_min_elements"] on as the elementwise loops do; else a single block on the
+    calling thread (waking Numba's sleeping threads costs 15-150 us on this VM)."""
     split = work >= TUNING["split_min_work"] or elements >= TUNING["parallel_min_elements"]
-    return min(n, num_threads()) if split else 1
+    return min(n, threads) if split else 1
 
 
 @njit(inline="always")

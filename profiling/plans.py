@@ -151,16 +151,12 @@ def _tuning() -> dict:
     return TUNING
 
 
-def _split(n: int, work: int, threads: int, elements: int = 0) -> int:
-    """How many blocks ``numba_runtime.blocks`` makes of ``n`` rows of ``work`` multiply-adds streaming
-    ``elements``."""
-    split = work >= _tuning()["split_min_work"] or elements >= _tuning()["parallel_min_elements"]
-    return min(n, threads) if split else 1
-
-
 def _blocks(terms_of_block, n: int, work: int, threads: int, elements: int = 0) -> list[Term]:
-    """The terms of the slowest block of a split (the first, which holds ceil(n/T) rows) plus the hand-offs."""
-    t = _split(n, work, threads, elements)
+    """The terms of the slowest block of a split (numba_runtime.blocks_on: the first block, which holds ceil(n/T)
+    rows) plus the hand-offs."""
+    from minigrad.kernels.numba_runtime import blocks_on
+
+    t = blocks_on(threads, n, work, elements)
     terms = terms_of_block(-(-n // t))
     return terms + ([Term("split", "split", (t,))] if t > 1 else [])
 
