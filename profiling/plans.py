@@ -201,14 +201,16 @@ def _numba_conv2d_forward(N, C, H, W, F, KH, KW, stride, padding, bias, need_dx,
     OH, OW, K, P = conv_geometry(N, C, H, W, F, KH, KW, stride, padding)
     terms = [Term("pass", "pad", (N * C * (H + 2 * padding) * (W + 2 * padding),))] if padding else []
     Wp = W + 2 * padding
-    if _numba_ops()._winograd(stride, KH, KW, C, F, OH, OW) and not _numba_ops()._direct(stride, F):
-        terms += [Term("pass", "winograd_filters", (F * C * KH * KW,))]
-        return terms + _blocks(lambda n: _winograd_samples(n, C, F, OH, OW), N, N * F * K * P, threads)
-    if _numba_ops()._direct(stride, F):
+    if _numba_ops()._direct(stride, F):  # the kernel's own order: direct, Winograd, im2col
         L = (OH - 1) * Wp + OW  # the plane trick's flat run per output plane
 
         def block(n):
             return [Term("pass", f"direct_conv_{KH}x{KW}", (n * F * C * KH * KW * L,))]
+    elif _numba_ops()._winograd(stride, KH, KW, C, F, OH, OW):
+        terms += [Term("pass", "winograd_filters", (F * C * KH * KW,))]
+
+        def block(n):
+            return _winograd_samples(n, C, F, OH, OW)
     else:
         Lr, copy = _numba_im2col_layout(stride, Wp, OH, OW)
 
