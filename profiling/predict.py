@@ -5,15 +5,15 @@ step (forward, the loss, backward, one optimizer update per parameter), prices e
 (``plans.py``) and this machine's calibration (``calibration.py``), and adds the fixed costs:
 
     step(B)  = sum over kernel calls of (GEMMs + memory passes + whole kernels + the wrapper's call cost)
-             + layers x (module call + autograd tape, per op) + parameters x (optimizer loop, per parameter)
+             + layers x (module call, autograd node, optimizer entries: per run of layers and the loss)
              + the loop's own cost per step
     epoch(B) = (samples per epoch / B) x step(B)
 
-The fixed costs come out of the calibration's raw times on synthetic models: a chain of 33 Flatten layers
-(no kernel) against one (per layer), an optimizer over 33 one-element parameters against one, less the same
-updates called directly (per parameter), a GEMM
-kernel on its smallest shapes less its priced terms (per call), and the training loop's step on a one-layer
-model less everything else priced in it (per step). ``measure`` runs the same batch sizes for the errors.
+The fixed costs come out of the calibration's raw times on synthetic models: the training loop's time outside
+kernel calls on an eight-run CNN against a two-run model, per run (``calibration.synthetic_cnn``,
+``calibration.step_model``), what is left of the two-run model's for the loop itself (per step), and a GEMM
+kernel on its smallest shapes less its priced terms (per call). ``measure`` runs the same batch sizes for the
+errors.
 
 A whole kernel (relu, pooling, the loss, the update) is priced between its cache-warm curve and its ``~deep``
 one (memory from DRAM) by the step's working set (``working_set``: the bytes a step touches between two uses
@@ -45,7 +45,6 @@ LOSS_KERNEL = "softmax_xent"  # cross_entropy: the loss every reference model tr
 class StepCalls:
     calls: list[tuple[str, Call]]   # (layer, call) in the order the step makes them
     layers: int                     # ops on the autograd tape (every layer, and the loss)
-    parameters: int
     outputs: list[tuple[str, tuple]]  # (layer, the shape of its output) in the forward's order
     batch_size: int
     parameter_elements: int
@@ -103,7 +102,7 @@ def step_calls(model, batch_size: int, itemsize: int) -> StepCalls:
     params = list(model.parameters())
     updates = [(f"param {tuple(p.shape)}", Call("sgd_update", {"x": tuple(p.shape), "itemsize": itemsize}))
                for p in params]
-    return StepCalls(forward + loss + backward[::-1] + updates, len(runs) + 1, len(params), outputs, batch_size,
+    return StepCalls(forward + loss + backward[::-1] + updates, len(runs) + 1, outputs, batch_size,
                      sum(int(math.prod(p.shape)) for p in params))
 
 
@@ -146,7 +145,7 @@ class KernelCost:
 class StepPrediction:
     batch_size: int
     kernels: list[KernelCost]
-    fixed: dict                      # {"layers": s, "parameters": s, "step": s}
+    fixed: dict                      # {"layers": s, "step": s}
     n_samples: int
 
     @property
@@ -186,17 +185,14 @@ class CostModel:
 
     def __post_init__(self):
         tiny = self.cal.data["tiny"]
-        n = calibration.TINY_LAYERS
-        self.overheads["layer"] = max(0.0, (tiny["chain_n"] - tiny["chain_1"]) / n)
-        self.overheads["parameter"] = max(
-            0.0, (tiny["params_n"] - tiny["params_1"] - tiny["updates_n"] + tiny["updates_1"]) / n)
+        small, cnn = (len(calibration.step_model(_DTYPES[self.itemsize]).runs()) + 1,
+                      len(calibration.synthetic_cnn(_DTYPES[self.itemsize]).runs()) + 1)  # + the loss
+        self.overheads["layer"] = max(0.0, (tiny["outside_cnn"] - tiny["outside_step"]) / (cnn - small))
+        self.overheads["step"] = max(0.0, tiny["outside_step"] - small * self.overheads["layer"])
         for kernel, shape in _TINY_CALLS.items():
             terms = plans.plan(self.cal.backend, Call(kernel, {**shape, "itemsize": self.itemsize}), self.cal.threads)
             priced = sum(self._price(t).seconds for t in terms if t.kind != "call")
             self.overheads[kernel] = max(0.0, tiny[kernel] - priced)
-        self.overheads["step"] = 0.0
-        probe = self.predict(calibration.step_model(_DTYPES[self.itemsize]), 1, 1)
-        self.overheads["step"] = max(0.0, tiny["step"] - probe.step_seconds)
 
     def _price(self, term: Term, deep: float = 0.0, far: float = 0.0) -> PricedTerm:
         if term.kind == "gemm":
@@ -245,9 +241,7 @@ class CostModel:
         for layer, call in calls.calls:
             priced = [self._price(t, deep, far) for t in plans.plan(self.cal.backend, call, self.cal.threads)]
             kernels.append(KernelCost(layer, call.kernel, sum(p.seconds for p in priced), priced))
-        fixed = {"layers": calls.layers * self.overheads["layer"],
-                 "parameters": calls.parameters * self.overheads["parameter"],
-                 "step": self.overheads["step"]}
+        fixed = {"layers": calls.layers * self.overheads["layer"], "step": self.overheads["step"]}
         return StepPrediction(batch_size, kernels, fixed, n_samples)
 
 
@@ -282,7 +276,8 @@ def measure(model_name: str, batch_size: int, train_set, dtype: str = "float32",
             kernels: bool = False) -> dict:
     """The measured step at ``batch_size`` through the training loop (median of at least 10 and at most 200
     steps covering about ``samples`` samples, after 3 warm-up steps); with ``kernels``, the tracer's
-    seconds per step by kernel (the median over as many further steps of each step's sum of its calls)."""
+    seconds per step by kernel (the median over as many further steps of each step's sum of its calls), timed
+    without the tracer's detail (``Tracer.detail``), whose own Python would slow the calls it times."""
     from ._harness import Harness
     from .tracer import Tracer
 
@@ -291,7 +286,7 @@ def measure(model_name: str, batch_size: int, train_set, dtype: str = "float32",
     run.updates(3)
     out = {"batch_size": batch_size, "steps": steps, "step_seconds": float(np.median(run.updates(steps)))}
     if kernels:
-        with Tracer() as tr:
+        with Tracer(detail=False) as tr:
             run.steps(steps, around=tr.step)
         per_step: dict[str, np.ndarray] = {}
         for e in tr.events:
@@ -354,7 +349,7 @@ def format_kernels(p: StepPrediction, measured: dict | None = None) -> str:
     term); with ``measured`` (the tracer's seconds by kernel name), the error of each kernel's total."""
     lines = [f"B={p.batch_size}: predicted step {1e3 * p.step_seconds:.3f} ms "
              f"(kernels {1e3 * p.kernel_seconds:.3f} ms; per step: {1e6 * p.fixed['step']:.0f} us loop, "
-             f"{1e6 * p.fixed['layers']:.0f} us layers and tape, {1e6 * p.fixed['parameters']:.0f} us optimizer loop)"]
+             f"{1e6 * p.fixed['layers']:.0f} us layers, tape and optimizer entries)"]
     for k in p.kernels:
         top = max(k.terms, key=lambda t: t.seconds)
         lines.append(f"  {k.layer:<12} {k.kernel:<22} {1e6 * k.seconds:>10.1f} us  {top.reason}")

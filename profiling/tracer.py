@@ -89,13 +89,21 @@ class StepEvent:
 
 @dataclass
 class Tracer:
-    """Records KernelEvents (and StepEvents) while active. Not re-entrant; one tracer at a time."""
+    """Records KernelEvents (and StepEvents) while active. Not re-entrant; one tracer at a time.
+
+    detail: record each call's shapes, dtype and analytic cost, and on the GPU its device time. With False a
+        call records its name and host time only: the Python a detailed record runs between two kernel calls
+        makes the calls themselves slower (numba lenet5 at B=1, one thread: its kernel calls took 323 us per
+        step timed alone, 376 us under the detailed tracer; numpy's 626 and 662 us), so a measurement of
+        kernel times to compare with a prediction uses ``detail=False``.
+    """
 
     events: list[KernelEvent] = field(default_factory=list)
     steps: list[StepEvent] = field(default_factory=list)
     _current: StepEvent | None = None
     _backward_costs: dict = field(default_factory=dict)
     _pending: list = field(default_factory=list)  # (KernelEvent, start event, end event) not yet read
+    detail: bool = True
 
     # -- activation ----------------------------------------------------------------------------------------
     def __enter__(self) -> "Tracer":
@@ -134,6 +142,19 @@ class Tracer:
 
     def _wrap(self, name, fn):
         sync = backend.k.synchronize
+        if not self.detail:
+            def timed(*args):
+                sync()
+                t0 = time.perf_counter()
+                out = fn(*args)
+                sync()
+                seconds = time.perf_counter() - t0
+                step = self._current
+                if step is not None:
+                    step.kernel_seconds += seconds
+                self.events.append(KernelEvent(name, t0, seconds, (), "", 0.0, 0.0, step.index if step else None))
+                return out
+            return timed
         is_forward = name.endswith("_forward")
         is_backward = name.endswith("_backward")
         on_gpu = backend.device() == "cuda"

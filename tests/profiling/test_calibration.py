@@ -230,6 +230,8 @@ def test_a_real_calibration_prices_every_term_of_every_reference_model(tiny_cali
     assert set(jumps) == set(calibration.SMALL_GEMM_PAIRS) and all(r > 0 for r in jumps.values())
     for curve in cal.data["curves"].values():
         assert all(seconds > 0 for _, seconds in curve)
+    tiny = cal.data["tiny"]  # the loop's time outside kernels grows with the synthetic CNN's six more runs
+    assert 0 < tiny["outside_step"] < tiny["outside_cnn"] and backend.kernel_hook() is None
     for name in models.MODELS:
         for dtype in ("float32",):
             for b in (1, 3, 300):

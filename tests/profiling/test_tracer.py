@@ -6,6 +6,7 @@ import pytest
 import minigrad as mg
 import minigrad.functional as F
 from minigrad import backend
+from minigrad.profiling import costs
 from minigrad.profiling.tracer import Tracer
 
 
@@ -47,6 +48,28 @@ def test_tracer_sees_every_kernel_and_closes_the_step_time(backend, tmp_path):
     complete = [e for e in trace["traceEvents"] if e["ph"] == "X"]
     assert len(complete) == len(tr.events) + len(tr.steps)
     assert all(e["dur"] >= 0 and e["ts"] >= 0 for e in complete)
+
+
+def test_a_tracer_without_detail_times_every_call_and_computes_no_costs(backend, monkeypatch):
+    """detail=False: the same calls and step accounting, no shapes or costs (their code is never run)."""
+    def refuse(*args):
+        raise AssertionError("a tracer without detail computed a cost")
+    for name in ("kernel_costs", "input_gradient_cost", "update_cost"):
+        monkeypatch.setattr(costs, name, refuse)
+    mg.manual_seed(0)
+    model = mg.models.lenet5()
+    opt = mg.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x = np.random.default_rng(0).random((4, 1, 28, 28), dtype=np.float32)
+    with Tracer(detail=False) as tr:
+        for _ in range(2):
+            with tr.step():
+                _step(model, opt, x, np.arange(4))
+    names = [e.name for e in tr.events if e.step == 1]
+    assert names.count("conv2d_backward") == 2 and names.count("sgd_update") == 10 and len(names) == 30
+    assert all(e.shapes == () and e.flops == 0.0 and e.seconds > 0 for e in tr.events)
+    for s in tr.steps:
+        assert s.kernel_seconds == pytest.approx(sum(e.seconds for e in tr.events if e.step == s.index))
+        assert 0 < s.kernel_seconds <= s.seconds
 
 
 def test_tracing_off_leaves_the_bare_kernels_in_the_table():
