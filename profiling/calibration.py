@@ -9,6 +9,12 @@ Measured (never on a reference model; every array is synthetic, with shapes chos
   backend's GEMMs run on one thread inside its own block split). Cells whose product is too large to time quickly are
   filled at the rate of the nearest measured cell (a large GEMM runs at the BLAS peak). Every cell is timed in
   two passes over the grid, a third time where they disagree (``timed_in_passes``);
+* ``edges``: skinny products whose small sides are not a power of two, which the grid's interpolation between
+  powers of two prices too fast: per layout, for each pair of (small side, long side), the product with that
+  side at every width from 3 to 63 that is not a power of two, its long side at EDGE_LONG and the third at
+  EDGE_OTHER (BLAS computes in tiles of a few rows, and a side of 25 runs partly in narrower edge tiles: one
+  thread, tn 16x25x9216 took 164 us, 16x24 130 and 16x32 154; lenet5's 6x25 weight gradient ran 36% slower
+  than the grid priced it);
 * ``small_path_jumps``: per layout, how much slower per FLOP a product just past OpenBLAS's small-matrix
   path (``small_path``) runs than one just inside it: where it jumps, the grid is interpolated within a path;
 * ``curves``: seconds against elements for each memory pass of the backend (``plans.py`` names them: im2col,
@@ -57,7 +63,7 @@ import numpy as np
 
 from . import plans
 
-VERSION = 30  # of what a calibration holds and of the kernels it timed: another version is measured again
+VERSION = 31  # of what a calibration holds and of the kernels it timed: another version is measured again
 GEMM_DIMS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 65536, 262144)
 QUICK_GEMM_DIMS = (1, 16, 256, 4096, 65536)   # ``quick``: a rough calibration in seconds
 GEMM_LAYOUTS = ("nn", "nt", "tn", "tt")
@@ -211,6 +217,44 @@ def measure_gemm(dtype: str, dims=GEMM_DIMS, layouts=GEMM_LAYOUTS, progress=None
                 grid[i, j, l] = _filled(grid, (i, j, l), dims)
         out[layout] = grid.tolist()
     return out
+
+
+#: The edge profiles (``measure_edges``): the widths of a small side that is not a power of two, the long side and
+#: the third side of the products measured, and the shortest long side a product needs for its small sides to be
+#: corrected by them (shorter products are not skinny: their time is the grid's).
+EDGE_WIDTHS = tuple(d for d in range(3, 64) if d & (d - 1))
+EDGE_LONG = 65536
+EDGE_OTHER = 16
+EDGE_MIN_LONG = 4096
+
+
+def _edge_shape(side: int, long: int, width: int) -> tuple:
+    """The (m, n, k) of an edge profile's product: ``width`` on axis ``side``, EDGE_LONG on axis ``long``, EDGE_OTHER on
+    the third."""
+    dims = [EDGE_OTHER] * 3
+    dims[long], dims[side] = EDGE_LONG, width
+    return tuple(dims)
+
+
+def measure_edges(dtype: str, backend: str, widths=EDGE_WIDTHS, progress=None) -> dict:
+    """{"widths": widths, "seconds": {layout: {"<side><long>": [seconds at each width]}}}: every skinny product of
+    ``_edge_shape``, in passes (``timed_in_passes``), the products the ``backend``'s own (PRODUCTS)."""
+    product = PRODUCTS[backend]
+    rng = np.random.default_rng(9)
+    pairs = [(a, b) for a in range(3) for b in range(3) if a != b]
+    cells = [(layout, side, long, w) for layout in GEMM_LAYOUTS for side, long in pairs for w in widths]
+
+    def time_cell(cell):
+        layout, side, long, w = cell
+        a, b = _operands(layout, *_edge_shape(side, long, w), dtype, rng)
+        return _seconds(product(layout, a, b), budget=0.01, most=8, cold=False)
+
+    out: dict = {}
+    for (layout, side, long, _), seconds in zip(cells, timed_in_passes(cells, time_cell)):
+        out.setdefault(layout, {}).setdefault(f"{side}{long}", []).append(seconds)
+    if progress:
+        progress("gemm edges")
+    return {"widths": list(widths), "seconds": out}
 
 
 #: OpenBLAS (0.3.31 here, SkylakeX kernels) multiplies a small product without packing its operands: at most
@@ -763,6 +807,7 @@ def measure(backend: str, dtype: str = "float32", threads: int = 1, quick: bool 
         with guard:
             result["gemm"] = measure_gemm(dtype, dims, progress=say, backend=backend)
             result["small_path_jumps"] = measure_small_path_jumps(dtype, backend)
+            result["edges"] = {} if quick else measure_edges(dtype, backend, progress=say)
             result["far"] = {} if quick else measure_far(dtype, backend)
         result["tiny"] = _tiny(backend, dtype)
         say("fixed overheads")
@@ -866,6 +911,29 @@ class Calibration:
         return self.data.get("small_path_jumps", {}).get(layout, 1.0) >= SMALL_GEMM_JUMP
 
     def gemm_seconds(self, layout: str, m: int, n: int, k: int) -> float:
+        """The grid's time (``grid_seconds``) times the product's edge factor (``edge_factor``)."""
+        return self.grid_seconds(layout, m, n, k) * self.edge_factor(layout, m, n, k)
+
+    def edge_factor(self, layout: str, m: int, n: int, k: int) -> float:
+        """How much slower than the grid prices it a skinny product runs for its small sides that are not a power
+        of two: for each such side among the measured widths, with the product's longest side at least
+        EDGE_MIN_LONG, the ``edges`` profile's time at that width over the grid's time of the same profile
+        product; their product (1 where nothing was measured)."""
+        edges = self.data.get("edges") or {}
+        profiles = edges.get("seconds", {}).get(layout)
+        dims = (m, n, k)
+        long = max(range(3), key=lambda a: dims[a])
+        if not profiles or dims[long] < EDGE_MIN_LONG:
+            return 1.0
+        factor = 1.0
+        for side in range(3):
+            width = dims[side]
+            if side != long and width in edges["widths"]:
+                measured = profiles[f"{side}{long}"][edges["widths"].index(width)]
+                factor *= measured / self.grid_seconds(layout, *_edge_shape(side, long, width))
+        return factor
+
+    def grid_seconds(self, layout: str, m: int, n: int, k: int) -> float:
         """Trilinear interpolation of the log rate (FLOPs per second) over log2 of the dimensions, from the
         corners of the grid cell on the product's own side of the small-matrix path's boundary where the
         layout splits there (``splits_paths``; all corners if none is); beyond the grid's largest dimension

@@ -200,7 +200,9 @@ class CostModel:
             s = self.cal.gemm_seconds(term.what, m, n, k)
             path = (", BLAS small-matrix path" if self.cal.splits_paths(term.what)
                     and calibration.small_path(term.what, m, n, k) else "")
-            reason = f"GEMM {m}x{n}x{k} ({term.what}{path}) at {2 * m * n * k / s / 1e9:.1f} GFLOP/s"
+            edge = self.cal.edge_factor(term.what, m, n, k)
+            reason = (f"GEMM {m}x{n}x{k} ({term.what}{path}) at {2 * m * n * k / s / 1e9:.1f} GFLOP/s"
+                      + (f", x{edge:.2f} for its sides that are not a power of two" if edge != 1.0 else ""))
         elif term.kind in ("pass", "kernel"):
             elements, width = term.size[0], (term.size[1] if len(term.size) > 1 else None)
             deep = deep if term.kind == "kernel" else 0.0

@@ -56,6 +56,27 @@ def test_gemm_lookup_interpolates_within_the_small_paths_side_of_its_boundary():
     assert 2 * 16 * 368 * 150 / 2e9 * 1.05 < blended < 2 * 16 * 368 * 150 / 1e9
 
 
+def test_a_skinny_products_sides_that_are_not_a_power_of_two_take_their_edge_profiles_factor():
+    """A power-law grid, and edge profiles where tn's side n at width 25 and side m at width 6 (the long side k)
+    ran 1.5x and 1.2x the grid's time: a skinny 6 x 25 x k product pays both, a short or power-of-two one none."""
+    dims = [1, 4, 16, 64, 256, 4096, 65536]
+    data = {"backend": "numpy", "gemm_dims": dims, "gemm": power_law_gemm(dims=dims)}
+    widths = list(calibration.EDGE_WIDTHS)
+    seconds = {}
+    for side, long in [(a, b) for a in range(3) for b in range(3) if a != b]:
+        grid = [2 * math.prod(calibration._edge_shape(side, long, w)) / 1e9 for w in widths]
+        seconds[f"{side}{long}"] = [t * {(1, 25): 1.5, (0, 6): 1.2}.get((side, w), 1.0) for t, w in zip(grid, widths)]
+    data["edges"] = {"widths": widths, "seconds": {"tn": seconds}}
+    cal = calibration.Calibration(data)
+    plain = 2 * 6 * 25 * 8192 / 1e9
+    assert cal.edge_factor("tn", 6, 25, 8192) == pytest.approx(1.8)
+    assert cal.gemm_seconds("tn", 6, 25, 8192) == pytest.approx(1.8 * plain, rel=1e-9)
+    assert cal.gemm_seconds("tn", 5, 25, 8192) == pytest.approx(1.5 * 2 * 5 * 25 * 8192 / 1e9, rel=1e-9)
+    assert cal.edge_factor("tn", 6, 25, calibration.EDGE_MIN_LONG - 1) == 1.0  # not skinny
+    assert cal.edge_factor("tn", 8, 32, 8192) == 1.0 and cal.edge_factor("tn", 6, 100, 8192) == pytest.approx(1.2)  # 100 > 63
+    assert cal.edge_factor("nt", 6, 25, 8192) == 1.0  # no profile for the layout
+
+
 L1 = {"sets": 64, "ways": 12, "line": 64}
 
 
@@ -226,6 +247,7 @@ def test_a_real_calibration_prices_every_term_of_every_reference_model(tiny_cali
     cal, _ = tiny_calibration
     assert cal.data["quick"] and cal.data["gemm_dims"] == [1, 64, 4096]
     assert "l1_conflict" in cal.data
+    assert cal.data["edges"] == {}  # quick: none
     jumps = cal.data["small_path_jumps"]
     assert set(jumps) == set(calibration.SMALL_GEMM_PAIRS) and all(r > 0 for r in jumps.values())
     for curve in cal.data["curves"].values():
