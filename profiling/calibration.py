@@ -712,10 +712,12 @@ def _outside_kernels(model, dtype: str, r, steps: int = 1600, block: int = 50) -
     median step time of plain steps less the median time of the kernel calls of steps run with each call timed
     through the dispatch point's hook, in alternating blocks of ``block`` steps (the first pair of blocks a
     warm-up). Not the hooked steps' own time outside their calls: the hook's wrapper is part of that (numba
-    lenet5 at B=1: 466 us hooked against 422 plain). Measured in the loop, between real kernels: Python run
-    between kernels that have just passed over their data finds its own code and objects evicted, and a layer's
-    Python costs several times what the same code costs in a loop of its own (the loss's checks and NumPy calls:
-    3.5 us in a loop, 11.7 us in a lenet5 step)."""
+    lenet5 at B=1: 466 us hooked against 422 plain). A bare hook, not ``Tracer(detail=False)``: any record kept
+    between calls slows the calls (numpy's per-run cost came out at 9.0 us through that tracer, 11.8-13.1
+    through this hook), and the difference would be taken for time outside them. Measured in the loop, between
+    real kernels: Python run between kernels that have just passed over their data finds its own code and
+    objects evicted, and a layer's Python costs several times what the same code costs in a loop of its own
+    (the loss's checks and NumPy calls: 3.5 us in a loop, 11.7 us in a lenet5 step)."""
     from minigrad import backend as be, data, optim
     from minigrad.loop import TrainLoop
 
