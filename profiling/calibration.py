@@ -22,7 +22,7 @@ Measured (never on a reference model; every array is synthetic, with shapes chos
   loss, the optimizer update), from 16 to 16M elements. A whole kernel is timed cold, as a step calls it
   after other kernels and Python ran, except those a step calls back to back (``plans.BACK_TO_BACK``: the
   optimizer's update of each parameter in turn); a pass and a GEMM hot, back to back, as a kernel's own loops
-  run them (the cold start of a GEMM kernel is in its call cost, measured cold on its smallest shapes). Each
+  run them (how a step meets each kernel's wrapper is in its call cost, measured in a synthetic step). Each
   whole kernel is timed a second time at every other size (``name~deep``), after a pass over DEEP_EVICT_BYTES
   that leaves none of its memory in any cache: how a step whose working set overflows the last-level cache
   finds the block its output lands in, and its page tables (the smallest calls pay most, relative to their
@@ -41,10 +41,11 @@ Measured (never on a reference model; every array is synthetic, with shapes chos
 * ``reach``: how much of that deep penalty a kernel pays against how many bytes were touched since its memory
   was last used: relu on a synthetic array after passes over 4 MiB to DEEP_EVICT_BYTES, each as the fraction
   of the way from the 4 MiB time to the deep one (0: the data stayed in cache, 1: it came from DRAM);
-* ``tiny``: raw step-level times the model turns into fixed overheads: a GEMM kernel called on the smallest
-  shapes, and the time the training loop spends outside kernel calls per step on two synthetic models, the
-  two-layer ``step_model`` and the eight-run ``synthetic_cnn`` (its growth per layer is a layer's module call,
-  autograd node and optimizer entries, as a step between real kernels runs them).
+* ``tiny``: raw step-level times the model turns into fixed costs: the time the training loop spends outside
+  kernel calls per step on two synthetic models, the two-layer ``step_model`` and the eight-run
+  ``synthetic_cnn`` (its growth per layer is a layer's module call, autograd node and optimizer entries, as a
+  step between real kernels runs them), and each kernel call of the synthetic CNN's step as the step meets it
+  (what a call costs beyond its priced terms depends on whether its wrapper is still warm: ``_in_step``).
 
 ``Calibration`` answers the model's lookups: log-log interpolation between measured sizes, the per-element
 cost of the largest size beyond it, the smallest size's time below it.
@@ -63,7 +64,7 @@ import numpy as np
 
 from . import plans
 
-VERSION = 31  # of what a calibration holds and of the kernels it timed: another version is measured again
+VERSION = 32  # of what a calibration holds and of the kernels it timed: another version is measured again
 GEMM_DIMS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 65536, 262144)
 QUICK_GEMM_DIMS = (1, 16, 256, 4096, 65536)   # ``quick``: a rough calibration in seconds
 GEMM_LAYOUTS = ("nn", "nt", "tn", "tt")
@@ -672,56 +673,41 @@ def _reach(sizes, times) -> list[list[float]]:
 # -- fixed overheads: raw times, turned into per-call, per-layer, per-parameter and per-step costs by the model
 
 
-#: The smallest shapes of the GEMM kernels, on which their call cost is measured (one filter, one feature).
-TINY_SHAPES = {
-    "conv2d": dict(N=1, C=1, H=4, W=4, F=1, KH=3, KW=3, stride=1, padding=0, bias=True, need_dx=True),
-    "linear": dict(N=1, IN=1, OUT=1, bias=True, need_dx=True),
-}
-
-
-def _tiny(backend: str, dtype: str) -> dict:
-    from minigrad import backend as be
-
-    ops = be.k
+def _tiny(dtype: str) -> dict:
+    """The step-level raw times the model turns into fixed costs (``predict.CostModel``): the loop's time
+    outside kernel calls on ``step_model`` and on ``synthetic_cnn``, and each kernel call of a synthetic CNN's
+    step as the step meets it (``cnn_calls``, in the step's order)."""
     r = np.random.default_rng(3)
-    c, li = TINY_SHAPES["conv2d"], TINY_SHAPES["linear"]
-    x4 = r.standard_normal((c["N"], c["C"], c["H"], c["W"])).astype(dtype)
-    w4 = r.standard_normal((c["F"], c["C"], c["KH"], c["KW"])).astype(dtype)
-    b1 = r.standard_normal(c["F"]).astype(dtype)
-    y4, cache4 = ops.conv2d_forward(x4, w4, b1, 1, 0)
-    x2, w2 = r.standard_normal((li["N"], li["IN"])).astype(dtype), r.standard_normal((li["OUT"], li["IN"])).astype(dtype)
-    y2, cache2 = ops.linear_forward(x2, w2, b1)
-    out = {
-        "conv2d_forward": _seconds(lambda: ops.conv2d_forward(x4, w4, b1, 1, 0)),
-        "conv2d_backward": _seconds(lambda: ops.conv2d_backward(np.ones_like(y4), cache4)),
-        "linear_forward": _seconds(lambda: ops.linear_forward(x2, w2, b1)),
-        "linear_backward": _seconds(lambda: ops.linear_backward(np.ones_like(y2), cache2)),
-    }
-
-    for name, model in (("outside_step", step_model(dtype)), ("outside_cnn", synthetic_cnn(dtype))):
-        out[name] = _outside_kernels(model, dtype, r)
-    return out
+    step, cnn = (_in_step(model, dtype, r) for model in (step_model(dtype), synthetic_cnn(dtype)))
+    return {"outside_step": step["outside"], "outside_cnn": cnn["outside"], "cnn_calls": cnn["calls"]}
 
 
 #: The batch size at which the loop's time outside kernels is measured on the synthetic models.
 OUTSIDE_BATCH = 4
 
 
-def _outside_kernels(model, dtype: str, r, steps: int = 1600, block: int = 50) -> float:
-    """Seconds per step that the training loop spends outside kernel calls on ``model`` at OUTSIDE_BATCH: the
-    median step time of plain steps less the median time of the kernel calls of steps run with each call timed
-    through the dispatch point's hook, in alternating blocks of ``block`` steps (the first pair of blocks a
-    warm-up). Not the hooked steps' own time outside their calls: the hook's wrapper is part of that (numba
-    lenet5 at B=1: 466 us hooked against 422 plain). A bare hook, not ``Tracer(detail=False)``: any record kept
-    between calls slows the calls (numpy's per-run cost came out at 9.0 us through that tracer, 11.8-13.1
-    through this hook), and the difference would be taken for time outside them. Measured in the loop, between
-    real kernels: Python run between kernels that have just passed over their data finds its own code and
-    objects evicted, and a layer's Python costs several times what the same code costs in a loop of its own
-    (the loss's checks and NumPy calls: 3.5 us in a loop, 11.7 us in a lenet5 step)."""
+def _in_step(model, dtype: str, r, steps: int = 1600, block: int = 50) -> dict:
+    """A training step of ``model`` at OUTSIDE_BATCH, in alternating blocks of ``block`` plain steps and steps
+    with each kernel call timed through the dispatch point's hook (the first pair of blocks a warm-up):
+
+    * ``outside``: seconds per step the loop spends outside kernel calls: the median plain step less the median
+      time of the hooked steps' calls. Not the hooked steps' own time outside their calls: the hook's wrapper is
+      part of that (numba lenet5 at B=1: 466 us hooked against 422 plain). A bare hook, not
+      ``Tracer(detail=False)``: any record built between calls slows the calls (numpy's per-run cost came out at
+      9.0 us through that tracer, 11.8-13.1 through this hook), and the difference would be taken for time
+      outside them;
+    * ``calls``: [kernel, median seconds] of each call of the step, in its order.
+
+    Measured in the loop, between real kernels: Python run between kernels that have just passed over their
+    data finds its own code and objects evicted, and a layer's Python costs several times what the same code
+    costs in a loop of its own (the loss's checks and NumPy calls: 3.5 us in a loop, 11.7 us in a lenet5 step).
+    So does a kernel call's own: a kernel called again right after another kernel finds its wrapper warm, one
+    called once per step finds it cold (numba, B=1: linear_forward's later calls sat 0.1-0.2 of the way from
+    its time back to back to its time after a 4 MiB pass, the loss's 0.9-1.0)."""
     from minigrad import backend as be, data, optim
     from minigrad.loop import TrainLoop
 
-    inside = [0.0]
+    log: list = []
 
     def hook(name, fn):
         def timed(*args, **kwargs):
@@ -729,7 +715,7 @@ def _outside_kernels(model, dtype: str, r, steps: int = 1600, block: int = 50) -
             try:
                 return fn(*args, **kwargs)
             finally:
-                inside[0] += time.perf_counter() - t0
+                log.append((name, time.perf_counter() - t0))
         return timed
 
     ds = data.ArrayDataset(r.integers(0, 256, (512, 28, 28)).astype(np.uint8), r.integers(0, 2, 512).astype(np.uint8),
@@ -741,19 +727,22 @@ def _outside_kernels(model, dtype: str, r, steps: int = 1600, block: int = 50) -
             yield from loop.epoch(data.DataLoader(ds, OUTSIDE_BATCH, dtype=dtype))
 
     stream = records()
-    plain, kernels = [], []
+    plain, hooked_steps = [], []
     try:
         for i in range(2 * max(2, steps // (2 * block))):
             hooked = i % 2 == 1
             be.set_kernel_hook(hook if hooked else None)
             for _ in range(block):
-                inside[0] = 0.0
+                log.clear()
                 seconds = next(stream).compute_seconds
                 if i >= 2:
-                    (kernels if hooked else plain).append(inside[0] if hooked else seconds)
+                    hooked_steps.append(list(log)) if hooked else plain.append(seconds)
     finally:
         be.set_kernel_hook(None)
-    return float(np.median(plain) - np.median(kernels))
+    names = [name for name, _ in hooked_steps[0]]
+    times = np.array([[seconds for _, seconds in step] for step in hooked_steps])
+    return {"outside": float(np.median(plain) - np.median(times.sum(axis=1))),
+            "calls": [[name, float(t)] for name, t in zip(names, np.median(times, axis=0))]}
 
 
 def step_model(dtype: str):
@@ -811,7 +800,7 @@ def measure(backend: str, dtype: str = "float32", threads: int = 1, quick: bool 
             result["small_path_jumps"] = measure_small_path_jumps(dtype, backend)
             result["edges"] = {} if quick else measure_edges(dtype, backend, progress=say)
             result["far"] = {} if quick else measure_far(dtype, backend)
-        result["tiny"] = _tiny(backend, dtype)
+        result["tiny"] = _tiny(dtype)
         say("fixed overheads")
     return result
 

@@ -9,8 +9,11 @@ A kernel call is priced as the sum of its terms:
   by its curve of seconds against elements measured on synthetic arrays;
 * ``kernel``: a whole kernel without GEMMs (relu, pooling, the loss, the optimizer update), priced by its own
   curve of seconds against elements;
-* ``call``: what a GEMM kernel's wrapper costs on top of its terms (validation, allocation, the BLAS thread
-  guard), measured on the smallest shapes;
+* ``call``: what a kernel call costs in a training step beyond its other terms: a GEMM kernel's wrapper
+  (validation, allocation, the BLAS thread guard), and for every kernel how warm the step leaves it (a kernel
+  called again after one other finds its wrapper's code and data warm, one called once per step cold), so it
+  may be negative for a whole kernel, whose curve is timed cold. Measured in a synthetic step
+  (``calibration._in_step``) for the first call of a kernel in a step and for its calls after that;
 * ``split``: starting the Numba backend's blocks of a split kernel on its threads (one parallel region).
 
 Allocations have no term of their own: the host backends make glibc recycle a step's freed memory
@@ -93,7 +96,8 @@ def plan(backend: str, call: Call, threads: int) -> list[Term]:
     the call's shapes, ``threads`` and ``itemsize``, whether or not its backend's decisions depend on them."""
     if call.kernel in CURVE_KERNELS:
         x, n = call.shape["x"], _elements(call.shape["x"])
-        return [Term("kernel", call.kernel, (n, x[-1]) if call.kernel in WIDE else (n,))]
+        size = (n, x[-1]) if call.kernel in WIDE else (n,)
+        return [Term("call", call.kernel, ()), Term("kernel", call.kernel, size)]
     planner = _PLANS.get((backend, call.kernel))
     if planner is None:
         raise KeyError(f"no plan for kernel {call.kernel!r} on the {backend} backend")

@@ -4,16 +4,17 @@ From a model's layer shapes alone (nothing of it is run), ``predict`` lists the 
 step (forward, the loss, backward, one optimizer update per parameter), prices each with its backend's plan
 (``plans.py``) and this machine's calibration (``calibration.py``), and adds the fixed costs:
 
-    step(B)  = sum over kernel calls of (GEMMs + memory passes + whole kernels + the wrapper's call cost)
+    step(B)  = sum over kernel calls of (GEMMs + memory passes + whole kernels + the call's cost in a step)
              + layers x (module call, autograd node, optimizer entries: per run of layers and the loss)
              + the loop's own cost per step
     epoch(B) = (samples per epoch / B) x step(B)
 
 The fixed costs come out of the calibration's raw times on synthetic models: the training loop's time outside
 kernel calls on an eight-run CNN against a two-run model, per run (``calibration.synthetic_cnn``,
-``calibration.step_model``), what is left of the two-run model's for the loop itself (per step), and a GEMM
-kernel on its smallest shapes less its priced terms (per call). ``measure`` runs the same batch sizes for the
-errors.
+``calibration.step_model``), and what is left of the two-run model's for the loop itself (per step). A call's
+own cost in a step (its wrapper, and whether the step leaves that warm) is what each kernel's calls took in the
+synthetic CNN's step beyond their priced terms, for the first call of a kernel in a step and for the calls after
+it (``CostModel._in_step``). ``measure`` runs the same batch sizes for the errors.
 
 A whole kernel (relu, pooling, the loss, the update) is priced between its cache-warm curve and its ``~deep``
 one (memory from DRAM) by the step's working set (``working_set``: the bytes a step touches between two uses
@@ -185,16 +186,41 @@ class CostModel:
 
     def __post_init__(self):
         tiny = self.cal.data["tiny"]
-        small, cnn = (len(calibration.step_model(_DTYPES[self.itemsize]).runs()) + 1,
-                      len(calibration.synthetic_cnn(_DTYPES[self.itemsize]).runs()) + 1)  # + the loss
+        dtype = _DTYPES[self.itemsize]
+        small, cnn = (len(calibration.step_model(dtype).runs()) + 1,
+                      len(calibration.synthetic_cnn(dtype).runs()) + 1)  # + the loss
         self.overheads["layer"] = max(0.0, (tiny["outside_cnn"] - tiny["outside_step"]) / (cnn - small))
         self.overheads["step"] = max(0.0, tiny["outside_step"] - small * self.overheads["layer"])
-        for kernel, shape in _TINY_CALLS.items():
-            terms = plans.plan(self.cal.backend, Call(kernel, {**shape, "itemsize": self.itemsize}), self.cal.threads)
-            priced = sum(self._price(t).seconds for t in terms if t.kind != "call")
-            self.overheads[kernel] = max(0.0, tiny[kernel] - priced)
+        self.overheads["calls"] = self._in_step(tiny["cnn_calls"])
 
-    def _price(self, term: Term, deep: float = 0.0, far: float = 0.0) -> PricedTerm:
+    def _in_step(self, measured: list) -> dict:
+        """{(kernel, again): seconds}: what a call of each kernel took in the synthetic CNN's step beyond its
+        other priced terms at the same shapes (the mean over its calls), apart for the first call of the kernel
+        in the step (``again`` False) and the calls after it."""
+        calls = step_calls(calibration.synthetic_cnn(_DTYPES[self.itemsize]), calibration.OUTSIDE_BATCH,
+                           self.itemsize)
+        if [name for name, _ in measured] != [call.kernel for _, call in calls.calls]:
+            raise ValueError("calibration: its synthetic CNN's step made other kernel calls than the model plans "
+                             "for it; measure the calibration again (--remeasure)")
+        ws = working_set(calls, self.cal.backend, self.itemsize)
+        deep, far = self.cal.deep_fraction(ws), self.cal.deep_fraction(ws, far=True)
+        residuals: dict = {}
+        for (_, call), again, (_, seconds) in zip(calls.calls, _again(calls), measured):
+            terms = plans.plan(self.cal.backend, call, self.cal.threads)
+            priced = sum(self._price(t, deep, far).seconds for t in terms if t.kind != "call")
+            residuals.setdefault((call.kernel, again), []).append(seconds - priced)
+        return {key: max(float(np.mean(v)), -self._warm_floor(key[0])) for key, v in residuals.items()}
+
+    def _warm_floor(self, kernel: str) -> float:
+        """How much cheaper than priced a step's call of ``kernel`` may be: a GEMM kernel's terms are priced hot,
+        so nothing; a whole kernel's curve is timed cold, and a warm step can save at most its cost on the
+        smallest size measured (where the wrapper is nearly all of it)."""
+        if kernel not in plans.CURVE_KERNELS:
+            return 0.0
+        return self.cal.curve_seconds(kernel, 1, calibration.WIDTHS[0] if kernel in plans.wide(self.cal.backend)
+                                      else None)
+
+    def _price(self, term: Term, deep: float = 0.0, far: float = 0.0, again: bool = False) -> PricedTerm:
         if term.kind == "gemm":
             m, n, k = term.size
             s = self.cal.gemm_seconds(term.what, m, n, k)
@@ -218,8 +244,12 @@ class CostModel:
                     reason += (f"; runs of {run} reads {stride:,} B apart overflow their L1 sets: "
                                f"+{1e6 * missed:.0f} us of L1 misses")
         elif term.kind == "call":
-            s = self.overheads[term.what]
-            reason = "wrapper: validation, allocation, thread guard (measured on the smallest shapes)"
+            calls = self.overheads["calls"]
+            measured = (term.what, again) if (term.what, again) in calls else (term.what, False)
+            s = calls.get(measured, 0.0)
+            reason = (f"in a step, beyond its terms ({'a later' if measured[1] else 'the first'} call of the "
+                      "kernel in the synthetic CNN's step)" if measured in calls
+                      else "no call cost: the synthetic CNN's step does not call this kernel")
         elif term.kind == "split":
             s = self.cal.data["split_seconds"]
             reason = f"hand-off of a block to each of {term.size[0] - 1} worker thread(s)"
@@ -240,8 +270,8 @@ class CostModel:
         ws = working_set(calls, self.cal.backend, self.itemsize)
         deep, far = self.cal.deep_fraction(ws), self.cal.deep_fraction(ws, far=True)
         kernels = []
-        for layer, call in calls.calls:
-            priced = [self._price(t, deep, far) for t in plans.plan(self.cal.backend, call, self.cal.threads)]
+        for (layer, call), again in zip(calls.calls, _again(calls)):
+            priced = [self._price(t, deep, far, again) for t in plans.plan(self.cal.backend, call, self.cal.threads)]
             kernels.append(KernelCost(layer, call.kernel, sum(p.seconds for p in priced), priced))
         fixed = {"layers": calls.layers * self.overheads["layer"], "step": self.overheads["step"]}
         return StepPrediction(batch_size, kernels, fixed, n_samples)
@@ -254,9 +284,17 @@ def _rate(per_second: float) -> str:
     return f"{per_second:.3g} "
 
 
+def _again(calls: StepCalls) -> list[bool]:
+    """For each call of the step, whether the same kernel ran earlier in the step."""
+    seen: set = set()
+    out = []
+    for _, call in calls.calls:
+        out.append(call.kernel in seen)
+        seen.add(call.kernel)
+    return out
+
+
 _DTYPES = {4: "float32", 8: "float64"}
-_TINY_CALLS = {f"{op}_{half}": calibration.TINY_SHAPES[op] for op in ("conv2d", "linear")
-               for half in ("forward", "backward")}
 
 
 def predict(model_name: str, batch_sizes, backend: str, dtype: str = "float32", threads: int = 1,

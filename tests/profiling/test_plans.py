@@ -133,9 +133,10 @@ def test_a_layer_without_a_plan_is_named():
 
 
 def test_pooling_and_the_im2col_family_are_priced_by_their_row_width():
-    (term,) = plans.plan("numpy", Call("maxpool2d_forward", {"x": (4, 6, 24, 24), "kernel": 2, "itemsize": 4}), 1)
-    assert term == Term("kernel", "maxpool2d_forward", (4 * 6 * 24 * 24, 24))
-    (term,) = plans.plan("numpy", Call("relu_forward", {"x": (4, 6, 24, 24), "itemsize": 4}), threads=1)
+    call, term = plans.plan("numpy", Call("maxpool2d_forward", {"x": (4, 6, 24, 24), "kernel": 2, "itemsize": 4}), 1)
+    assert (call, term) == (Term("call", "maxpool2d_forward", ()),
+                            Term("kernel", "maxpool2d_forward", (4 * 6 * 24 * 24, 24)))
+    _, term = plans.plan("numpy", Call("relu_forward", {"x": (4, 6, 24, 24), "itemsize": 4}), threads=1)
     assert term.size == (int(np.prod((4, 6, 24, 24))),)
 
 
@@ -144,4 +145,4 @@ def test_a_large_array_is_priced_by_its_pass_alone():
     even an array past glibc's largest mmap threshold costs only its writing."""
     big = (256, 64, 24, 24)  # 37.7 MB of float32
     assert plans.plan("numba", Call("relu_forward", {"x": big, "itemsize": 4}), threads=1) == [
-        Term("kernel", "relu_forward", (int(np.prod(big)),))]
+        Term("call", "relu_forward", ()), Term("kernel", "relu_forward", (int(np.prod(big)),))]

@@ -40,14 +40,25 @@ def synthetic(backend_name="numpy", itemsize=4) -> calibration.Calibration:
     cal = calibration.Calibration({"backend": backend_name, "threads": 1, "gemm_dims": DIMS,
                                    "gemm": {layout: grid for layout in calibration.GEMM_LAYOUTS},
                                    "curves": curves, "split_seconds": 0.0, "measured_at": "synthetic"})
-    # the raw tiny times that the planted fixed costs imply
-    # the loop's time outside kernels on the two synthetic models: the loop's own, and one LAYER per run + loss
-    tiny = {"outside_step": STEP + 3 * LAYER, "outside_cnn": STEP + 9 * LAYER}
-    for kernel, shape in predict._TINY_CALLS.items():
-        terms = plans.plan(backend_name, plans.Call(kernel, {**shape, "itemsize": itemsize}), 1)
-        tiny[kernel] = CALL + sum(hand_priced(t) for t in terms if t.kind != "call")
-    cal.data["tiny"] = tiny
+    # the raw tiny times that the planted fixed costs imply: the loop's time outside kernels on the two synthetic
+    # models (the loop's own, and one LAYER per run + loss), and each call of the synthetic CNN's step CALL more
+    # than its other terms
+    cal.data["tiny"] = {"outside_step": STEP + 3 * LAYER, "outside_cnn": STEP + 9 * LAYER,
+                        "cnn_calls": cnn_calls(backend_name, itemsize, lambda kernel, again: CALL)}
     return cal
+
+
+def cnn_calls(backend_name, itemsize, call_cost):
+    """The synthetic CNN's step as ``_in_step`` records it: each call ``call_cost(kernel, again)`` more than the
+    hand-priced terms of its shapes."""
+    calls = predict.step_calls(calibration.synthetic_cnn("float32"), calibration.OUTSIDE_BATCH, itemsize)
+    out, seen = [], set()
+    for _, call in calls.calls:
+        terms = plans.plan(backend_name, plans.Call(call.kernel, {**call.shape, "itemsize": itemsize}), 1)
+        out.append([call.kernel, call_cost(call.kernel, call.kernel in seen)
+                    + sum(hand_priced(t) for t in terms if t.kind != "call")])
+        seen.add(call.kernel)
+    return out
 
 
 @pytest.mark.parametrize("name", ["numpy", "numba"])
@@ -57,8 +68,55 @@ def test_the_fixed_costs_come_back_from_the_raw_tiny_times(name):
     model = predict.CostModel(synthetic(name), 4)
     assert model.overheads["layer"] == pytest.approx(LAYER)
     assert model.overheads["step"] == pytest.approx(STEP)
-    for kernel in predict._TINY_CALLS:
-        assert model.overheads[kernel] == pytest.approx(CALL)
+    calls = model.overheads["calls"]
+    assert {kernel for kernel, _ in calls} == {"conv2d_forward", "conv2d_backward", "linear_forward",
+                                               "linear_backward", "relu_forward", "relu_backward",
+                                               "relu_maxpool2d_forward", "relu_maxpool2d_backward",
+                                               "softmax_xent_forward", "softmax_xent_backward", "sgd_update"}
+    assert all(seconds == pytest.approx(CALL) for seconds in calls.values())
+
+
+def test_a_calls_cost_in_a_step_is_its_first_or_later_one_and_none_for_a_kernel_the_cnn_never_calls():
+    """The synthetic CNN calls each GEMM kernel twice, relu once and the update eight times: a planted cost per
+    (kernel, later call) comes back, a later call of a kernel the CNN called once takes its first call's cost,
+    and an unfused max pool (not in the CNN's step) costs its curve alone."""
+    def planted(kernel, again):
+        return (2e-6 if again else 9e-6) * (1 + len(kernel) / 100)
+
+    cal = synthetic()
+    cal.data["tiny"]["cnn_calls"] = cnn_calls("numpy", 4, planted)
+    model = predict.CostModel(cal, 4)
+    assert model.overheads["calls"][("sgd_update", True)] == pytest.approx(planted("sgd_update", True))
+    assert ("relu_forward", True) not in model.overheads["calls"]
+    net = nn.Sequential(nn.Flatten(), nn.Linear(784, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 10))
+    p = model.predict(net, 4, 600)
+    costs = [(k.kernel, t.seconds) for k in p.kernels for t in k.terms if t.term.kind == "call"]
+    seen = set()
+    for kernel, seconds in costs:
+        want = planted(kernel, kernel in seen and kernel not in ("relu_forward", "relu_backward"))
+        assert seconds == pytest.approx(want), kernel
+        seen.add(kernel)
+    pool = model.predict(nn.Sequential(nn.MaxPool2d(2), nn.Flatten(), nn.Linear(196, 10)), 4, 600)
+    call = next(t for k in pool.kernels if k.kernel == "maxpool2d_forward" for t in k.terms if t.term.kind == "call")
+    assert call.seconds == 0.0 and "does not call" in call.reason
+
+
+def test_a_calls_cost_takes_off_no_more_than_a_warm_step_can_save():
+    """A GEMM kernel's terms are priced hot: its call costs at least nothing. A whole kernel's curve is timed
+    cold: a step saves at most its time on the smallest size (here PER_ELEMENT x the curve's first size, 1)."""
+    cal = synthetic()
+    cal.data["tiny"]["cnn_calls"] = cnn_calls("numpy", 4, lambda kernel, again: -1.0)
+    calls = predict.CostModel(cal, 4).overheads["calls"]
+    assert calls[("linear_forward", False)] == 0.0 and calls[("conv2d_backward", True)] == 0.0
+    assert calls[("relu_forward", False)] == pytest.approx(-PER_ELEMENT)
+    assert calls[("relu_maxpool2d_backward", True)] == pytest.approx(-PER_ELEMENT)
+
+
+def test_a_calibration_whose_synthetic_step_made_other_calls_is_refused():
+    cal = synthetic()
+    cal.data["tiny"]["cnn_calls"] = cal.data["tiny"]["cnn_calls"][:-1]
+    with pytest.raises(ValueError, match="remeasure"):
+        predict.CostModel(cal, 4)
 
 
 @pytest.mark.parametrize("name", ["numpy", "numba"])
@@ -84,7 +142,7 @@ def test_the_mlp_step_by_hand():
     passes += 2 * (B * 256)                              # relu forward and backward (of its input)
     passes += 2 * (B * 10)                               # the loss forward and backward
     passes += 784 * 256 + 256 + 256 * 10 + 10            # the four sgd updates
-    calls = 4                                            # two linear forwards, two backwards
+    calls = 12                                           # 2 linears and relu each way, the loss's 2, 4 updates
     expected = gemms / GEMM_RATE + PER_ELEMENT * passes + CALL * calls + 5 * LAYER + STEP
     p = predict.predict("mlp", [B], "numpy", "float32", 1, 60000, synthetic())[0]
     assert p.step_seconds == pytest.approx(expected, rel=1e-9)
