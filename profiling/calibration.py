@@ -43,9 +43,10 @@ Measured (never on a reference model; every array is synthetic, with shapes chos
   of the way from the 4 MiB time to the deep one (0: the data stayed in cache, 1: it came from DRAM);
 * ``tiny``: raw step-level times the model turns into fixed costs: the time the training loop spends outside
   kernel calls per step on two synthetic models, the two-layer ``step_model`` and the eight-run
-  ``synthetic_cnn`` (its growth per layer is a layer's module call, autograd node and optimizer entries, as a
-  step between real kernels runs them), and each kernel call of the synthetic CNN's step as the step meets it
-  (what a call costs beyond its priced terms depends on whether its wrapper is still warm: ``_in_step``).
+  ``synthetic_cnn`` at several batch sizes (its growth per layer is a layer's module call, autograd node and
+  optimizer entries, as a step between real kernels runs them, against the step's working set), and each
+  kernel call of the synthetic CNN's step as the step meets it (what a call costs beyond its priced terms
+  depends on whether its wrapper is still warm: ``_in_step``).
 
 ``Calibration`` answers the model's lookups: log-log interpolation between measured sizes, the per-element
 cost of the largest size beyond it, the smallest size's time below it.
@@ -64,7 +65,7 @@ import numpy as np
 
 from . import plans
 
-VERSION = 32  # of what a calibration holds and of the kernels it timed: another version is measured again
+VERSION = 33  # of what a calibration holds and of the kernels it timed: another version is measured again
 GEMM_DIMS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 65536, 262144)
 QUICK_GEMM_DIMS = (1, 16, 256, 4096, 65536)   # ``quick``: a rough calibration in seconds
 GEMM_LAYOUTS = ("nn", "nt", "tn", "tt")
@@ -675,19 +676,25 @@ def _reach(sizes, times) -> list[list[float]]:
 
 def _tiny(dtype: str) -> dict:
     """The step-level raw times the model turns into fixed costs (``predict.CostModel``): the loop's time
-    outside kernel calls on ``step_model`` and on ``synthetic_cnn``, and each kernel call of a synthetic CNN's
-    step as the step meets it (``cnn_calls``, in the step's order)."""
+    outside kernel calls on ``step_model`` at OUTSIDE_BATCH and on ``synthetic_cnn`` at each of OUTSIDE_BATCHES
+    (``outside_cnn``: [[batch size, seconds], ...]), and each kernel call of the synthetic CNN's step at
+    OUTSIDE_BATCH as the step meets it (``cnn_calls``, in the step's order)."""
     r = np.random.default_rng(3)
-    step, cnn = (_in_step(model, dtype, r) for model in (step_model(dtype), synthetic_cnn(dtype)))
-    return {"outside_step": step["outside"], "outside_cnn": cnn["outside"], "cnn_calls": cnn["calls"]}
+    step = _in_step(step_model(dtype), dtype, r, OUTSIDE_BATCH)
+    cnn = {b: _in_step(synthetic_cnn(dtype), dtype, r, b, steps=max(400, 6400 // b)) for b in OUTSIDE_BATCHES}
+    return {"outside_step": step["outside"], "outside_cnn": [[b, cnn[b]["outside"]] for b in OUTSIDE_BATCHES],
+            "cnn_calls": cnn[OUTSIDE_BATCH]["calls"]}
 
 
-#: The batch size at which the loop's time outside kernels is measured on the synthetic models.
+#: The batch size at which the small model's loop and the synthetic CNN's calls are measured.
 OUTSIDE_BATCH = 4
+#: The synthetic CNN's batch sizes for the time outside kernel calls: Python run between kernels slows as the
+#: kernels' data grows (its objects evicted), so a layer's cost is measured against the step's working set.
+OUTSIDE_BATCHES = (4, 16, 64, 256)
 
 
-def _in_step(model, dtype: str, r, steps: int = 1600, block: int = 50) -> dict:
-    """A training step of ``model`` at OUTSIDE_BATCH, in alternating blocks of ``block`` plain steps and steps
+def _in_step(model, dtype: str, r, batch_size: int, steps: int = 1600, block: int = 50) -> dict:
+    """A training step of ``model`` at ``batch_size``, in alternating blocks of ``block`` plain steps and steps
     with each kernel call timed through the dispatch point's hook (the first pair of blocks a warm-up):
 
     * ``outside``: seconds per step the loop spends outside kernel calls: the median plain step less the median
@@ -703,7 +710,10 @@ def _in_step(model, dtype: str, r, steps: int = 1600, block: int = 50) -> dict:
     costs in a loop of its own (the loss's checks and NumPy calls: 3.5 us in a loop, 11.7 us in a lenet5 step).
     So does a kernel call's own: a kernel called again right after another kernel finds its wrapper warm, one
     called once per step finds it cold (numba, B=1: linear_forward's later calls sat 0.1-0.2 of the way from
-    its time back to back to its time after a 4 MiB pass, the loss's 0.9-1.0)."""
+    its time back to back to its time after a 4 MiB pass, the loss's 0.9-1.0). And the more data the kernels
+    pass over, the slower the Python between them: on numba, the synthetic CNN's time outside kernels was 92,
+    105, 132 and 161 us at B=4, 16, 64 and 256 (working sets of 0.15, 0.5, 1.9 and 7.5 MiB), lenet5's 123, 146
+    and 174 us at B=4, 16 and 64 (0.7, 1.3 and 3.8 MiB)."""
     from minigrad import backend as be, data, optim
     from minigrad.loop import TrainLoop
 
@@ -724,7 +734,7 @@ def _in_step(model, dtype: str, r, steps: int = 1600, block: int = 50) -> dict:
 
     def records():
         while True:
-            yield from loop.epoch(data.DataLoader(ds, OUTSIDE_BATCH, dtype=dtype))
+            yield from loop.epoch(data.DataLoader(ds, batch_size, dtype=dtype))
 
     stream = records()
     plain, hooked_steps = [], []

@@ -11,7 +11,9 @@ step (forward, the loss, backward, one optimizer update per parameter), prices e
 
 The fixed costs come out of the calibration's raw times on synthetic models: the training loop's time outside
 kernel calls on an eight-run CNN against a two-run model, per run (``calibration.synthetic_cnn``,
-``calibration.step_model``), and what is left of the two-run model's for the loop itself (per step). A call's
+``calibration.step_model``), and what is left of the two-run model's for the loop itself (per step); the CNN's
+at several batch sizes gives a run's cost against the step's working set, since Python run between kernels
+slows as their data grows (``CostModel.layer_seconds``). A call's
 own cost in a step (its wrapper, and whether the step leaves that warm) is what each kernel's calls took in the
 synthetic CNN's step beyond their priced terms, for the first call of a kernel in a step and for the calls after
 it (``CostModel._in_step``). ``measure`` runs the same batch sizes for the errors.
@@ -189,9 +191,21 @@ class CostModel:
         dtype = _DTYPES[self.itemsize]
         small, cnn = (len(calibration.step_model(dtype).runs()) + 1,
                       len(calibration.synthetic_cnn(dtype).runs()) + 1)  # + the loss
-        self.overheads["layer"] = max(0.0, (tiny["outside_cnn"] - tiny["outside_step"]) / (cnn - small))
-        self.overheads["step"] = max(0.0, tiny["outside_step"] - small * self.overheads["layer"])
+        outside = dict(tiny["outside_cnn"])
+        layer = max(0.0, (outside[calibration.OUTSIDE_BATCH] - tiny["outside_step"]) / (cnn - small))
+        self.overheads["step"] = max(0.0, tiny["outside_step"] - small * layer)
+        # a run's cost against the step's working set: the synthetic CNN's outside time at each batch size
+        self.overheads["layer"] = sorted(
+            (working_set(step_calls(calibration.synthetic_cnn(dtype), b, self.itemsize), self.cal.backend,
+                         self.itemsize), max(0.0, (seconds - self.overheads["step"]) / cnn))
+            for b, seconds in outside.items())
         self.overheads["calls"] = self._in_step(tiny["cnn_calls"])
+
+    def layer_seconds(self, working_set_bytes: float) -> float:
+        """A run of layers' cost outside kernel calls in a step whose working set is ``working_set_bytes``: the
+        synthetic CNN's, interpolated in log working set between its batch sizes (the nearest one outside)."""
+        sizes, seconds = zip(*self.overheads["layer"])
+        return float(np.interp(math.log(max(working_set_bytes, 1.0)), np.log(sizes), seconds))
 
     def _in_step(self, measured: list) -> dict:
         """{(kernel, again): seconds}: what a call of each kernel took in the synthetic CNN's step beyond its
@@ -201,7 +215,7 @@ class CostModel:
                            self.itemsize)
         if [name for name, _ in measured] != [call.kernel for _, call in calls.calls]:
             raise ValueError("calibration: its synthetic CNN's step made other kernel calls than the model plans "
-                             "for it; measure the calibration again (--remeasure)")
+                             "for it; measure the calibration again (profile predict --recalibrate)")
         ws = working_set(calls, self.cal.backend, self.itemsize)
         deep, far = self.cal.deep_fraction(ws), self.cal.deep_fraction(ws, far=True)
         residuals: dict = {}
@@ -273,7 +287,7 @@ class CostModel:
         for (layer, call), again in zip(calls.calls, _again(calls)):
             priced = [self._price(t, deep, far, again) for t in plans.plan(self.cal.backend, call, self.cal.threads)]
             kernels.append(KernelCost(layer, call.kernel, sum(p.seconds for p in priced), priced))
-        fixed = {"layers": calls.layers * self.overheads["layer"], "step": self.overheads["step"]}
+        fixed = {"layers": calls.layers * self.layer_seconds(ws), "step": self.overheads["step"]}
         return StepPrediction(batch_size, kernels, fixed, n_samples)
 
 

@@ -43,7 +43,8 @@ def synthetic(backend_name="numpy", itemsize=4) -> calibration.Calibration:
     # the raw tiny times that the planted fixed costs imply: the loop's time outside kernels on the two synthetic
     # models (the loop's own, and one LAYER per run + loss), and each call of the synthetic CNN's step CALL more
     # than its other terms
-    cal.data["tiny"] = {"outside_step": STEP + 3 * LAYER, "outside_cnn": STEP + 9 * LAYER,
+    cal.data["tiny"] = {"outside_step": STEP + 3 * LAYER,
+                        "outside_cnn": [[b, STEP + 9 * LAYER] for b in calibration.OUTSIDE_BATCHES],
                         "cnn_calls": cnn_calls(backend_name, itemsize, lambda kernel, again: CALL)}
     return cal
 
@@ -66,7 +67,7 @@ def test_the_fixed_costs_come_back_from_the_raw_tiny_times(name):
     if name == "numba" and backend.unavailable_reason("numba"):
         pytest.skip(backend.unavailable_reason("numba"))
     model = predict.CostModel(synthetic(name), 4)
-    assert model.overheads["layer"] == pytest.approx(LAYER)
+    assert all(seconds == pytest.approx(LAYER) for _, seconds in model.overheads["layer"])
     assert model.overheads["step"] == pytest.approx(STEP)
     calls = model.overheads["calls"]
     assert {kernel for kernel, _ in calls} == {"conv2d_forward", "conv2d_backward", "linear_forward",
@@ -74,6 +75,30 @@ def test_the_fixed_costs_come_back_from_the_raw_tiny_times(name):
                                                "relu_maxpool2d_forward", "relu_maxpool2d_backward",
                                                "softmax_xent_forward", "softmax_xent_backward", "sgd_update"}
     assert all(seconds == pytest.approx(CALL) for seconds in calls.values())
+
+
+def test_a_runs_cost_follows_the_steps_working_set_through_the_synthetic_cnns_batch_sizes():
+    """The synthetic CNN's outside time planted at LAYER per run at its smallest batch size and 3 x LAYER at its
+    largest: a step with a working set between them pays a run in between (linear in log working set), one
+    beyond either end the end's cost; the loop's own cost comes from the smallest batch size's pair."""
+    cal = synthetic()
+    first, last = calibration.OUTSIDE_BATCHES[0], calibration.OUTSIDE_BATCHES[-1]
+    cal.data["tiny"]["outside_cnn"] = [[first, STEP + 9 * LAYER], [last, STEP + 9 * 3 * LAYER]]
+    model = predict.CostModel(cal, 4)
+    assert model.overheads["step"] == pytest.approx(STEP)
+
+    def ws(net, b):
+        return predict.working_set(predict.step_calls(net, b, 4), "numpy", 4)
+    lo, hi = ws(calibration.synthetic_cnn("float32"), first), ws(calibration.synthetic_cnn("float32"), last)
+    assert model.layer_seconds(lo / 2) == pytest.approx(LAYER)
+    assert model.layer_seconds(2 * hi) == pytest.approx(3 * LAYER)
+    mid = (lo * hi) ** 0.5
+    assert model.layer_seconds(mid) == pytest.approx(2 * LAYER)
+    lenet5 = models.get_model("lenet5")
+    for b in (1, 64, 512):
+        p = model.predict(lenet5, b, 600)
+        assert p.fixed["layers"] == pytest.approx(11 * model.layer_seconds(ws(lenet5, b)))  # 10 runs + the loss
+    assert model.predict(lenet5, 512, 600).fixed["layers"] > model.predict(lenet5, 1, 600).fixed["layers"]
 
 
 def test_a_calls_cost_in_a_step_is_its_first_or_later_one_and_none_for_a_kernel_the_cnn_never_calls():
@@ -115,7 +140,7 @@ def test_a_calls_cost_takes_off_no_more_than_a_warm_step_can_save():
 def test_a_calibration_whose_synthetic_step_made_other_calls_is_refused():
     cal = synthetic()
     cal.data["tiny"]["cnn_calls"] = cal.data["tiny"]["cnn_calls"][:-1]
-    with pytest.raises(ValueError, match="remeasure"):
+    with pytest.raises(ValueError, match="--recalibrate"):
         predict.CostModel(cal, 4)
 
 
