@@ -65,7 +65,7 @@ import numpy as np
 
 from . import plans
 
-VERSION = 34  # of what a calibration holds and of the kernels it timed: another version is measured again
+VERSION = 33  # of what a calibration holds and of the kernels it timed: another version is measured again
 GEMM_DIMS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 65536, 262144)
 QUICK_GEMM_DIMS = (1, 16, 256, 4096, 65536)   # ``quick``: a rough calibration in seconds
 GEMM_LAYOUTS = ("nn", "nt", "tn", "tt")
@@ -677,20 +677,19 @@ def _reach(sizes, times) -> list[list[float]]:
 def _tiny(dtype: str) -> dict:
     """The step-level raw times the model turns into fixed costs (``predict.CostModel``): the loop's time
     outside kernel calls on ``step_model`` at OUTSIDE_BATCH and on ``synthetic_cnn`` at each of OUTSIDE_BATCHES
-    (``outside_cnn``: [[batch size, seconds], ...]), and each kernel call of the synthetic CNN's step as the step
-    meets it at each of them (``cnn_calls``: [[batch size, [[kernel, seconds], ...] in the step's order], ...])."""
+    (``outside_cnn``: [[batch size, seconds], ...]), and each kernel call of the synthetic CNN's step at
+    OUTSIDE_BATCH as the step meets it (``cnn_calls``, in the step's order)."""
     r = np.random.default_rng(3)
     step = _in_step(step_model(dtype), dtype, r, OUTSIDE_BATCH)
     cnn = {b: _in_step(synthetic_cnn(dtype), dtype, r, b, steps=max(400, 6400 // b)) for b in OUTSIDE_BATCHES}
     return {"outside_step": step["outside"], "outside_cnn": [[b, cnn[b]["outside"]] for b in OUTSIDE_BATCHES],
-            "cnn_calls": [[b, cnn[b]["calls"]] for b in OUTSIDE_BATCHES]}
+            "cnn_calls": cnn[OUTSIDE_BATCH]["calls"]}
 
 
-#: The batch size at which the small model's loop is measured (against the synthetic CNN's at the same size).
+#: The batch size at which the small model's loop and the synthetic CNN's calls are measured.
 OUTSIDE_BATCH = 4
-#: The synthetic CNN's batch sizes: Python run between kernels, a kernel's wrapper among it, slows as the
-#: kernels' data grows (its objects evicted), so a layer's and a call's costs are measured against the step's
-#: working set.
+#: The synthetic CNN's batch sizes for the time outside kernel calls: Python run between kernels slows as the
+#: kernels' data grows (its objects evicted), so a layer's cost is measured against the step's working set.
 OUTSIDE_BATCHES = (4, 16, 64, 256)
 
 

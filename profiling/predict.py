@@ -13,10 +13,10 @@ The fixed costs come out of the calibration's raw times on synthetic models: the
 kernel calls on an eight-run CNN against a two-run model, per run (``calibration.synthetic_cnn``,
 ``calibration.step_model``), and what is left of the two-run model's for the loop itself (per step); the CNN's
 at several batch sizes gives a run's cost against the step's working set, since Python run between kernels
-slows as their data grows (``CostModel.layer_seconds``). A call's own cost in a step (its wrapper, and whether
-the step leaves that warm) is what each kernel's calls took in the synthetic CNN's step beyond their priced
-terms, for the first call of a kernel in a step and for the calls after it, against the working set in the same
-way (``CostModel.call_seconds``). ``measure`` runs the same batch sizes for the errors.
+slows as their data grows (``CostModel.layer_seconds``). A call's
+own cost in a step (its wrapper, and whether the step leaves that warm) is what each kernel's calls took in the
+synthetic CNN's step beyond their priced terms, for the first call of a kernel in a step and for the calls after
+it (``CostModel._in_step``). ``measure`` runs the same batch sizes for the errors.
 
 A whole kernel (relu, pooling, the loss, the update) is priced between its cache-warm curve and its ``~deep``
 one (memory from DRAM) by the step's working set (``working_set``: the bytes a step touches between two uses
@@ -208,36 +208,22 @@ class CostModel:
         return float(np.interp(math.log(max(working_set_bytes, 1.0)), np.log(sizes), seconds))
 
     def _in_step(self, measured: list) -> dict:
-        """{(kernel, again): [(working set, seconds), ...]}: what a call of each kernel took in the synthetic
-        CNN's step at each of its batch sizes beyond its other priced terms at the same shapes (the mean over its
-        calls), apart for the first call of the kernel in the step (``again`` False) and the calls after it."""
-        cnn = calibration.synthetic_cnn(_DTYPES[self.itemsize])
-        out: dict = {}
-        for batch_size, seconds_of_calls in measured:
-            calls = step_calls(cnn, batch_size, self.itemsize)
-            if [name for name, _ in seconds_of_calls] != [call.kernel for _, call in calls.calls]:
-                raise ValueError("calibration: its synthetic CNN's step made other kernel calls than the model "
-                                 "plans for it; measure the calibration again (profile predict --recalibrate)")
-            ws = working_set(calls, self.cal.backend, self.itemsize)
-            deep, far = self.cal.deep_fraction(ws), self.cal.deep_fraction(ws, far=True)
-            residuals: dict = {}
-            for (_, call), again, (_, seconds) in zip(calls.calls, _again(calls), seconds_of_calls):
-                terms = plans.plan(self.cal.backend, call, self.cal.threads)
-                priced = sum(self._price(t, deep, far).seconds for t in terms if t.kind != "call")
-                residuals.setdefault((call.kernel, again), []).append(seconds - priced)
-            for key, v in residuals.items():
-                out.setdefault(key, []).append((ws, max(float(np.mean(v)), -self._warm_floor(key[0]))))
-        return {key: sorted(points) for key, points in out.items()}
-
-    def call_seconds(self, kernel: str, again: bool, working_set_bytes: float) -> float | None:
-        """A call's cost in a step beyond its terms (``_in_step``), interpolated in log working set between the
-        synthetic CNN's batch sizes (the nearest one outside); a later call of a kernel the CNN called once
-        takes its first call's cost; None for a kernel the CNN never calls."""
-        points = self.overheads["calls"].get((kernel, again)) or self.overheads["calls"].get((kernel, False))
-        if not points:
-            return None
-        sizes, seconds = zip(*points)
-        return float(np.interp(math.log(max(working_set_bytes, 1.0)), np.log(sizes), seconds))
+        """{(kernel, again): seconds}: what a call of each kernel took in the synthetic CNN's step beyond its
+        other priced terms at the same shapes (the mean over its calls), apart for the first call of the kernel
+        in the step (``again`` False) and the calls after it."""
+        calls = step_calls(calibration.synthetic_cnn(_DTYPES[self.itemsize]), calibration.OUTSIDE_BATCH,
+                           self.itemsize)
+        if [name for name, _ in measured] != [call.kernel for _, call in calls.calls]:
+            raise ValueError("calibration: its synthetic CNN's step made other kernel calls than the model plans "
+                             "for it; measure the calibration again (profile predict --recalibrate)")
+        ws = working_set(calls, self.cal.backend, self.itemsize)
+        deep, far = self.cal.deep_fraction(ws), self.cal.deep_fraction(ws, far=True)
+        residuals: dict = {}
+        for (_, call), again, (_, seconds) in zip(calls.calls, _again(calls), measured):
+            terms = plans.plan(self.cal.backend, call, self.cal.threads)
+            priced = sum(self._price(t, deep, far).seconds for t in terms if t.kind != "call")
+            residuals.setdefault((call.kernel, again), []).append(seconds - priced)
+        return {key: max(float(np.mean(v)), -self._warm_floor(key[0])) for key, v in residuals.items()}
 
     def _warm_floor(self, kernel: str) -> float:
         """How much cheaper than priced a step's call of ``kernel`` may be: a GEMM kernel's terms are priced hot,
@@ -248,8 +234,7 @@ class CostModel:
         return self.cal.curve_seconds(kernel, 1, calibration.WIDTHS[0] if kernel in plans.wide(self.cal.backend)
                                       else None)
 
-    def _price(self, term: Term, deep: float = 0.0, far: float = 0.0, again: bool = False,
-               ws: float = 0.0) -> PricedTerm:
+    def _price(self, term: Term, deep: float = 0.0, far: float = 0.0, again: bool = False) -> PricedTerm:
         if term.kind == "gemm":
             m, n, k = term.size
             s = self.cal.gemm_seconds(term.what, m, n, k)
@@ -273,12 +258,12 @@ class CostModel:
                     reason += (f"; runs of {run} reads {stride:,} B apart overflow their L1 sets: "
                                f"+{1e6 * missed:.0f} us of L1 misses")
         elif term.kind == "call":
-            s = self.call_seconds(term.what, again, ws)
-            later = again and (term.what, True) in self.overheads["calls"]
-            reason = (f"in a step, beyond its terms ({'a later' if later else 'the first'} call of the kernel in "
-                      f"the synthetic CNN's step, at a working set of {ws / 2**20:.1f} MiB)" if s is not None
+            calls = self.overheads["calls"]
+            measured = (term.what, again) if (term.what, again) in calls else (term.what, False)
+            s = calls.get(measured, 0.0)
+            reason = (f"in a step, beyond its terms ({'a later' if measured[1] else 'the first'} call of the "
+                      "kernel in the synthetic CNN's step)" if measured in calls
                       else "no call cost: the synthetic CNN's step does not call this kernel")
-            s = s or 0.0
         elif term.kind == "split":
             s = self.cal.data["split_seconds"]
             reason = f"hand-off of a block to each of {term.size[0] - 1} worker thread(s)"
@@ -300,8 +285,7 @@ class CostModel:
         deep, far = self.cal.deep_fraction(ws), self.cal.deep_fraction(ws, far=True)
         kernels = []
         for (layer, call), again in zip(calls.calls, _again(calls)):
-            priced = [self._price(t, deep, far, again, ws) for t in plans.plan(self.cal.backend, call,
-                                                                                 self.cal.threads)]
+            priced = [self._price(t, deep, far, again) for t in plans.plan(self.cal.backend, call, self.cal.threads)]
             kernels.append(KernelCost(layer, call.kernel, sum(p.seconds for p in priced), priced))
         fixed = {"layers": calls.layers * self.layer_seconds(ws), "step": self.overheads["step"]}
         return StepPrediction(batch_size, kernels, fixed, n_samples)
