@@ -671,7 +671,7 @@ def _reach(sizes, times) -> list[list[float]]:
     return [[int(b), float(f)] for b, f in zip(sizes, fractions)]
 
 
-# -- fixed overheads: raw times, turned into per-call, per-layer, per-parameter and per-step costs by the model
+# -- fixed overheads: raw times, turned into per-call, per-layer and per-step costs by the model
 
 
 def _tiny(dtype: str) -> dict:
@@ -711,9 +711,9 @@ def _in_step(model, dtype: str, r, batch_size: int, steps: int = 1600, block: in
     So does a kernel call's own: a kernel called again right after another kernel finds its wrapper warm, one
     called once per step finds it cold (numba, B=1: linear_forward's later calls sat 0.1-0.2 of the way from
     its time back to back to its time after a 4 MiB pass, the loss's 0.9-1.0). And the more data the kernels
-    pass over, the slower the Python between them: on numba, the synthetic CNN's time outside kernels was 92,
-    105, 132 and 161 us at B=4, 16, 64 and 256 (working sets of 0.15, 0.5, 1.9 and 7.5 MiB), lenet5's 123, 146
-    and 174 us at B=4, 16 and 64 (0.7, 1.3 and 3.8 MiB)."""
+    pass over, the slower the Python between them: in one measurement on numba, the synthetic CNN's time
+    outside kernels was 92, 105, 132 and 161 us at B=4, 16, 64 and 256 (working sets of 0.15, 0.5, 1.9 and 7.5
+    MiB), lenet5's 123, 146 and 174 us at B=4, 16 and 64 (0.7, 1.3 and 3.8 MiB)."""
     from minigrad import backend as be, data, optim
     from minigrad.loop import TrainLoop
 

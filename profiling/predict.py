@@ -13,10 +13,10 @@ The fixed costs come out of the calibration's raw times on synthetic models: the
 kernel calls on an eight-run CNN against a two-run model, per run (``calibration.synthetic_cnn``,
 ``calibration.step_model``), and what is left of the two-run model's for the loop itself (per step); the CNN's
 at several batch sizes gives a run's cost against the step's working set, since Python run between kernels
-slows as their data grows (``CostModel.layer_seconds``). A call's
-own cost in a step (its wrapper, and whether the step leaves that warm) is what each kernel's calls took in the
-synthetic CNN's step beyond their priced terms, for the first call of a kernel in a step and for the calls after
-it (``CostModel._in_step``). ``measure`` runs the same batch sizes for the errors.
+slows as their data grows (``CostModel.layer_seconds``). A call's own cost in a step (its wrapper, and whether
+the step leaves that warm) is what each kernel's calls took in the synthetic CNN's step at B=4 beyond their
+priced terms, for the first call of a kernel in a step and for the calls after it (``CostModel._in_step``).
+``measure`` runs the same batch sizes for the errors.
 
 A whole kernel (relu, pooling, the loss, the update) is priced between its cache-warm curve and its ``~deep``
 one (memory from DRAM) by the step's working set (``working_set``: the bytes a step touches between two uses
