@@ -15,7 +15,7 @@ kernel calls on an eight-run CNN against a two-run model, per run (``calibration
 at several batch sizes gives a run's cost against the step's working set, since Python run between kernels
 slows as their data grows (``CostModel.layer_seconds``). A call's own cost in a step (its wrapper, and whether
 the step leaves that warm) is what each kernel's calls took in the synthetic CNN's step at B=4 beyond their
-priced terms, for the first call of a kernel in a step and for the calls after it (``CostModel._in_step``).
+priced terms, for the first call of a kernel in a step and for the calls after it (``CostModel._call_costs``).
 ``measure`` runs the same batch sizes for the errors.
 
 A whole kernel (relu, pooling, the loss, the update) is priced between its cache-warm curve and its ``~deep``
@@ -189,17 +189,16 @@ class CostModel:
     def __post_init__(self):
         tiny = self.cal.data["tiny"]
         dtype = _DTYPES[self.itemsize]
-        small, cnn = (len(calibration.step_model(dtype).runs()) + 1,
-                      len(calibration.synthetic_cnn(dtype).runs()) + 1)  # + the loss
+        net = calibration.synthetic_cnn(dtype)
+        small, cnn = len(calibration.step_model(dtype).runs()) + 1, len(net.runs()) + 1  # + the loss
         outside = dict(tiny["outside_cnn"])
         layer = max(0.0, (outside[calibration.OUTSIDE_BATCH] - tiny["outside_step"]) / (cnn - small))
         self.overheads["step"] = max(0.0, tiny["outside_step"] - small * layer)
         # a run's cost against the step's working set: the synthetic CNN's outside time at each batch size
         self.overheads["layer"] = sorted(
-            (working_set(step_calls(calibration.synthetic_cnn(dtype), b, self.itemsize), self.cal.backend,
-                         self.itemsize), max(0.0, (seconds - self.overheads["step"]) / cnn))
-            for b, seconds in outside.items())
-        self.overheads["calls"] = self._in_step(tiny["cnn_calls"])
+            (working_set(step_calls(net, b, self.itemsize), self.cal.backend, self.itemsize),
+             max(0.0, (seconds - self.overheads["step"]) / cnn)) for b, seconds in outside.items())
+        self.overheads["calls"] = self._call_costs(net, tiny["cnn_calls"])
 
     def layer_seconds(self, working_set_bytes: float) -> float:
         """A run of layers' cost outside kernel calls in a step whose working set is ``working_set_bytes``: the
@@ -207,12 +206,12 @@ class CostModel:
         sizes, seconds = zip(*self.overheads["layer"])
         return float(np.interp(math.log(max(working_set_bytes, 1.0)), np.log(sizes), seconds))
 
-    def _in_step(self, measured: list) -> dict:
-        """{(kernel, again): seconds}: what a call of each kernel took in the synthetic CNN's step beyond its
-        other priced terms at the same shapes (the mean over its calls), apart for the first call of the kernel
-        in the step (``again`` False) and the calls after it."""
-        calls = step_calls(calibration.synthetic_cnn(_DTYPES[self.itemsize]), calibration.OUTSIDE_BATCH,
-                           self.itemsize)
+    def _call_costs(self, net, measured: list) -> dict:
+        """{(kernel, again): seconds}: what a call of each kernel took in the step of the synthetic CNN ``net``
+        (``measured``: ``calibration._in_step``'s calls) beyond its other priced terms at the same shapes (the
+        mean over its calls), apart for the first call of the kernel in the step (``again`` False) and the calls
+        after it."""
+        calls = step_calls(net, calibration.OUTSIDE_BATCH, self.itemsize)
         if [name for name, _ in measured] != [call.kernel for _, call in calls.calls]:
             raise ValueError("calibration: its synthetic CNN's step made other kernel calls than the model plans "
                              "for it; measure the calibration again (profile predict --recalibrate)")
