@@ -25,8 +25,9 @@ Measured (never on a reference model; every array is synthetic, with shapes chos
   run them (how a step meets each kernel's wrapper is in its call cost, measured in a synthetic step). Each
   whole kernel is timed a second time at every other size (``name~deep``), after a pass over DEEP_EVICT_BYTES
   that leaves none of its memory in any cache: how a step whose working set overflows the last-level cache
-  finds the block its output lands in, and its page tables (the smallest calls pay most, relative to their
-  size: the loss on 16 logits took 16 us cold and 73 us deep, relu on 4,096 elements 8 and 48 us);
+  finds its data, the block its output lands in and its page tables. The smallest size's penalty (the loss on
+  16 logits took 16 us cold and 73 us deep) is the kernel's code and the interpreter's state, which a step
+  keeps warm: only the penalty beyond it is priced (``Calibration.curve_seconds``);
 * ``widths``: each pass and kernel that runs along short rows (``plans.wide``) at one size for every row width
   from 2 to 32 and a few to 128: its cost per element jumps with how a row splits into SIMD vectors (at float32 on this
   machine, im2col's rate went 0.97, 1.66, 1.54, 2.12 and 1.84 G elements/s at widths 6, 8, 12, 24 and 30),
@@ -65,7 +66,7 @@ import numpy as np
 
 from . import plans
 
-VERSION = 33  # of what a calibration holds and of the kernels it timed: another version is measured again
+VERSION = 35  # of what a calibration holds and of the kernels it timed: another version is measured again
 GEMM_DIMS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 65536, 262144)
 QUICK_GEMM_DIMS = (1, 16, 256, 4096, 65536)   # ``quick``: a rough calibration in seconds
 GEMM_LAYOUTS = ("nn", "nt", "tn", "tt")
@@ -678,12 +679,14 @@ def _tiny(dtype: str) -> dict:
     """The step-level raw times the model turns into fixed costs (``predict.CostModel``): the loop's time
     outside kernel calls on ``step_model`` at OUTSIDE_BATCH and on ``synthetic_cnn`` at each of OUTSIDE_BATCHES
     (``outside_cnn``: [[batch size, seconds], ...]), and each kernel call of the synthetic CNN's step at
-    OUTSIDE_BATCH as the step meets it (``cnn_calls``, in the step's order)."""
+    OUTSIDE_BATCH as the step meets it (``cnn_calls``, in the step's order), and the synthetic CNN's plain step
+    at each of REFERENCE_BATCHES (``cnn_step``: how fast the machine ran, ``reference``)."""
     r = np.random.default_rng(3)
     step = _in_step(step_model(dtype), dtype, r, OUTSIDE_BATCH)
     cnn = {b: _in_step(synthetic_cnn(dtype), dtype, r, b, steps=max(400, 6400 // b)) for b in OUTSIDE_BATCHES}
     return {"outside_step": step["outside"], "outside_cnn": [[b, cnn[b]["outside"]] for b in OUTSIDE_BATCHES],
-            "cnn_calls": cnn[OUTSIDE_BATCH]["calls"]}
+            "cnn_calls": cnn[OUTSIDE_BATCH]["calls"],
+            "cnn_step": [[b, reference(dtype, b)] for b in REFERENCE_BATCHES]}
 
 
 #: The batch size at which the small model's loop and the synthetic CNN's calls are measured.
@@ -693,16 +696,32 @@ OUTSIDE_BATCH = 4
 OUTSIDE_BATCHES = (4, 16, 64, 256)
 
 
-def _in_step(model, dtype: str, r, batch_size: int, steps: int = 1600, block: int = 50) -> dict:
+def _steps(model, dtype: str, r, batch_size: int):
+    """An endless stream of ``model``'s training steps at ``batch_size`` on synthetic data (``TrainLoop``'s
+    records: ``compute_seconds`` is the step time)."""
+    from minigrad import data, optim
+    from minigrad.loop import TrainLoop
+
+    ds = data.ArrayDataset(r.integers(0, 256, (512, 28, 28)).astype(np.uint8), r.integers(0, 2, 512).astype(np.uint8),
+                           "calibration", synthetic=True)
+    loop = TrainLoop(model, optim.SGD(model.parameters(), lr=0.01, momentum=0.9))
+    while True:
+        yield from loop.epoch(data.DataLoader(ds, batch_size, dtype=dtype))
+
+
+def _in_step(model, dtype: str, r, batch_size: int, steps: int = 1600, block: int = 10) -> dict:
     """A training step of ``model`` at ``batch_size``, in alternating blocks of ``block`` plain steps and steps
     with each kernel call timed through the dispatch point's hook (the first pair of blocks a warm-up):
 
-    * ``outside``: seconds per step the loop spends outside kernel calls: the median plain step less the median
-      time of the hooked steps' calls. Not the hooked steps' own time outside their calls: the hook's wrapper is
-      part of that (numba lenet5 at B=1: 466 us hooked against 422 plain). A bare hook, not
-      ``Tracer(detail=False)``: any record built between calls slows the calls (numpy's per-run cost came out at
-      9.0 us through that tracer, 11.8-13.1 through this hook), and the difference would be taken for time
-      outside them;
+    * ``outside``: seconds per step the loop spends outside kernel calls: for each pair of blocks, the median
+      plain step less the median of the hooked steps' calls, and the median over the pairs. Not the hooked
+      steps' own time outside their calls: the hook's wrapper is part of that (numba lenet5 at B=1: 466 us hooked
+      against 422 plain). A bare hook, not ``Tracer(detail=False)``: any record built between calls slows the
+      calls (numpy's per-run cost came out at 9.0 us through that tracer, 11.8-13.1 through this hook), and the
+      difference would be taken for time outside them. Pairs of short blocks, not the medians of all plain and
+      all hooked steps: this class of machine changes speed by tens of percent from one second to the next
+      (other tenants), and a difference of two medians taken over 50-step blocks came out negative at B=256 and
+      six times its neighbours at B=16 in one numpy calibration;
     * ``calls``: [kernel, median seconds] of each call of the step, in its order.
 
     Measured in the loop, between real kernels: Python run between kernels that have just passed over their
@@ -714,8 +733,7 @@ def _in_step(model, dtype: str, r, batch_size: int, steps: int = 1600, block: in
     pass over, the slower the Python between them: in one measurement on numba, the synthetic CNN's time
     outside kernels was 92, 105, 132 and 161 us at B=4, 16, 64 and 256 (working sets of 0.15, 0.5, 1.9 and 7.5
     MiB), lenet5's 123, 146 and 174 us at B=4, 16 and 64 (0.7, 1.3 and 3.8 MiB)."""
-    from minigrad import backend as be, data, optim
-    from minigrad.loop import TrainLoop
+    from minigrad import backend as be
 
     log: list = []
 
@@ -728,31 +746,42 @@ def _in_step(model, dtype: str, r, batch_size: int, steps: int = 1600, block: in
                 log.append((name, time.perf_counter() - t0))
         return timed
 
-    ds = data.ArrayDataset(r.integers(0, 256, (512, 28, 28)).astype(np.uint8), r.integers(0, 2, 512).astype(np.uint8),
-                           "calibration", synthetic=True)
-    loop = TrainLoop(model, optim.SGD(model.parameters(), lr=0.01, momentum=0.9))
-
-    def records():
-        while True:
-            yield from loop.epoch(data.DataLoader(ds, batch_size, dtype=dtype))
-
-    stream = records()
-    plain, hooked_steps = [], []
+    stream = _steps(model, dtype, r, batch_size)
+    pairs, hooked_steps = [], []
     try:
-        for i in range(2 * max(2, steps // (2 * block))):
-            hooked = i % 2 == 1
-            be.set_kernel_hook(hook if hooked else None)
-            for _ in range(block):
-                log.clear()
-                seconds = next(stream).compute_seconds
-                if i >= 2:
-                    hooked_steps.append(list(log)) if hooked else plain.append(seconds)
+        for _ in range(max(2, steps // (2 * block))):
+            plain, hooked = [], []
+            for timed, out in ((False, plain), (True, hooked)):
+                be.set_kernel_hook(hook if timed else None)
+                for _ in range(block):
+                    log.clear()
+                    seconds = next(stream).compute_seconds
+                    out.append(list(log) if timed else seconds)
+            pairs.append((plain, hooked))
     finally:
         be.set_kernel_hook(None)
+    outside = []
+    for plain, hooked in pairs[1:]:
+        hooked_steps += hooked
+        outside.append(np.median(plain) - np.median([sum(t for _, t in step) for step in hooked]))
     names = [name for name, _ in hooked_steps[0]]
     times = np.array([[seconds for _, seconds in step] for step in hooked_steps])
-    return {"outside": float(np.median(plain) - np.median(times.sum(axis=1))),
+    return {"outside": float(np.median(outside)),
             "calls": [[name, float(t)] for name, t in zip(names, np.median(times, axis=0))]}
+
+
+#: The synthetic CNN's batch sizes timed as the machine's reference: how fast the machine ran when it was
+#: calibrated, against how fast it runs when a prediction is measured (``predict.measure_rounds``).
+REFERENCE_BATCHES = (4, 64)
+
+
+def reference(dtype: str, batch_size: int, steps: int = 200) -> float:
+    """Median seconds of ``steps`` plain training steps of the synthetic CNN at ``batch_size`` (after 20
+    warm-up steps): the calibration keeps it (``tiny["cnn_step"]``), a measurement times it again."""
+    stream = _steps(synthetic_cnn(dtype), dtype, np.random.default_rng(3), batch_size)
+    for _ in range(20):
+        next(stream)
+    return float(np.median([next(stream).compute_seconds for _ in range(steps)]))
 
 
 def step_model(dtype: str):
@@ -988,8 +1017,12 @@ class Calibration:
         width between the curves measured at WIDTHS (the nearest one outside them), then scaled by the ``widths``
         profile at that width (``_profile_at``) over the same interpolation of the profile (where one was
         measured), the call's fixed cost (``_fixed``) left unscaled. ``deep`` (0..1, a ``deep_fraction``): that
-        share of the way to the ``name~deep`` curve, where one was measured (below its first size, the penalty per
-        element there)."""
+        share of the data's deep penalty, where a ``name~deep`` curve was measured: how much more it costs than
+        this curve, less what it costs more on its smallest size. That part is the kernel's code and the
+        interpreter's state, which the pass over DEEP_EVICT_BYTES evicts and a training step, running them every
+        few microseconds, keeps warm (the call terms, measured in a step, price how warm); it does not grow with
+        the data (numba float32: relu_forward's penalty was 65 us on 64 elements, 73 on 65,536 and 245 on
+        1,048,576). None on the smallest size or below."""
         if width is not None:
             lo, hi = WIDTHS[0], WIDTHS[-1]
             w = min(max(width, lo), hi)
@@ -1010,8 +1043,12 @@ class Calibration:
         if deep <= 0 or deep_name not in self.data["curves"]:
             return shallow
         first = self.data["curves"][deep_name][0][0]
-        penalty = (self._interpolate(deep_name, max(elements, first)) - self._interpolate(name, max(elements, first)))
-        return shallow + deep * max(0.0, penalty) * min(1.0, elements / first)
+        if elements <= first:
+            return shallow
+
+        def penalty(n: int) -> float:
+            return self._interpolate(deep_name, n) - self._interpolate(name, n)
+        return shallow + deep * max(0.0, penalty(elements) - penalty(first))
 
     def _fixed(self, name: str) -> float:
         """A curve's cost of a call on no elements: its first two points extrapolated to zero (within 0 and the

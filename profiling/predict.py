@@ -350,25 +350,49 @@ def measure(model_name: str, batch_size: int, train_set, dtype: str = "float32",
 
 
 def measure_rounds(model_name: str, sizes, train_set, dtype: str = "float32", kernels_at=(), rounds: int = 2,
-                   say=lambda text: None, measure_one=None) -> dict:
-    """{batch size: ``measure``'s record} over ``rounds`` rounds through every size, each round in the reverse
-    order of the one before, so that a size's rounds lie minutes apart; its step time is the fastest round's
-    median (``round_seconds`` keeps each), since a slow burst of the machine only ever slows a round (on this
-    class of machine one round at B=5 measured 0.969 ms between 0.513 and 0.739 ms at B=3 and 8, the next
-    0.596). The tracer runs in the first round only."""
+                   say=lambda text: None, measure_one=None, reference_one=None) -> tuple[dict, dict]:
+    """({batch size: ``measure``'s record}, {reference batch size: seconds}) over ``rounds`` rounds through every
+    size, each round in the reverse order of the one before, so that a size's rounds lie minutes apart; its step
+    time is the fastest round's median (``round_seconds`` keeps each), since a slow burst of the machine only
+    ever slows a round (on this class of machine one round at B=5 measured 0.969 ms between 0.513 and 0.739 ms
+    at B=3 and 8, the next 0.596). The tracer runs in the first round only. Each round first times the synthetic
+    CNN's step at calibration.REFERENCE_BATCHES (``reference_one``, default ``calibration.reference``), the
+    fastest round kept the same way: against the calibration's own (``machine_speed``), how fast the machine ran
+    while it was measured."""
     if rounds < 1:
         raise ValueError(f"measure_rounds: rounds must be at least 1; got {rounds}")
     measure_one = measure_one or measure
+    reference_one = reference_one or calibration.reference
     out: dict = {}
+    reference: dict = {}
     order = sorted(sizes)
     for r in range(rounds):
+        for b in calibration.REFERENCE_BATCHES:
+            seconds = reference_one(dtype, b)
+            reference[b] = min(reference.get(b, seconds), seconds)
         for b in (order if r % 2 == 0 else order[::-1]):
             m = measure_one(model_name, b, train_set, dtype, kernels=r == 0 and b in kernels_at)
             record = out.setdefault(b, {**m, "round_seconds": []})
             record["round_seconds"].append(m["step_seconds"])
             record["step_seconds"] = min(record["round_seconds"])
             say(f"measured B={b} (round {r + 1} of {rounds}): {1e3 * m['step_seconds']:.3f} ms per step")
-    return out
+    return out, reference
+
+
+def machine_speed(cal: calibration.Calibration, reference: dict) -> dict:
+    """{batch size: the synthetic CNN's step now over its time at calibration} for each reference batch size
+    both timed: above 1, the machine ran slower while it was measured than while it was calibrated, and a
+    prediction's error carries that (a calibration without ``cnn_step`` gives {})."""
+    then = dict(cal.data["tiny"].get("cnn_step", []))
+    return {b: reference[b] / then[b] for b in sorted(reference) if b in then}
+
+
+def format_speed(speed: dict) -> str:
+    """One line on ``machine_speed``."""
+    if not speed:
+        return "the machine's speed against its calibration: not known (a calibration without its reference step)"
+    return ("the machine while measured, against its calibration: the synthetic CNN's step took "
+            + ", ".join(f"x{ratio:.2f} (B={b})" for b, ratio in speed.items()) + " its calibrated time")
 
 
 # -- the report ------------------------------------------------------------------------------------------------

@@ -180,9 +180,11 @@ def test_width_profiles_are_measured_for_every_pass_and_kernel_along_rows():
 
 
 def test_the_deep_curve_is_blended_in_by_the_reach_of_the_working_set():
-    """reach: 0 at 4 MiB, 0.5 at 64 MiB, implied 1 at DEEP_EVICT_BYTES; the deep curve costs 3x, measured from
-    1024 elements on (below, its penalty per element there)."""
-    curves = {"relu": [[16, 16e-9], [4096, 4096e-9]], "relu~deep": [[1024, 3 * 1024e-9], [4096, 3 * 4096e-9]],
+    """reach: 0 at 4 MiB, 0.5 at 64 MiB, implied 1 at DEEP_EVICT_BYTES. The deep curve costs a fixed 50 us (the
+    code and interpreter state a pass over DEEP_EVICT_BYTES evicts, which a step keeps warm) and 3x per element,
+    measured from 1024 elements on: only its penalty beyond the one on its smallest size is the data's."""
+    curves = {"relu": [[16, 16e-9], [4096, 4096e-9]],
+              "relu~deep": [[1024, 50e-6 + 3 * 1024e-9], [4096, 50e-6 + 3 * 4096e-9]],
               "pool@6": [[16, 16e-9], [4096, 4096e-9]], "pool@30": [[16, 16e-9], [4096, 4096e-9]],
               "pool@6~deep": [[16, 48e-9], [4096, 3 * 4096e-9]], "pool@30~deep": [[16, 48e-9], [4096, 3 * 4096e-9]],
               "pad": [[16, 16e-9], [4096, 4096e-9]]}
@@ -193,11 +195,13 @@ def test_the_deep_curve_is_blended_in_by_the_reach_of_the_working_set():
     assert cal.deep_fraction(64 << 20) == pytest.approx(0.5)
     assert cal.deep_fraction(calibration.DEEP_EVICT_BYTES) == pytest.approx(1.0)
     assert cal.deep_fraction(1 << 40) == 1.0
-    assert cal.curve_seconds("relu", 2048, deep=0.0) == pytest.approx(2048e-9)
-    assert cal.curve_seconds("relu", 2048, deep=0.5) == pytest.approx(2048e-9 * 2)
-    assert cal.curve_seconds("relu", 2048, deep=1.0) == pytest.approx(2048e-9 * 3)
-    assert cal.curve_seconds("relu", 256, deep=1.0) == pytest.approx(256e-9 * 3)   # below the deep curve
-    assert cal.curve_seconds("pool", 100, 6, deep=1.0) == pytest.approx(300e-9)
+    data = 2 * (4096 - 1024) * 1e-9  # the penalty at 4096 elements less the one at 1024
+    assert cal.curve_seconds("relu", 4096, deep=0.0) == pytest.approx(4096e-9)
+    assert cal.curve_seconds("relu", 4096, deep=0.5) == pytest.approx(4096e-9 + data / 2)
+    assert cal.curve_seconds("relu", 4096, deep=1.0) == pytest.approx(4096e-9 + data)
+    assert cal.curve_seconds("relu", 1024, deep=1.0) == pytest.approx(1024e-9)   # the deep curve's smallest size
+    assert cal.curve_seconds("relu", 256, deep=1.0) == pytest.approx(256e-9)     # and below it: no data's penalty
+    assert cal.curve_seconds("pool", 100, 6, deep=1.0) == pytest.approx(100e-9 + (200e-9 - 32e-9))
     assert cal.curve_seconds("pad", 100, deep=1.0) == pytest.approx(100e-9)        # no deep curve: as it is
     assert calibration.Calibration({"backend": "numpy", "curves": curves}).deep_fraction(1 << 40) == 0.0
 
@@ -259,6 +263,8 @@ def test_a_real_calibration_prices_every_term_of_every_reference_model(tiny_cali
     cnn = predict.step_calls(calibration.synthetic_cnn("float32"), calibration.OUTSIDE_BATCH, 4)
     assert [name for name, _ in tiny["cnn_calls"]] == [call.kernel for _, call in cnn.calls]
     assert all(seconds > 0 for _, seconds in tiny["cnn_calls"])
+    steps = dict(tiny["cnn_step"])  # the machine's reference: the synthetic CNN's plain step
+    assert list(steps) == list(calibration.REFERENCE_BATCHES) and 0 < steps[4] < steps[64]
     for name in models.MODELS:
         for dtype in ("float32",):
             for b in (1, 3, 300):

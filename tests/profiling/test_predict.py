@@ -189,7 +189,8 @@ def test_the_working_set_counts_activations_gradients_parameters_and_numpys_im2c
 
 def test_whole_kernels_move_to_their_deep_curves_as_the_working_set_outgrows_the_reach():
     """A deep curve twice the cache-warm one and a reach from 0 at 1 MiB to 1 at DEEP_EVICT_BYTES: a step's whole
-    kernels (relu, pooling, loss, updates) cost between 1x and 2x by its working set; GEMMs and passes never
+    kernels (relu, pooling, loss, updates) cost between 1x and 2x by its working set, less the penalty on the
+    deep curve's smallest size (one element: PER_ELEMENT), which is not the data's; GEMMs and passes never
     move."""
     cal = synthetic()
     for name in list(cal.data["curves"]):
@@ -204,7 +205,8 @@ def test_whole_kernels_move_to_their_deep_curves_as_the_working_set_outgrows_the
         without = predict.predict("lenet5", [B], "numpy", cal=base)[0]
         for a, b in zip(with_deep.kernels, without.kernels):
             for ta, tb in zip(a.terms, b.terms):
-                assert ta.seconds == pytest.approx(tb.seconds * (1 + f if ta.term.kind == "kernel" else 1))
+                deep = f * (tb.seconds - PER_ELEMENT) if ta.term.kind == "kernel" else 0.0
+                assert ta.seconds == pytest.approx(tb.seconds + deep)
         assert (f > 0.5) == (B == 512)
 
 
@@ -303,13 +305,32 @@ def test_measured_rounds_alternate_in_order_and_keep_each_sizes_fastest_round():
         calls.append((b, kernels))
         seconds = b * 1e-3 * (3 if (sum(c[0] == b for c in calls) - 1, b) in slow else 1)
         return {"batch_size": b, "step_seconds": seconds, **({"by_kernel": {"k": 1.0}} if kernels else {})}
-    out = predict.measure_rounds("mlp", [4, 1, 2], None, kernels_at=(4,), rounds=3, measure_one=measure_one)
+    references = iter([2.0, 3.0, 1.0, 5.0, 4.0, 6.0])  # (B=4, B=64) per round
+
+    def reference_one(dtype, b):
+        calls.append(("reference", b))
+        return next(references)
+    out, reference = predict.measure_rounds("mlp", [4, 1, 2], None, kernels_at=(4,), rounds=3,
+                                            measure_one=measure_one, reference_one=reference_one)
+    assert calls[:2] == [("reference", 4), ("reference", 64)] and calls[5:7] == [("reference", 4), ("reference", 64)]
+    assert reference == {4: 1.0, 64: 3.0}  # each reference batch size's fastest round
+    calls = [c for c in calls if c[0] != "reference"]
     assert [b for b, _ in calls] == [1, 2, 4, 4, 2, 1, 1, 2, 4]
     assert [b for b, k in calls if k] == [4]  # traced in the first round only
     assert out[4]["round_seconds"] == [4e-3, 12e-3, 4e-3] and out[4]["step_seconds"] == 4e-3
     assert out[4]["by_kernel"] == {"k": 1.0} and "by_kernel" not in out[1]
     with pytest.raises(ValueError, match="rounds must be at least 1"):
         predict.measure_rounds("mlp", [1], None, rounds=0, measure_one=measure_one)
+
+
+def test_machine_speed_is_the_reference_step_now_over_its_calibrated_time():
+    cal = synthetic()
+    cal.data["tiny"]["cnn_step"] = [[4, 1e-3], [64, 4e-3]]
+    speed = predict.machine_speed(cal, {4: 1.5e-3, 64: 3e-3})
+    assert speed == pytest.approx({4: 1.5, 64: 0.75})
+    assert "x1.50 (B=4), x0.75 (B=64)" in predict.format_speed(speed)
+    del cal.data["tiny"]["cnn_step"]
+    assert predict.machine_speed(cal, {4: 1.5e-3}) == {} and "not known" in predict.format_speed({})
 
 
 def test_the_cli_predicts_measures_and_writes_json(tmp_path):
@@ -323,3 +344,5 @@ def test_the_cli_predicts_measures_and_writes_json(tmp_path):
     assert [p["batch_size"] for p in out["predicted"]] == [1, 2, 4]
     assert [m["batch_size"] for m in out["measured"]] == [1, 2, 4] and "by_kernel" in out["measured"][2]
     assert all(len(m["round_seconds"]) == 2 and m["step_seconds"] == min(m["round_seconds"]) for m in out["measured"])
+    assert set(out["machine_speed"]) == {str(b) for b in calibration.REFERENCE_BATCHES}
+    assert all(ratio > 0 for ratio in out["machine_speed"].values()) and "against its calibration" in proc.stdout
