@@ -8,7 +8,7 @@ Measured (never on a reference model; every array is synthetic, with shapes chos
   each of the four operand layouts the kernels use, with BLAS on the threads the backend gives it (the Numba
   backend's GEMMs run on one thread inside its own block split). Cells whose product is too large to time quickly are
   filled at the rate of the nearest measured cell (a large GEMM runs at the BLAS peak). Every cell is timed in
-  two passes over the grid, a third time where they disagree (``timed_in_passes``);
+  two passes over the grid, the faster of the two (``timed_in_passes``);
 * ``edges``: skinny products whose small sides are not a power of two, which the grid's interpolation between
   powers of two prices too fast: per layout, for each pair of (small side, long side), the product with that
   side at every width from 3 to 63 that is not a power of two, its long side at EDGE_LONG and the third at
@@ -19,7 +19,8 @@ Measured (never on a reference model; every array is synthetic, with shapes chos
   path (``small_path``) runs than one just inside it: where it jumps, the grid is interpolated within a path;
 * ``curves``: seconds against elements for each memory pass of the backend (``plans.py`` names them: im2col,
   col2im, layout changes, fills, reductions) and for each whole kernel without a GEMM (relu, pooling, the
-  loss, the optimizer update), from 16 to 16M elements. A whole kernel is timed cold, as a step calls it
+  loss, the optimizer update), from 16 to 16M elements, each point in two passes, the faster kept
+  (``timed_in_passes``). A whole kernel is timed cold, as a step calls it
   after other kernels and Python ran, except those a step calls back to back (``plans.BACK_TO_BACK``: the
   optimizer's update of each parameter in turn); a pass and a GEMM hot, back to back, as a kernel's own loops
   run them (how a step meets each kernel's wrapper is in its call cost, measured in a synthetic step). Each
@@ -66,7 +67,7 @@ import numpy as np
 
 from . import plans
 
-VERSION = 35  # of what a calibration holds and of the kernels it timed: another version is measured again
+VERSION = 36  # of what a calibration holds and of the kernels it timed: another version is measured again
 GEMM_DIMS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 65536, 262144)
 QUICK_GEMM_DIMS = (1, 16, 256, 4096, 65536)   # ``quick``: a rough calibration in seconds
 GEMM_LAYOUTS = ("nn", "nt", "tn", "tt")
@@ -169,30 +170,23 @@ def _numba_product(layout, a, b):
 PRODUCTS = {"numpy": _numpy_product, "numba": _numba_product}
 
 
-#: Two timings of a GEMM cell further apart than this (relative) get a third, and the cell is their median.
-GEMM_AGREE = 0.08
-
-
-def timed_in_passes(cells: list, time_cell, agree: float = GEMM_AGREE, progress=None) -> list[float]:
+def timed_in_passes(cells: list, time_cell, progress=None, what: str = "gemm") -> list[float]:
     """Seconds of each cell: ``time_cell(cell)`` in a pass over all cells, then again in a second pass in the
-    reverse order (so that a cell's two timings are as far apart in time as the passes allow), their mean where
-    they agree within ``agree``, else the median of those two and a third timing.
+    reverse order (so that a cell's two timings are as far apart in time as the passes allow), the faster of the
+    two.
 
     On this class of machine one burst of calls can land in a slow second (the same product's median over a
-    20 ms burst moved by up to 39% between rounds a few seconds apart); a cell timed once keeps such a burst."""
+    20 ms burst moved by up to 39% between rounds a few seconds apart; a Python loop took 7-8 or 12-13 ms from
+    one second to the next, other tenants sharing the cores): a cell timed once keeps such a burst, and a slow
+    burst only ever slows a timing. The faster pass is the machine undisturbed, as ``predict.measure_rounds``
+    keeps a batch size's fastest round."""
     first = [time_cell(c) for c in cells]
     if progress:
-        progress("gemm, first pass")
+        progress(f"{what}, first pass")
     second = [time_cell(c) for c in reversed(cells)][::-1]
     if progress:
-        progress("gemm, second pass")
-    out = []
-    for c, t1, t2 in zip(cells, first, second):
-        if abs(t1 - t2) <= agree * min(t1, t2):
-            out.append((t1 + t2) / 2)
-        else:
-            out.append(float(np.median([t1, t2, time_cell(c)])))
-    return out
+        progress(f"{what}, second pass")
+    return [min(t1, t2) for t1, t2 in zip(first, second)]
 
 
 def measure_gemm(dtype: str, dims=GEMM_DIMS, layouts=GEMM_LAYOUTS, progress=None, backend="numpy") -> dict:
@@ -591,37 +585,39 @@ def measure_curves(backend: str, dtype: str, say=lambda text: None, sizes=CURVE_
                    deep: bool = True) -> dict:
     """Every pass and whole kernel of ``backend``: ``name`` for those whose cost per element is one number,
     ``name@w`` for each width w of WIDTHS for those that run along short rows (plans.wide); with ``deep``,
-    each whole kernel's ``~deep`` curve too."""
+    each whole kernel's ``~deep`` curve too. Every point in two passes (``timed_in_passes``)."""
     from minigrad import backend as be
 
-    curves = {}
+    curves = []  # (key, make, sizes, budget, cold, evict, most)
     for width in WIDTHS:
         for cases, kernels in ((_pass_cases(backend, dtype, width), False), (_kernel_cases(be.k, dtype, width), True)):
             for name, make in cases.items():
                 wide = name in plans.wide(backend)
                 if wide or width == WIDTHS[0]:
-                    cold = kernels and name not in plans.BACK_TO_BACK
                     key = f"{name}@{width}" if wide else name
-                    curves[key] = _curve(make, sizes, budget, cold)
+                    curves.append((key, make, sizes, budget, kernels and name not in plans.BACK_TO_BACK, 0, 100))
                     if kernels and deep:
-                        curves[f"{key}~deep"] = _curve(make, deep_sizes(sizes), 0.0, True, DEEP_EVICT_BYTES, most=5)
-                    say(f"{name}{f' at width {width}' if wide else ''}")
-    return curves
+                        curves.append((f"{key}~deep", make, deep_sizes(sizes), 0.0, True, DEEP_EVICT_BYTES, 5))
+    cells = [(i, target) for i, curve in enumerate(curves) for target in curve[2]]
+    elements: dict = {}
+
+    def time_cell(cell):
+        i, target = cell
+        _, make, _, budget_, cold, evict, most = curves[i]
+        fn, elements[cell], inputs = make(target)
+        return _seconds(fn, inputs, budget_, most, cold, evict)
+
+    out: dict = {}
+    for cell, seconds in zip(cells, timed_in_passes(cells, time_cell, say, "curves")):
+        points = out.setdefault(curves[cell[0]][0], [])
+        if not points or elements[cell] > points[-1][0]:  # a size that rounds to the last one's elements: once
+            points.append([int(elements[cell]), seconds])
+    return out
 
 
 def deep_sizes(sizes) -> list[int]:
     """The sizes a deep curve is measured at: every other one of ``sizes``, and the last."""
     return sorted({*sizes[::2], sizes[-1]})
-
-
-def _curve(make, sizes, budget: float, cold: bool, evict: int = 0, most: int = 100) -> list[list[float]]:
-    points = []
-    for target in sizes:
-        fn, elements, inputs = make(target)
-        if points and elements <= points[-1][0]:
-            continue
-        points.append([int(elements), _seconds(fn, inputs, budget, most, cold, evict)])
-    return points
 
 
 def measure_widths(backend: str, dtype: str, widths=PROFILE_WIDTHS, elements: int = PROFILE_ELEMENTS,
@@ -675,18 +671,20 @@ def _reach(sizes, times) -> list[list[float]]:
 # -- fixed overheads: raw times, turned into per-call, per-layer and per-step costs by the model
 
 
-def _tiny(dtype: str) -> dict:
+def _tiny(dtype: str, reference_before: list) -> dict:
     """The step-level raw times the model turns into fixed costs (``predict.CostModel``): the loop's time
     outside kernel calls on ``step_model`` at OUTSIDE_BATCH and on ``synthetic_cnn`` at each of OUTSIDE_BATCHES
     (``outside_cnn``: [[batch size, seconds], ...]), and each kernel call of the synthetic CNN's step at
     OUTSIDE_BATCH as the step meets it (``cnn_calls``, in the step's order), and the synthetic CNN's plain step
-    at each of REFERENCE_BATCHES (``cnn_step``: how fast the machine ran, ``reference``)."""
+    at each of REFERENCE_BATCHES (``cnn_step``: how fast the machine ran, ``reference``: the faster of its time
+    now and ``reference_before``, timed before the calibration's first measurement)."""
     r = np.random.default_rng(3)
     step = _in_step(step_model(dtype), dtype, r, OUTSIDE_BATCH)
     cnn = {b: _in_step(synthetic_cnn(dtype), dtype, r, b, steps=max(400, 6400 // b)) for b in OUTSIDE_BATCHES}
     return {"outside_step": step["outside"], "outside_cnn": [[b, cnn[b]["outside"]] for b in OUTSIDE_BATCHES],
             "cnn_calls": cnn[OUTSIDE_BATCH]["calls"],
-            "cnn_step": [[b, reference(dtype, b)] for b in REFERENCE_BATCHES]}
+            "cnn_step": [[b, min(before, reference(dtype, b))]
+                         for b, before in zip(REFERENCE_BATCHES, reference_before)]}
 
 
 #: The batch size at which the small model's loop and the synthetic CNN's calls are measured.
@@ -822,6 +820,7 @@ def measure(backend: str, dtype: str = "float32", threads: int = 1, quick: bool 
     with be.use_backend(backend):
         result = {"version": VERSION, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cpu": cpu_model(),
                   "backend": backend, "dtype": dtype, "threads": threads, "quick": quick, "gemm_dims": list(dims)}
+        reference_before = [reference(dtype, b) for b in REFERENCE_BATCHES]
         result["curves"] = measure_curves(backend, dtype, say, sizes, 0.005 if quick else 0.05, deep=not quick)
         result["widths"] = {} if quick else measure_widths(backend, dtype)
         say("row widths")
@@ -839,7 +838,7 @@ def measure(backend: str, dtype: str = "float32", threads: int = 1, quick: bool 
             result["small_path_jumps"] = measure_small_path_jumps(dtype, backend)
             result["edges"] = {} if quick else measure_edges(dtype, backend, progress=say)
             result["far"] = {} if quick else measure_far(dtype, backend)
-        result["tiny"] = _tiny(dtype)
+        result["tiny"] = _tiny(dtype, reference_before)
         say("fixed overheads")
     return result
 
