@@ -222,25 +222,26 @@ def _predict(args, out: Path) -> int:
     kernels_at = args.kernels_at or sorted({min(args.batch_sizes), max(args.batch_sizes)})
     sizes = sorted(set(args.batch_sizes) | set(kernels_at))
     preds = predict.predict(args.model, sizes, name, args.dtype, args.threads, n_samples, cal)
-    measured, traced, speed = {}, {}, {}
+    measured, traced = {}, {}
     if args.measure:
-        measured, reference = predict.measure_rounds(args.model, sizes, train_set, args.dtype, kernels_at,
-                                                     args.rounds,
-                                                     say=lambda text: print(text, file=sys.stderr, flush=True))
+        measured = predict.measure_rounds(args.model, sizes, train_set, args.dtype, kernels_at, args.rounds,
+                                          say=lambda text: print(text, file=sys.stderr, flush=True))
         traced = {b: m.get("by_kernel") for b, m in measured.items()}
-        speed = predict.machine_speed(cal, reference)
     print(f"{args.model} on {name}, {args.dtype}, {args.threads} thread(s); calibration of "
-          f"{cal.data['measured_at']} ({cal.data['cpu']}); epoch = {n_samples:,} samples / B steps")
-    print((predict.format_speed(speed) + "\n") if args.measure else "")
-    print(predict.format_table(preds, measured))
+          f"{cal.data['measured_at']} ({cal.data['cpu']}); epoch = {n_samples:,} samples / B steps\n")
+    print(predict.format_table(preds, measured, cal))
+    if args.measure:
+        print("\nmachine: the synthetic CNN's step timed right before the row's kept round, over its time at "
+              "calibration\n(above 1: the machine ran slower); at cal. speed: the error of the prediction scaled "
+              "by it")
     for p in preds:
         if p.batch_size in kernels_at:
             print("\n" + predict.format_kernels(p, traced.get(p.batch_size)))
     (out / "predict.json").write_text(json.dumps(
         {"model": args.model, "backend": name, "dtype": args.dtype, "threads": args.threads,
          "calibrated_at": cal.data["measured_at"], "predicted": [p.to_dict() for p in preds],
-         "measured": [measured[b] for b in sizes if b in measured],
-         "machine_speed": {str(b): ratio for b, ratio in speed.items()}}, indent=2))
+         "measured": [{**measured[b], "machine_speed": predict.machine_speed(cal, measured[b]["reference"])}
+                      for b in sizes if b in measured]}, indent=2))
     predict.plot(preds, measured, out / "predict.png", f"{args.model} on {name}, {args.dtype}")
     print(f"\npredict.json and predict.png in {out}")
     return 0

@@ -350,49 +350,50 @@ def measure(model_name: str, batch_size: int, train_set, dtype: str = "float32",
 
 
 def measure_rounds(model_name: str, sizes, train_set, dtype: str = "float32", kernels_at=(), rounds: int = 2,
-                   say=lambda text: None, measure_one=None, reference_one=None) -> tuple[dict, dict]:
-    """({batch size: ``measure``'s record}, {reference batch size: seconds}) over ``rounds`` rounds through every
-    size, each round in the reverse order of the one before, so that a size's rounds lie minutes apart; its step
-    time is the fastest round's median (``round_seconds`` keeps each), since a slow burst of the machine only
-    ever slows a round (on this class of machine one round at B=5 measured 0.969 ms between 0.513 and 0.739 ms
-    at B=3 and 8, the next 0.596). The tracer runs in the first round only. Each round first times the synthetic
-    CNN's step at calibration.REFERENCE_BATCHES (``reference_one``, default ``calibration.reference``), the
-    fastest round kept the same way: against the calibration's own (``machine_speed``), how fast the machine ran
-    while it was measured."""
+                   say=lambda text: None, measure_one=None, reference_one=None) -> dict:
+    """{batch size: ``measure``'s record} over ``rounds`` rounds through every size, each round in the reverse
+    order of the one before, so that a size's rounds lie minutes apart; its step time is the fastest round's
+    median (``round_seconds`` keeps each), since a slow burst of the machine only ever slows a round (on this
+    class of machine one round at B=5 measured 0.969 ms between 0.513 and 0.739 ms at B=3 and 8, the next
+    0.596). The tracer runs in the first round only. Right before each measurement the synthetic CNN's step is
+    timed at calibration.REFERENCE_BATCHES (``reference_one``, default ``calibration.reference``); a record's
+    ``reference`` is the one of its fastest round: against the calibration's (``machine_speed``), how fast the
+    machine ran while that round was measured."""
     if rounds < 1:
         raise ValueError(f"measure_rounds: rounds must be at least 1; got {rounds}")
     measure_one = measure_one or measure
     reference_one = reference_one or calibration.reference
     out: dict = {}
-    reference: dict = {}
     order = sorted(sizes)
     for r in range(rounds):
-        for b in calibration.REFERENCE_BATCHES:
-            seconds = reference_one(dtype, b)
-            reference[b] = min(reference.get(b, seconds), seconds)
         for b in (order if r % 2 == 0 else order[::-1]):
+            reference = {rb: reference_one(dtype, rb) for rb in calibration.REFERENCE_BATCHES}
             m = measure_one(model_name, b, train_set, dtype, kernels=r == 0 and b in kernels_at)
-            record = out.setdefault(b, {**m, "round_seconds": []})
+            record = out.setdefault(b, {**m, "round_seconds": [], "round_reference": []})
             record["round_seconds"].append(m["step_seconds"])
-            record["step_seconds"] = min(record["round_seconds"])
+            record["round_reference"].append(reference)
+            fastest = int(np.argmin(record["round_seconds"]))
+            record["step_seconds"] = record["round_seconds"][fastest]
+            record["reference"] = record["round_reference"][fastest]
             say(f"measured B={b} (round {r + 1} of {rounds}): {1e3 * m['step_seconds']:.3f} ms per step")
-    return out, reference
+    return out
 
 
 def machine_speed(cal: calibration.Calibration, reference: dict) -> dict:
-    """{batch size: the synthetic CNN's step now over its time at calibration} for each reference batch size
-    both timed: above 1, the machine ran slower while it was measured than while it was calibrated, and a
-    prediction's error carries that (a calibration without ``cnn_step`` gives {})."""
+    """{batch size: the synthetic CNN's step in ``reference`` over its time at calibration} for each reference
+    batch size both timed: above 1, the machine ran slower than while it was calibrated, and a prediction's
+    error carries that (a calibration without ``cnn_step`` gives {})."""
     then = dict(cal.data["tiny"].get("cnn_step", []))
     return {b: reference[b] / then[b] for b in sorted(reference) if b in then}
 
 
-def format_speed(speed: dict) -> str:
-    """One line on ``machine_speed``."""
+def speed_at(batch_size: int, speed: dict) -> float | None:
+    """``machine_speed``'s ratio at ``batch_size``: interpolated in log batch size between the reference batch
+    sizes, the nearest one's beyond them (None without any)."""
     if not speed:
-        return "the machine's speed against its calibration: not known (a calibration without its reference step)"
-    return ("the machine while measured, against its calibration: the synthetic CNN's step took "
-            + ", ".join(f"x{ratio:.2f} (B={b})" for b, ratio in speed.items()) + " its calibrated time")
+        return None
+    sizes = sorted(speed)
+    return float(np.interp(math.log(batch_size), np.log(sizes), [speed[b] for b in sizes]))
 
 
 # -- the report ------------------------------------------------------------------------------------------------
@@ -402,12 +403,21 @@ def _error(pred: float, meas: float) -> str:
     return f"{100 * (pred / meas - 1):+.1f}%"
 
 
-def format_table(preds: list[StepPrediction], measured: dict | None = None) -> str:
+def format_table(preds: list[StepPrediction], measured: dict | None = None,
+                 cal: calibration.Calibration | None = None) -> str:
     """One row per batch size: predicted step and epoch (and measured ones with the error), the fixed share
-    and the kernel with the largest predicted time."""
+    and the kernel with the largest predicted time. With ``cal`` and measured rows that carry a ``reference``
+    (``measure_rounds``): the machine's speed then against the calibration's (``machine_speed`` at the row's
+    batch size) and the error of the prediction scaled by it, the error the row would have had on the machine
+    as it ran when calibrated (the raw error stays the one to judge the model by where that speed is 1)."""
+    speeds = {b: speed_at(b, machine_speed(cal, m["reference"])) for b, m in (measured or {}).items()
+              if cal is not None and "reference" in m}
+    speeds = {b: s for b, s in speeds.items() if s is not None}
     head = f"{'B':>6} {'step ms':>10} {'epoch s':>9}"
     if measured:
         head += f" {'measured':>10} {'epoch s':>9} {'error':>7}"
+    if speeds:
+        head += f" {'machine':>8} {'at cal. speed':>13}"
     lines = [head + f" {'fixed':>6}  largest kernel"]
     for p in preds:
         row = f"{p.batch_size:>6} {1e3 * p.step_seconds:>10.3f} {p.epoch_seconds:>9.2f}"
@@ -415,6 +425,10 @@ def format_table(preds: list[StepPrediction], measured: dict | None = None) -> s
         if measured:
             row += (f" {1e3 * m['step_seconds']:>10.3f} {p.n_samples / p.batch_size * m['step_seconds']:>9.2f} "
                     f"{_error(p.step_seconds, m['step_seconds']):>7}") if m else f" {'':>10} {'':>9} {'':>7}"
+        if speeds:
+            s = speeds.get(p.batch_size)
+            row += (f" {'x%.2f' % s:>8} {_error(p.step_seconds * s, m['step_seconds']):>13}" if s is not None
+                    else f" {'':>8} {'':>13}")
         name, seconds = max(p.by_kernel().items(), key=lambda kv: kv[1])
         fixed = sum(p.fixed.values()) / p.step_seconds
         lines.append(row + f" {100 * fixed:>5.0f}%  {name} ({100 * seconds / p.step_seconds:.0f}%)")

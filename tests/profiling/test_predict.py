@@ -305,15 +305,17 @@ def test_measured_rounds_alternate_in_order_and_keep_each_sizes_fastest_round():
         calls.append((b, kernels))
         seconds = b * 1e-3 * (3 if (sum(c[0] == b for c in calls) - 1, b) in slow else 1)
         return {"batch_size": b, "step_seconds": seconds, **({"by_kernel": {"k": 1.0}} if kernels else {})}
-    references = iter([2.0, 3.0, 1.0, 5.0, 4.0, 6.0])  # (B=4, B=64) per round
+    references = iter(range(100))  # each reference timing: the next number
 
     def reference_one(dtype, b):
         calls.append(("reference", b))
-        return next(references)
-    out, reference = predict.measure_rounds("mlp", [4, 1, 2], None, kernels_at=(4,), rounds=3,
-                                            measure_one=measure_one, reference_one=reference_one)
-    assert calls[:2] == [("reference", 4), ("reference", 64)] and calls[5:7] == [("reference", 4), ("reference", 64)]
-    assert reference == {4: 1.0, 64: 3.0}  # each reference batch size's fastest round
+        return float(next(references))
+    out = predict.measure_rounds("mlp", [4, 1, 2], None, kernels_at=(4,), rounds=3, measure_one=measure_one,
+                                 reference_one=reference_one)
+    assert calls[:3] == [("reference", 4), ("reference", 64), (1, False)]  # right before each measurement
+    # B=4 is measured 3rd, 4th and 9th: its references are 4, 5 and 6, 7 and 16, 17; its first round is kept
+    assert out[4]["round_reference"] == [{4: 4.0, 64: 5.0}, {4: 6.0, 64: 7.0}, {4: 16.0, 64: 17.0}]
+    assert out[4]["reference"] == {4: 4.0, 64: 5.0} and out[1]["reference"] == {4: 0.0, 64: 1.0}
     calls = [c for c in calls if c[0] != "reference"]
     assert [b for b, _ in calls] == [1, 2, 4, 4, 2, 1, 1, 2, 4]
     assert [b for b, k in calls if k] == [4]  # traced in the first round only
@@ -323,14 +325,24 @@ def test_measured_rounds_alternate_in_order_and_keep_each_sizes_fastest_round():
         predict.measure_rounds("mlp", [1], None, rounds=0, measure_one=measure_one)
 
 
-def test_machine_speed_is_the_reference_step_now_over_its_calibrated_time():
+def test_machine_speed_is_the_reference_step_then_over_its_calibrated_time_and_scales_the_error():
     cal = synthetic()
     cal.data["tiny"]["cnn_step"] = [[4, 1e-3], [64, 4e-3]]
     speed = predict.machine_speed(cal, {4: 1.5e-3, 64: 3e-3})
     assert speed == pytest.approx({4: 1.5, 64: 0.75})
-    assert "x1.50 (B=4), x0.75 (B=64)" in predict.format_speed(speed)
+    assert predict.speed_at(4, speed) == pytest.approx(1.5) and predict.speed_at(1, speed) == pytest.approx(1.5)
+    assert predict.speed_at(16, speed) == pytest.approx(1.125)  # halfway in log B
+    assert predict.speed_at(512, speed) == pytest.approx(0.75) and predict.speed_at(4, {}) is None
+    preds = predict.predict("mlp", [4, 16], "numpy", cal=cal)
+    measured = {4: {"step_seconds": preds[0].step_seconds * 1.5, "reference": {4: 1.5e-3, 64: 3e-3}},
+                16: {"step_seconds": preds[1].step_seconds}}  # no reference: no speed
+    rows = predict.format_table(preds, measured, cal).splitlines()
+    assert "machine" in rows[0] and "at cal. speed" in rows[0]
+    assert "-33.3%" in rows[1] and "x1.50" in rows[1] and "+0.0%" in rows[1]  # raw error, then at cal. speed
+    assert "+0.0%" in rows[2] and "x1." not in rows[2] and rows[2].count("%") == rows[1].count("%") - 1
+    assert "machine" not in predict.format_table(preds, measured)  # without the calibration: raw errors only
     del cal.data["tiny"]["cnn_step"]
-    assert predict.machine_speed(cal, {4: 1.5e-3}) == {} and "not known" in predict.format_speed({})
+    assert predict.machine_speed(cal, {4: 1.5e-3}) == {}
 
 
 def test_the_cli_predicts_measures_and_writes_json(tmp_path):
@@ -344,5 +356,7 @@ def test_the_cli_predicts_measures_and_writes_json(tmp_path):
     assert [p["batch_size"] for p in out["predicted"]] == [1, 2, 4]
     assert [m["batch_size"] for m in out["measured"]] == [1, 2, 4] and "by_kernel" in out["measured"][2]
     assert all(len(m["round_seconds"]) == 2 and m["step_seconds"] == min(m["round_seconds"]) for m in out["measured"])
-    assert set(out["machine_speed"]) == {str(b) for b in calibration.REFERENCE_BATCHES}
-    assert all(ratio > 0 for ratio in out["machine_speed"].values()) and "against its calibration" in proc.stdout
+    for m in out["measured"]:
+        assert set(m["machine_speed"]) == {str(b) for b in calibration.REFERENCE_BATCHES}
+        assert all(ratio > 0 for ratio in m["machine_speed"].values()) and len(m["round_reference"]) == 2
+    assert "at cal. speed" in proc.stdout
