@@ -231,9 +231,8 @@ def _predict(args, out: Path) -> int:
           f"{cal.data['measured_at']} ({cal.data['cpu']}); epoch = {n_samples:,} samples / B steps\n")
     print(predict.format_table(preds, measured, cal))
     if args.measure:
-        print("\nmachine: the synthetic CNN's step timed right before the row's kept round, over its time at "
-              "calibration\n(above 1: the machine ran slower); at cal. speed: the error of the prediction scaled "
-              "by it")
+        print("\nspread: the row's slowest round over its fastest; machine: the synthetic CNN's step timed right "
+              "before\nthe row's kept round, over its time at calibration (above 1: the machine ran slower)")
     for p in preds:
         if p.batch_size in kernels_at:
             print("\n" + predict.format_kernels(p, traced.get(p.batch_size)))

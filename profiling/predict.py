@@ -406,29 +406,29 @@ def _error(pred: float, meas: float) -> str:
 def format_table(preds: list[StepPrediction], measured: dict | None = None,
                  cal: calibration.Calibration | None = None) -> str:
     """One row per batch size: predicted step and epoch (and measured ones with the error), the fixed share
-    and the kernel with the largest predicted time. With ``cal`` and measured rows that carry a ``reference``
-    (``measure_rounds``): the machine's speed then against the calibration's (``machine_speed`` at the row's
-    batch size) and the error of the prediction scaled by it, the error the row would have had on the machine
-    as it ran when calibrated (the raw error stays the one to judge the model by where that speed is 1)."""
+    and the kernel with the largest predicted time. Measured rows over several rounds give their ``spread``
+    (the slowest round over the fastest: what the machine alone did to the same measurement), and with ``cal``
+    and rows that carry a ``reference`` (``measure_rounds``) the machine's speed in the kept round against the
+    calibration's (``machine_speed`` at the row's batch size)."""
     speeds = {b: speed_at(b, machine_speed(cal, m["reference"])) for b, m in (measured or {}).items()
               if cal is not None and "reference" in m}
     speeds = {b: s for b, s in speeds.items() if s is not None}
     head = f"{'B':>6} {'step ms':>10} {'epoch s':>9}"
     if measured:
-        head += f" {'measured':>10} {'epoch s':>9} {'error':>7}"
+        head += f" {'measured':>10} {'epoch s':>9} {'error':>7} {'spread':>7}"
     if speeds:
-        head += f" {'machine':>8} {'at cal. speed':>13}"
+        head += f" {'machine':>8}"
     lines = [head + f" {'fixed':>6}  largest kernel"]
     for p in preds:
         row = f"{p.batch_size:>6} {1e3 * p.step_seconds:>10.3f} {p.epoch_seconds:>9.2f}"
         m = (measured or {}).get(p.batch_size)
         if measured:
+            rounds = (m or {}).get("round_seconds", [])
+            spread = f"{100 * (max(rounds) / min(rounds) - 1):.0f}%" if len(rounds) > 1 else ""
             row += (f" {1e3 * m['step_seconds']:>10.3f} {p.n_samples / p.batch_size * m['step_seconds']:>9.2f} "
-                    f"{_error(p.step_seconds, m['step_seconds']):>7}") if m else f" {'':>10} {'':>9} {'':>7}"
+                    f"{_error(p.step_seconds, m['step_seconds']):>7} {spread:>7}") if m else f" {'':>35}"
         if speeds:
-            s = speeds.get(p.batch_size)
-            row += (f" {'x%.2f' % s:>8} {_error(p.step_seconds * s, m['step_seconds']):>13}" if s is not None
-                    else f" {'':>8} {'':>13}")
+            row += f" {'x%.2f' % speeds[p.batch_size] if p.batch_size in speeds else '':>8}"
         name, seconds = max(p.by_kernel().items(), key=lambda kv: kv[1])
         fixed = sum(p.fixed.values()) / p.step_seconds
         lines.append(row + f" {100 * fixed:>5.0f}%  {name} ({100 * seconds / p.step_seconds:.0f}%)")

@@ -325,7 +325,7 @@ def test_measured_rounds_alternate_in_order_and_keep_each_sizes_fastest_round():
         predict.measure_rounds("mlp", [1], None, rounds=0, measure_one=measure_one)
 
 
-def test_machine_speed_is_the_reference_step_then_over_its_calibrated_time_and_scales_the_error():
+def test_machine_speed_is_the_reference_step_then_over_its_calibrated_time():
     cal = synthetic()
     cal.data["tiny"]["cnn_step"] = [[4, 1e-3], [64, 4e-3]]
     speed = predict.machine_speed(cal, {4: 1.5e-3, 64: 3e-3})
@@ -334,13 +334,14 @@ def test_machine_speed_is_the_reference_step_then_over_its_calibrated_time_and_s
     assert predict.speed_at(16, speed) == pytest.approx(1.125)  # halfway in log B
     assert predict.speed_at(512, speed) == pytest.approx(0.75) and predict.speed_at(4, {}) is None
     preds = predict.predict("mlp", [4, 16], "numpy", cal=cal)
-    measured = {4: {"step_seconds": preds[0].step_seconds * 1.5, "reference": {4: 1.5e-3, 64: 3e-3}},
-                16: {"step_seconds": preds[1].step_seconds}}  # no reference: no speed
+    measured = {4: {"step_seconds": preds[0].step_seconds * 1.5, "round_seconds": [3.0, 2.0],
+                    "reference": {4: 1.5e-3, 64: 3e-3}},
+                16: {"step_seconds": preds[1].step_seconds}}  # one round, no reference: no spread, no speed
     rows = predict.format_table(preds, measured, cal).splitlines()
-    assert "machine" in rows[0] and "at cal. speed" in rows[0]
-    assert "-33.3%" in rows[1] and "x1.50" in rows[1] and "+0.0%" in rows[1]  # raw error, then at cal. speed
+    assert "spread" in rows[0] and "machine" in rows[0]
+    assert "-33.3%" in rows[1] and "50%" in rows[1] and "x1.50" in rows[1]
     assert "+0.0%" in rows[2] and "x1." not in rows[2] and rows[2].count("%") == rows[1].count("%") - 1
-    assert "machine" not in predict.format_table(preds, measured)  # without the calibration: raw errors only
+    assert "machine" not in predict.format_table(preds, measured)  # without the calibration: no speed
     del cal.data["tiny"]["cnn_step"]
     assert predict.machine_speed(cal, {4: 1.5e-3}) == {}
 
@@ -359,4 +360,4 @@ def test_the_cli_predicts_measures_and_writes_json(tmp_path):
     for m in out["measured"]:
         assert set(m["machine_speed"]) == {str(b) for b in calibration.REFERENCE_BATCHES}
         assert all(ratio > 0 for ratio in m["machine_speed"].values()) and len(m["round_reference"]) == 2
-    assert "at cal. speed" in proc.stdout
+    assert "spread" in proc.stdout and "machine" in proc.stdout
