@@ -426,7 +426,7 @@ def format_table(preds: list[StepPrediction], measured: dict | None = None,
             rounds = (m or {}).get("round_seconds", [])
             spread = f"{100 * (max(rounds) / min(rounds) - 1):.0f}%" if len(rounds) > 1 else ""
             row += (f" {1e3 * m['step_seconds']:>10.3f} {p.n_samples / p.batch_size * m['step_seconds']:>9.2f} "
-                    f"{_error(p.step_seconds, m['step_seconds']):>7} {spread:>7}") if m else f" {'':>35}"
+                    f"{_error(p.step_seconds, m['step_seconds']):>7} {spread:>7}") if m else f" {'':>36}"
         if speeds:
             row += f" {'x%.2f' % speeds[p.batch_size] if p.batch_size in speeds else '':>8}"
         name, seconds = max(p.by_kernel().items(), key=lambda kv: kv[1])
