@@ -252,6 +252,7 @@ def test_a_real_calibration_prices_every_term_of_every_reference_model(tiny_cali
     assert cal.data["quick"] and cal.data["gemm_dims"] == [1, 64, 4096]
     assert "l1_conflict" in cal.data
     assert cal.data["edges"] == {}  # quick: none
+    assert cal.data["images"] in ("mnist", "synthetic")
     jumps = cal.data["small_path_jumps"]
     assert set(jumps) == set(calibration.SMALL_GEMM_PAIRS) and all(r > 0 for r in jumps.values())
     for curve in cal.data["curves"].values():
@@ -305,3 +306,37 @@ def test_cells_are_timed_in_two_passes_and_keep_the_faster():
     got = calibration.timed_in_passes(["a", "b", "c"], time_cell, said.append, "curves")
     assert calls == ["a", "b", "c", "c", "b", "a"]
     assert got == [1.0, 1.1, 2.0] and said == ["curves, first pass", "curves, second pass"]
+
+
+def test_activation_planes_are_a_random_convolution_of_the_images():
+    """A blank image gives each channel one value (its bias); one lit pixel changes the 3x3 around it only, by
+    the filter's weights; images are cycled to fill the rows and resampled to the side."""
+    images = np.zeros((2, 28, 28), dtype=np.uint8)
+    images[1, 10, 20] = 255
+    planes = calibration.activation_planes(images, 3, 5, 28, "float64", np.random.default_rng(0))
+    assert planes.shape == (3, 5, 28, 28) and planes.dtype == np.float64
+    bias = planes[0, :, 0, 0]
+    assert np.array_equal(planes[0], np.broadcast_to(bias[:, None, None], (5, 28, 28)))
+    assert np.array_equal(planes[2], planes[0])  # the rows cycle through the images
+    lit = planes[1] - planes[0]
+    rows, cols = np.nonzero(np.abs(lit).sum(axis=0))
+    assert set(rows) == {9, 10, 11} and set(cols) == {19, 20, 21}
+    w = np.random.default_rng(0).standard_normal((5, 3, 3))  # the same draws: the filters, flipped (correlation)
+    assert np.allclose(lit[:, 9:12, 19:22], w[:, ::-1, ::-1])
+    small = calibration.activation_planes(images, 2, 1, 7, "float32", np.random.default_rng(0))
+    assert small.shape == (2, 1, 7, 7) and small.dtype == np.float32  # 28 pixels to 7: every fourth
+
+
+def test_training_images_fall_back_to_synthetic_without_the_data(monkeypatch):
+    from minigrad import data
+
+    def unavailable(*args, **kwargs):
+        raise data.DataUnavailable("no source")
+
+    calibration.training_images.cache_clear()
+    monkeypatch.setattr(data, "load_dataset", unavailable)
+    try:
+        name, images = calibration.training_images(8)
+    finally:
+        calibration.training_images.cache_clear()
+    assert name == "synthetic" and images.shape == (8, 28, 28) and images.dtype == np.uint8
