@@ -226,10 +226,11 @@ def _predict(args, out: Path) -> int:
     if args.measure:
         measured = predict.measure_rounds(args.model, sizes, train_set, args.dtype, kernels_at, args.rounds,
                                           say=lambda text: print(text, file=sys.stderr, flush=True))
+        measured = predict.with_machine_speed(measured, cal)
         traced = {b: m.get("by_kernel") for b, m in measured.items()}
     print(f"{args.model} on {name}, {args.dtype}, {args.threads} thread(s); calibration of "
           f"{cal.data['measured_at']} ({cal.data['cpu']}); epoch = {n_samples:,} samples / B steps\n")
-    print(predict.format_table(preds, measured, cal))
+    print(predict.format_table(preds, measured))
     if args.measure:
         print("\nspread: the row's slowest round over its fastest; machine: the synthetic CNN's step timed right "
               "before\nthe row's kept round, over its time at calibration (above 1: the machine ran slower)")
@@ -239,8 +240,7 @@ def _predict(args, out: Path) -> int:
     (out / "predict.json").write_text(json.dumps(
         {"model": args.model, "backend": name, "dtype": args.dtype, "threads": args.threads,
          "calibrated_at": cal.data["measured_at"], "predicted": [p.to_dict() for p in preds],
-         "measured": [{**measured[b], "machine_speed": predict.machine_speed(cal, measured[b]["reference"])}
-                      for b in sizes if b in measured]}, indent=2))
+         "measured": [measured[b] for b in sizes if b in measured]}, indent=2))
     predict.plot(preds, measured, out / "predict.png", f"{args.model} on {name}, {args.dtype}")
     print(f"\npredict.json and predict.png in {out}")
     return 0

@@ -194,10 +194,14 @@ class CostModel:
         outside = dict(tiny["outside_cnn"])
         layer = max(0.0, (outside[calibration.OUTSIDE_BATCH] - tiny["outside_step"]) / (cnn - small))
         self.overheads["step"] = max(0.0, tiny["outside_step"] - small * layer)
-        # a run's cost against the step's working set: the synthetic CNN's outside time at each batch size
-        self.overheads["layer"] = sorted(
-            (working_set(step_calls(net, b, self.itemsize), self.cal.backend, self.itemsize),
-             max(0.0, (seconds - self.overheads["step"]) / cnn)) for b, seconds in outside.items())
+        # a run's cost against the step's working set: the synthetic CNN's outside time at each batch size, made
+        # non-decreasing (Python run between kernels never runs faster for more data between them: a dip is the
+        # noise of a difference of two step times, largest where the step is longest; numpy, float32: 465 us at
+        # B=64 and 56 at B=256, where a step took 10 ms)
+        points = sorted((working_set(step_calls(net, b, self.itemsize), self.cal.backend, self.itemsize),
+                         max(0.0, (seconds - self.overheads["step"]) / cnn)) for b, seconds in outside.items())
+        self.overheads["layer"] = [(ws, float(s)) for (ws, _), s in
+                                   zip(points, np.maximum.accumulate([s for _, s in points]))]
         self.overheads["calls"] = self._call_costs(net, tiny["cnn_calls"])
 
     def layer_seconds(self, working_set_bytes: float) -> float:
@@ -215,14 +219,21 @@ class CostModel:
         if [name for name, _ in measured] != [call.kernel for _, call in calls.calls]:
             raise ValueError("calibration: its synthetic CNN's step made other kernel calls than the model plans "
                              "for it; measure the calibration again (profile predict --recalibrate)")
+        residuals: dict = {}
+        for (_, call, again, priced), (_, seconds) in zip(self._priced_calls(calls, with_call_terms=False), measured):
+            residuals.setdefault((call.kernel, again), []).append(seconds - sum(p.seconds for p in priced))
+        return {key: max(float(np.mean(v)), -self._warm_floor(key[0])) for key, v in residuals.items()}
+
+    def _priced_calls(self, calls: StepCalls, with_call_terms: bool = True):
+        """(layer, call, again, its priced terms) for each kernel call of a step, in order, at the step's working
+        set (``again``: the same kernel ran earlier in the step); without ``with_call_terms``, their terms but
+        the call's own cost (what ``_call_costs`` derives)."""
         ws = working_set(calls, self.cal.backend, self.itemsize)
         deep, far = self.cal.deep_fraction(ws), self.cal.deep_fraction(ws, far=True)
-        residuals: dict = {}
-        for (_, call), again, (_, seconds) in zip(calls.calls, _again(calls), measured):
+        for (layer, call), again in zip(calls.calls, _again(calls)):
             terms = plans.plan(self.cal.backend, call, self.cal.threads)
-            priced = sum(self._price(t, deep, far).seconds for t in terms if t.kind != "call")
-            residuals.setdefault((call.kernel, again), []).append(seconds - priced)
-        return {key: max(float(np.mean(v)), -self._warm_floor(key[0])) for key, v in residuals.items()}
+            yield layer, call, again, [self._price(t, deep, far, again) for t in terms
+                                       if with_call_terms or t.kind != "call"]
 
     def _warm_floor(self, kernel: str) -> float:
         """How much cheaper than priced a step's call of ``kernel`` may be: a GEMM kernel's terms are priced hot,
@@ -280,12 +291,9 @@ class CostModel:
 
     def predict(self, model, batch_size: int, n_samples: int) -> StepPrediction:
         calls = step_calls(model, batch_size, self.itemsize)
+        kernels = [KernelCost(layer, call.kernel, sum(p.seconds for p in priced), priced)
+                   for layer, call, _, priced in self._priced_calls(calls)]
         ws = working_set(calls, self.cal.backend, self.itemsize)
-        deep, far = self.cal.deep_fraction(ws), self.cal.deep_fraction(ws, far=True)
-        kernels = []
-        for (layer, call), again in zip(calls.calls, _again(calls)):
-            priced = [self._price(t, deep, far, again) for t in plans.plan(self.cal.backend, call, self.cal.threads)]
-            kernels.append(KernelCost(layer, call.kernel, sum(p.seconds for p in priced), priced))
         fixed = {"layers": calls.layers * self.layer_seconds(ws), "step": self.overheads["step"]}
         return StepPrediction(batch_size, kernels, fixed, n_samples)
 
@@ -403,15 +411,20 @@ def _error(pred: float, meas: float) -> str:
     return f"{100 * (pred / meas - 1):+.1f}%"
 
 
-def format_table(preds: list[StepPrediction], measured: dict | None = None,
-                 cal: calibration.Calibration | None = None) -> str:
+def with_machine_speed(measured: dict, cal: calibration.Calibration) -> dict:
+    """``measure_rounds``' records, each with its ``machine_speed`` against ``cal`` (records without a
+    ``reference`` as they are)."""
+    return {b: {**m, "machine_speed": machine_speed(cal, m["reference"])} if "reference" in m else m
+            for b, m in measured.items()}
+
+
+def format_table(preds: list[StepPrediction], measured: dict | None = None) -> str:
     """One row per batch size: predicted step and epoch (and measured ones with the error), the fixed share
     and the kernel with the largest predicted time. Measured rows over several rounds give their ``spread``
-    (the slowest round over the fastest: what the machine alone did to the same measurement), and with ``cal``
-    and rows that carry a ``reference`` (``measure_rounds``) the machine's speed in the kept round against the
-    calibration's (``machine_speed`` at the row's batch size)."""
-    speeds = {b: speed_at(b, machine_speed(cal, m["reference"])) for b, m in (measured or {}).items()
-              if cal is not None and "reference" in m}
+    (the slowest round over the fastest: what the machine alone did to the same measurement), and rows that
+    carry a ``machine_speed`` (``with_machine_speed``) the machine's speed in the kept round against the
+    calibration's at the row's batch size (``speed_at``)."""
+    speeds = {b: speed_at(b, m["machine_speed"]) for b, m in (measured or {}).items() if "machine_speed" in m}
     speeds = {b: s for b, s in speeds.items() if s is not None}
     head = f"{'B':>6} {'step ms':>10} {'epoch s':>9}"
     if measured:
