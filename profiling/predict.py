@@ -363,7 +363,8 @@ def measure_rounds(model_name: str, sizes, train_set, dtype: str = "float32", ke
     order of the one before, so that a size's rounds lie minutes apart; its step time is the fastest round's
     median (``round_seconds`` keeps each), since a slow burst of the machine only ever slows a round (on this
     class of machine one round at B=5 measured 0.969 ms between 0.513 and 0.739 ms at B=3 and 8, the next
-    0.596). The tracer runs in the first round only. Right before each measurement the synthetic CNN's step is
+    0.596). The tracer runs in every round at ``kernels_at`` (``round_by_kernel``), and a kernel's time is its
+    fastest round's, by the same rule. Right before each measurement the synthetic CNN's step is
     timed at calibration.REFERENCE_BATCHES (``reference_one``, default ``calibration.reference``); a record's
     ``reference`` is the one of its fastest round: against the calibration's (``machine_speed``), how fast the
     machine ran while that round was measured."""
@@ -376,13 +377,17 @@ def measure_rounds(model_name: str, sizes, train_set, dtype: str = "float32", ke
     for r in range(rounds):
         for b in (order if r % 2 == 0 else order[::-1]):
             reference = {rb: reference_one(dtype, rb) for rb in calibration.REFERENCE_BATCHES}
-            m = measure_one(model_name, b, train_set, dtype, kernels=r == 0 and b in kernels_at)
+            m = measure_one(model_name, b, train_set, dtype, kernels=b in kernels_at)
             record = out.setdefault(b, {**m, "round_seconds": [], "round_reference": []})
             record["round_seconds"].append(m["step_seconds"])
             record["round_reference"].append(reference)
             fastest = int(np.argmin(record["round_seconds"]))
             record["step_seconds"] = record["round_seconds"][fastest]
             record["reference"] = record["round_reference"][fastest]
+            if "by_kernel" in m:
+                record.setdefault("round_by_kernel", []).append(m["by_kernel"])
+                record["by_kernel"] = {k: min(t[k] for t in record["round_by_kernel"] if k in t)
+                                       for k in m["by_kernel"]}
             say(f"measured B={b} (round {r + 1} of {rounds}): {1e3 * m['step_seconds']:.3f} ms per step")
     return out
 

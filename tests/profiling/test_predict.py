@@ -307,8 +307,10 @@ def test_measured_rounds_alternate_in_order_and_keep_each_sizes_fastest_round():
 
     def measure_one(model_name, b, train_set, dtype, kernels=False):
         calls.append((b, kernels))
-        seconds = b * 1e-3 * (3 if (sum(c[0] == b for c in calls) - 1, b) in slow else 1)
-        return {"batch_size": b, "step_seconds": seconds, **({"by_kernel": {"k": 1.0}} if kernels else {})}
+        round_ = sum(c[0] == b for c in calls) - 1
+        seconds = b * 1e-3 * (3 if (round_, b) in slow else 1)
+        traced = {"k": 1000 * seconds, "j": 5.0 - round_}  # each kernel keeps its own fastest round
+        return {"batch_size": b, "step_seconds": seconds, **({"by_kernel": traced} if kernels else {})}
     references = iter(range(100))  # each reference timing: the next number
 
     def reference_one(dtype, b):
@@ -322,9 +324,10 @@ def test_measured_rounds_alternate_in_order_and_keep_each_sizes_fastest_round():
     assert out[4]["reference"] == {4: 4.0, 64: 5.0} and out[1]["reference"] == {4: 0.0, 64: 1.0}
     calls = [c for c in calls if c[0] != "reference"]
     assert [b for b, _ in calls] == [1, 2, 4, 4, 2, 1, 1, 2, 4]
-    assert [b for b, k in calls if k] == [4]  # traced in the first round only
+    assert [b for b, k in calls if k] == [4, 4, 4]  # traced in every round
     assert out[4]["round_seconds"] == [4e-3, 12e-3, 4e-3] and out[4]["step_seconds"] == 4e-3
-    assert out[4]["by_kernel"] == {"k": 1.0} and "by_kernel" not in out[1]
+    assert out[4]["round_by_kernel"] == [{"k": 4.0, "j": 5.0}, {"k": 12.0, "j": 4.0}, {"k": 4.0, "j": 3.0}]
+    assert out[4]["by_kernel"] == {"k": 4.0, "j": 3.0} and "by_kernel" not in out[1]
     with pytest.raises(ValueError, match="rounds must be at least 1"):
         predict.measure_rounds("mlp", [1], None, rounds=0, measure_one=measure_one)
 
