@@ -313,17 +313,19 @@ def test_activation_planes_are_a_random_convolution_of_the_images():
     the filter's weights; images are cycled to fill the rows and resampled to the side."""
     images = np.zeros((2, 28, 28), dtype=np.uint8)
     images[1, 10, 20] = 255
-    planes = calibration.activation_planes(images, 3, 5, 28, "float64", np.random.default_rng(0))
+    planes = calibration.activation_planes(images, 3, 5, 28, "float64", seed=0)
     assert planes.shape == (3, 5, 28, 28) and planes.dtype == np.float64
     bias = planes[0, :, 0, 0]
     assert np.array_equal(planes[0], np.broadcast_to(bias[:, None, None], (5, 28, 28)))
     assert np.array_equal(planes[2], planes[0])  # the rows cycle through the images
+    fewer = calibration.activation_planes(images, 1, 5, 28, "float64")  # the same filters at every size
+    assert np.array_equal(fewer[0], planes[0])
     lit = planes[1] - planes[0]
     rows, cols = np.nonzero(np.abs(lit).sum(axis=0))
     assert set(rows) == {9, 10, 11} and set(cols) == {19, 20, 21}
     w = np.random.default_rng(0).standard_normal((5, 3, 3))  # the same draws: the filters, flipped (correlation)
     assert np.allclose(lit[:, 9:12, 19:22], w[:, ::-1, ::-1])
-    small = calibration.activation_planes(images, 2, 1, 7, "float32", np.random.default_rng(0))
+    small = calibration.activation_planes(images, 2, 1, 7, "float32")
     assert small.shape == (2, 1, 7, 7) and small.dtype == np.float32  # 28 pixels to 7: every fourth
 
 
