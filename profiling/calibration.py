@@ -541,9 +541,9 @@ def training_images(n: int = IMAGES) -> tuple[str, np.ndarray]:
 
 
 def activation_planes(images: np.ndarray, rows: int, channels: int, side: int, dtype: str,
-                      seed: int = 0, first: int = 0) -> np.ndarray:
-    """(rows, channels, side, side): what a pooling layer of a CNN on ``images`` pools: each image (from the
-    ``first``, cycled to ``rows``, resampled to ``side`` pixels by nearest neighbour, scaled to [0, 1]) through a random 3x3
+                      seed: int = 0) -> np.ndarray:
+    """(rows, channels, side, side): what a pooling layer of a CNN on ``images`` pools: each image (cycled to
+    ``rows``, resampled to ``side`` pixels by nearest neighbour, scaled to [0, 1]) through a random 3x3
     convolution of ``channels`` filters with a bias (zero padding; the filters drawn from ``seed``, the same for
     every size and width of a curve), so that an image's blank background is one value per channel and its
     strokes vary. Numba's pooling compares and branches pixel by pixel, and how well
@@ -559,7 +559,7 @@ def activation_planes(images: np.ndarray, rows: int, channels: int, side: int, d
     per element on 64,512 elements and 1.62 on a million. A step never pools the same images twice, so the
     calibration's calls take turns over inputs made from different images (``_kernel_cases``)."""
     where = (np.arange(side) * images.shape[-1]) // side
-    x = images[(first + np.arange(rows)) % len(images)][:, where][:, :, where].astype(dtype) / 255
+    x = images[np.arange(rows) % len(images)][:, where][:, :, where].astype(dtype) / 255
     x = np.pad(x, ((0, 0), (1, 1), (1, 1)))
     rng = np.random.default_rng(seed)
     w, b = rng.standard_normal((channels, 3, 3)).astype(dtype), rng.standard_normal(channels).astype(dtype)
@@ -572,42 +572,41 @@ def activation_planes(images: np.ndarray, rows: int, channels: int, side: int, d
 def _kernel_cases(ops, dtype: str, side: int = 16):
     """{kernel: make(target elements of its forward input) -> (fn, elements, inputs)} for the kernels priced whole
     (the pooling kernels on ``activation_planes`` ``side`` pixels wide, each call on the next of as many inputs,
-    made from different images, as DISTINCT_ELEMENTS takes: ``inputs`` holds them all)."""
+    made from different images, as DISTINCT_ELEMENTS takes: ``inputs`` is the one array they are views of)."""
     rng = np.random.default_rng(2)
 
     def arr(*shape):
         return rng.standard_normal(shape).astype(dtype)
 
     def flat(t):
-        return [arr(_rows(t, 64), 64)]
+        return arr(_rows(t, 64), 64), 1
 
-    def pool_input(t):
+    def pool_input(t):  # (the inputs of all turns, one after the other; how many turns)
         rows = _rows(t, 16 * side * side)
         turns = -(-DISTINCT_ELEMENTS // (rows * 16 * side * side))
-        return [activation_planes(training_images()[1], rows, 16, side, dtype, first=i * rows) for i in range(turns)]
+        return activation_planes(training_images()[1], rows * turns, 16, side, dtype), turns
 
     def logits(t):
-        return [arr(_rows(t, 16), 16)]
+        return arr(_rows(t, 16), 16), 1
 
     def targets(x):  # uint8, as the data loader yields MNIST's labels (the kernels cast them, a cost of its own)
         return rng.integers(0, x.shape[1], x.shape[0]).astype(np.uint8)
 
     def forward(name, make_x, *extra):
         def make(t):
-            xs = make_x(t)
-            turns = itertools.cycle([(x, *(e(x) for e in extra)) for x in xs])
-            return (lambda: getattr(ops, name)(*next(turns))), xs[0].size, tuple(xs)
+            x, turns = make_x(t)
+            calls = itertools.cycle([(xi, *(e(xi) for e in extra)) for xi in np.split(x, turns)])
+            return (lambda: getattr(ops, name)(*next(calls))), x.size // turns, (x,)
         return make
 
     def backward(name, make_x, grad, *extra):
         def make(t):
-            xs = make_x(t)
-            pairs = []
-            for x in xs:
-                out, cache = getattr(ops, name.replace("backward", "forward"))(x, *(e(x) for e in extra))
-                pairs.append((grad(out), cache))
-            turns = itertools.cycle(pairs)
-            return (lambda: getattr(ops, name)(*next(turns))), xs[0].size, tuple(dy for dy, _ in pairs)
+            x, turns = make_x(t)
+            outs, caches = zip(*(getattr(ops, name.replace("backward", "forward"))(xi, *(e(xi) for e in extra))
+                                 for xi in np.split(x, turns)))
+            dy = grad(outs[0]) if turns == 1 else grad(np.stack(outs))
+            calls = itertools.cycle(zip([dy] if turns == 1 else list(dy), caches))
+            return (lambda: getattr(ops, name)(*next(calls))), x.size // turns, (dy,)
         return make
 
     def like(out):

@@ -342,3 +342,24 @@ def test_training_images_fall_back_to_synthetic_without_the_data(monkeypatch):
     finally:
         calibration.training_images.cache_clear()
     assert name == "synthetic" and images.shape == (8, 28, 28) and images.dtype == np.uint8
+
+
+def test_pooling_calls_take_turns_over_inputs_made_from_different_images(monkeypatch):
+    """A branch predictor learns a short input called again and again: each call pools the next of as many
+    inputs as DISTINCT_ELEMENTS takes (here four), views of the one array re-read before each call."""
+    monkeypatch.setattr(calibration, "DISTINCT_ELEMENTS", 4 * 16 * 8 * 8)
+    seen = []
+
+    class Ops:
+        def relu_maxpool2d_forward(self, x, kernel, stride):
+            seen.append(x)
+            return x[..., ::kernel, ::kernel], None
+
+    make = calibration._kernel_cases(Ops(), "float32", side=8)["relu_maxpool2d_forward"]
+    fn, elements, inputs = make(16 * 8 * 8)
+    assert elements == 16 * 8 * 8 and len(inputs) == 1 and inputs[0].shape == (4, 16, 8, 8)
+    for _ in range(5):
+        fn()
+    assert all(x.shape == (1, 16, 8, 8) and np.shares_memory(x, inputs[0]) for x in seen)
+    assert all(not np.array_equal(seen[i], seen[j]) for i in range(4) for j in range(i))
+    assert np.array_equal(seen[4], seen[0])  # then round again
