@@ -306,6 +306,16 @@ def test_cells_are_timed_in_two_passes_and_keep_the_faster():
     got = calibration.timed_in_passes(["a", "b", "c"], time_cell, said.append, "curves")
     assert calls == ["a", "b", "c", "c", "b", "a"]
     assert got == [1.0, 1.1, 2.0] and said == ["curves, first pass", "curves, second pass"]
+    # a timing that is more than a number (the fixed overheads' runs) is kept whole, the faster by ``seconds``
+    runs = {"a": [{"calls": 2.0, "outside": 1.0}, {"calls": 3.0, "outside": 0.5}],
+            "b": [{"calls": 4.0, "outside": 1.0}, {"calls": 3.0, "outside": 2.0}]}
+    calls.clear()
+
+    def run_cell(cell):
+        calls.append(cell)
+        return runs[cell][sum(c == cell for c in calls) - 1]
+    kept = calibration.timed_in_passes(["a", "b"], run_cell, seconds=lambda r: r["calls"])
+    assert kept == [runs["a"][0], runs["b"][1]]
 
 
 def test_activation_planes_are_a_random_convolution_of_the_images():
