@@ -219,16 +219,17 @@ class CostModel:
         if [name for name, _ in measured] != [call.kernel for _, call in calls.calls]:
             raise ValueError("calibration: its synthetic CNN's step made other kernel calls than the model plans "
                              "for it; measure the calibration again (profile predict --recalibrate)")
+        ws = working_set(calls, self.cal.backend, self.itemsize)
         residuals: dict = {}
-        for (_, call, again, priced), (_, seconds) in zip(self._priced_calls(calls, with_call_terms=False), measured):
+        for (_, call, again, priced), (_, seconds) in zip(self._priced_calls(calls, ws, with_call_terms=False),
+                                                         measured):
             residuals.setdefault((call.kernel, again), []).append(seconds - sum(p.seconds for p in priced))
         return {key: max(float(np.mean(v)), -self._warm_floor(key[0])) for key, v in residuals.items()}
 
-    def _priced_calls(self, calls: StepCalls, with_call_terms: bool = True):
+    def _priced_calls(self, calls: StepCalls, ws: float, with_call_terms: bool = True):
         """(layer, call, again, its priced terms) for each kernel call of a step, in order, at the step's working
-        set (``again``: the same kernel ran earlier in the step); without ``with_call_terms``, their terms but
+        set ``ws`` (``again``: the same kernel ran earlier in the step); without ``with_call_terms``, their terms but
         the call's own cost (what ``_call_costs`` derives)."""
-        ws = working_set(calls, self.cal.backend, self.itemsize)
         deep, far = self.cal.deep_fraction(ws), self.cal.deep_fraction(ws, far=True)
         for (layer, call), again in zip(calls.calls, _again(calls)):
             terms = plans.plan(self.cal.backend, call, self.cal.threads)
@@ -291,9 +292,9 @@ class CostModel:
 
     def predict(self, model, batch_size: int, n_samples: int) -> StepPrediction:
         calls = step_calls(model, batch_size, self.itemsize)
-        kernels = [KernelCost(layer, call.kernel, sum(p.seconds for p in priced), priced)
-                   for layer, call, _, priced in self._priced_calls(calls)]
         ws = working_set(calls, self.cal.backend, self.itemsize)
+        kernels = [KernelCost(layer, call.kernel, sum(p.seconds for p in priced), priced)
+                   for layer, call, _, priced in self._priced_calls(calls, ws)]
         fixed = {"layers": calls.layers * self.layer_seconds(ws), "step": self.overheads["step"]}
         return StepPrediction(batch_size, kernels, fixed, n_samples)
 
