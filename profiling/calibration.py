@@ -71,7 +71,7 @@ import numpy as np
 
 from . import plans
 
-VERSION = 39  # of what a calibration holds and of the kernels it timed: another version is measured again
+VERSION = 40  # of what a calibration holds and of the kernels it timed: another version is measured again
 GEMM_DIMS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 65536, 262144)
 QUICK_GEMM_DIMS = (1, 16, 256, 4096, 65536)   # ``quick``: a rough calibration in seconds
 GEMM_LAYOUTS = ("nn", "nt", "tn", "tt")
@@ -542,26 +542,39 @@ def training_images(n: int = IMAGES) -> tuple[str, np.ndarray]:
 
 def activation_planes(images: np.ndarray, rows: int, channels: int, side: int, dtype: str,
                       seed: int = 0) -> np.ndarray:
-    """(rows, channels, side, side): what a pooling layer of a CNN on ``images`` pools: each image (cycled to
-    ``rows``, resampled to ``side`` pixels by nearest neighbour, scaled to [0, 1]) through a random 3x3
-    convolution of ``channels`` filters with a bias (zero padding; the filters drawn from ``seed``, the same for
-    every size and width of a curve), so that an image's blank background is one value per channel and its
-    strokes vary. Numba's pooling compares and branches pixel by pixel, and how well
-    those branches are predicted follows the data. Its relu_maxpool2d_forward, float32, per element:
+    """(rows, channels, side, side): what a pooling layer of a CNN on ``images`` pools. Each image (cycled to
+    ``rows``, scaled to [0, 1]) at the resolution such a layer sees it: halved by 2x2 max pooling while it stays
+    at least ``side`` wide (resampled up by nearest neighbour where ``side`` is wider than the image), its central
+    ``side`` x ``side`` pixels (a valid convolution crops the borders, so a plane holds the strokes and little
+    blank margin), through a random 3x3 convolution of ``channels`` filters with a bias (zero padding; the
+    filters drawn from ``seed``, the same for every size and width of a curve): an image's blank background is
+    one value per channel and its strokes vary.
 
-    * on planes 24 wide: 3.9 ns on white noise, 2.5 on what lenet5 and convnet pool on MNIST (B=64; the same
-      values shuffled: 3.8), 1.7-2.2 on these planes (16 channels, each call on other images: below);
-    * on planes 8 wide (lenet5's second pooling): 4.6, 3.2 and 2.9-3.1 ns.
+    Numba's pooling compares and branches pixel by pixel, and how well those branches are predicted follows the
+    data. Its relu_maxpool2d_forward, float32, per element, B=64, each call on other images (below), against
+    what lenet5 and convnet pool on MNIST after 100 steps of training:
 
-    Its backward, 24 wide: 2.5, 1.8-2.0 and 1.2-1.8 ns. NumPy's pooling (whole-array passes) moved by under 3%
-    forward and 15% backward between white noise and the real input.
+    * lenet5's first pooling (64, 6, 24, 24): 1.39 ns on the real input, 2.08 on its values shuffled, 1.38 on
+      these planes (16 channels), 1.19 on the whole image resampled to 24 pixels (the planes before);
+    * lenet5's second (64, 16, 8, 8): 3.89, 4.57, 3.89 and 3.05 ns;
+    * convnet's (64, 64, 24, 24): 1.28, 2.01, 1.28 and 1.14 ns.
 
-    A branch predictor also learns a short input called again and again: on the same planes, 24 wide, 0.66 ns
-    per element on 64,512 elements and 1.62 on a million. A step never pools the same images twice, so the
+    Its backward: 0.99-1.08, 2.63-2.66 and 0.99-1.03 ns on the real input and both planes, 1.24-2.88 shuffled.
+    NumPy's pooling (whole-array passes) moved by no more than its noise (15% between two runs) across them.
+
+    A branch predictor also learns a short input called again and again: on one set of planes 24 wide (the
+    planes before), 0.66 ns per element on 64,512 elements and 1.62 on a million. A step never pools the same images twice, so the
     calibration's calls take turns over inputs made from different images (``_kernel_cases``)."""
-    where = (np.arange(side) * images.shape[-1]) // side
-    x = images[np.arange(rows) % len(images)][:, where][:, :, where].astype(dtype) / 255
-    x = np.pad(x, ((0, 0), (1, 1), (1, 1)))
+    x = images[np.arange(rows) % len(images)].astype(dtype) / 255
+    size = x.shape[-1]
+    while size // 2 >= side:
+        size //= 2
+        x = x[:, :2 * size, :2 * size].reshape(rows, size, 2, size, 2).max(axis=(2, 4))
+    if size < side:
+        where = (np.arange(side) * size) // side
+        x, size = x[:, where][:, :, where], side
+    low = (size - side) // 2
+    x = np.pad(x[:, low:low + side, low:low + side], ((0, 0), (1, 1), (1, 1)))
     rng = np.random.default_rng(seed)
     w, b = rng.standard_normal((channels, 3, 3)).astype(dtype), rng.standard_normal(channels).astype(dtype)
     out = np.empty((rows, channels, side, side), dtype=dtype)

@@ -320,7 +320,7 @@ def test_cells_are_timed_in_two_passes_and_keep_the_faster():
 
 def test_activation_planes_are_a_random_convolution_of_the_images():
     """A blank image gives each channel one value (its bias); one lit pixel changes the 3x3 around it only, by
-    the filter's weights; images are cycled to fill the rows and resampled to the side."""
+    the filter's weights; images are cycled to fill the rows."""
     images = np.zeros((2, 28, 28), dtype=np.uint8)
     images[1, 10, 20] = 255
     planes = calibration.activation_planes(images, 3, 5, 28, "float64", seed=0)
@@ -336,7 +336,24 @@ def test_activation_planes_are_a_random_convolution_of_the_images():
     w = np.random.default_rng(0).standard_normal((5, 3, 3))  # the same draws: the filters, flipped (correlation)
     assert np.allclose(lit[:, 9:12, 19:22], w[:, ::-1, ::-1])
     small = calibration.activation_planes(images, 2, 1, 7, "float32")
-    assert small.shape == (2, 1, 7, 7) and small.dtype == np.float32  # 28 pixels to 7: every fourth
+    assert small.shape == (2, 1, 7, 7) and small.dtype == np.float32
+
+
+def test_activation_planes_see_the_image_as_a_pooling_layer_does():
+    """Halved by 2x2 max pooling while at least ``side`` wide, then the central ``side`` pixels: a lit pixel
+    lands where pooling and the crop take it, and a plane wider than the image resamples it up."""
+    images = np.zeros((1, 28, 28), dtype=np.uint8)
+    images[0, 10, 20] = 255
+
+    def lit(side):
+        planes = calibration.activation_planes(np.concatenate([images * 0, images]), 2, 1, side, "float64")
+        rows, cols = np.nonzero(planes[1, 0] - planes[0, 0])
+        return sorted(set(rows)), sorted(set(cols))
+    assert lit(24) == ([7, 8, 9], [17, 18, 19])        # no pooling (12 < 24), the central 24 of 28: 2 cropped
+    assert lit(14) == ([4, 5, 6], [9, 10, 11])         # pooled once: (10, 20) -> (5, 10)
+    assert lit(8) == ([1, 2, 3], [6, 7])               # pooled once (7 < 8), the central 8 of 14: 3 cropped
+    assert lit(5) == ([0, 1, 2], [3, 4])               # pooled twice to 7: (2, 5), the central 5: 1 cropped
+    assert lit(56) == ([19, 20, 21, 22], [39, 40, 41, 42])  # resampled up: two pixels per pixel
 
 
 def test_training_images_fall_back_to_synthetic_without_the_data(monkeypatch):
