@@ -51,7 +51,8 @@ kernels' inputs and the synthetic steps' images made from the training images: `
   ``synthetic_cnn`` at several batch sizes (its growth per layer is a layer's module call, autograd node and
   optimizer entries, as a step between real kernels runs them, against the step's working set), and each
   kernel call of the synthetic CNN's step as the step meets it (what a call costs beyond its priced terms
-  depends on whether its wrapper is still warm: ``_in_step``), each in two passes, the faster kept.
+  depends on whether its wrapper is still warm: ``_in_step``) and its update calls at each batch size (what a
+  call pays for the step's data), each in two passes, the faster kept.
 
 ``Calibration`` answers the model's lookups: log-log interpolation between measured sizes, the per-element
 cost of the largest size beyond it, the smallest size's time below it.
@@ -71,7 +72,7 @@ import numpy as np
 
 from . import plans
 
-VERSION = 40  # of what a calibration holds and of the kernels it timed: another version is measured again
+VERSION = 41  # of what a calibration holds and of the kernels it timed: another version is measured again
 GEMM_DIMS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 65536, 262144)
 QUICK_GEMM_DIMS = (1, 16, 256, 4096, 65536)   # ``quick``: a rough calibration in seconds
 GEMM_LAYOUTS = ("nn", "nt", "tn", "tt")
@@ -745,8 +746,11 @@ def _reach(sizes, times) -> list[list[float]]:
 def _tiny(dtype: str, reference_before: list) -> dict:
     """The step-level raw times the model turns into fixed costs (``predict.CostModel``): the loop's time
     outside kernel calls on ``step_model`` at OUTSIDE_BATCH and on ``synthetic_cnn`` at each of OUTSIDE_BATCHES
-    (``outside_cnn``: [[batch size, seconds], ...]), and each kernel call of the synthetic CNN's step at
-    OUTSIDE_BATCH as the step meets it (``cnn_calls``, in the step's order), and the synthetic CNN's plain step
+    (``outside_cnn``: [[batch size, seconds], ...]), each kernel call of the synthetic CNN's step at
+    OUTSIDE_BATCH as the step meets it (``cnn_calls``, in the step's order), the mean of its optimizer updates'
+    calls at each of OUTSIDE_BATCHES (``update_calls``: their parameters, and so their work, are the same at
+    every batch size; what they gain is what a kernel call pays for the data the step passed over since it
+    last ran, its wrapper's code and objects evicted), and the synthetic CNN's plain step
     at each of REFERENCE_BATCHES (``cnn_step``: how fast the machine ran, ``reference``: the faster of its time
     now and ``reference_before``, timed before the calibration's first measurement).
 
@@ -765,6 +769,8 @@ def _tiny(dtype: str, reference_before: list) -> dict:
     cnn = dict(zip(OUTSIDE_BATCHES, runs))
     return {"outside_step": step["outside"], "outside_cnn": [[b, cnn[b]["outside"]] for b in OUTSIDE_BATCHES],
             "cnn_calls": cnn[OUTSIDE_BATCH]["calls"],
+            "update_calls": [[b, float(np.mean([t for name, t in cnn[b]["calls"] if name == "sgd_update"]))]
+                             for b in OUTSIDE_BATCHES],
             "cnn_step": [[b, min(before, reference(dtype, b))]
                          for b, before in zip(REFERENCE_BATCHES, reference_before)]}
 

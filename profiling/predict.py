@@ -15,7 +15,10 @@ kernel calls on an eight-run CNN against a two-run model, per run (``calibration
 at several batch sizes gives a run's cost against the step's working set, since Python run between kernels
 slows as their data grows (``CostModel.layer_seconds``). A call's own cost in a step (its wrapper, and whether
 the step leaves that warm) is what each kernel's calls took in the synthetic CNN's step at B=4 beyond their
-priced terms, for the first call of a kernel in a step and for the calls after it (``CostModel._call_costs``).
+priced terms, for the first call of a kernel in a step and for the calls after it (``CostModel._call_costs``),
+and what the synthetic CNN's update calls, whose work is the same at every batch size, gained at its larger batch
+sizes, against the step's working set (``CostModel.call_growth``: the wrapper's code and objects evicted by the
+data the step passed over).
 ``measure`` runs the same batch sizes for the errors.
 
 A whole kernel (relu, pooling, the loss, the update) is priced between its cache-warm curve and its ``~deep``
@@ -194,21 +197,43 @@ class CostModel:
         outside = dict(tiny["outside_cnn"])
         layer = max(0.0, (outside[calibration.OUTSIDE_BATCH] - tiny["outside_step"]) / (cnn - small))
         self.overheads["step"] = max(0.0, tiny["outside_step"] - small * layer)
-        # a run's cost against the step's working set: the synthetic CNN's outside time at each batch size, made
-        # non-decreasing (Python run between kernels never runs faster for more data between them: a dip is the
-        # noise of a difference of two step times, largest where the step is longest; numpy, float32: 465 us at
-        # B=64 and 56 at B=256, where a step took 10 ms)
-        points = sorted((working_set(step_calls(net, b, self.itemsize), self.cal.backend, self.itemsize),
-                         max(0.0, (seconds - self.overheads["step"]) / cnn)) for b, seconds in outside.items())
-        self.overheads["layer"] = [(ws, float(s)) for (ws, _), s in
-                                   zip(points, np.maximum.accumulate([s for _, s in points]))]
+        # a run's cost against the step's working set: the synthetic CNN's outside time at each batch size
+        self.overheads["layer"] = self._against_working_set(
+            net, {b: max(0.0, (seconds - self.overheads["step"]) / cnn) for b, seconds in outside.items()})
         self.overheads["calls"] = self._call_costs(net, tiny["cnn_calls"])
+        # what a call pays beyond its cost in the synthetic CNN's step at OUTSIDE_BATCH for the data its step
+        # passed over: the growth of that step's update calls, whose work is the same at every batch size
+        updates = dict(tiny["update_calls"])
+        self.overheads["call_growth"] = self._against_working_set(
+            net, {b: max(0.0, seconds - updates[calibration.OUTSIDE_BATCH]) for b, seconds in updates.items()})
+
+    def _against_working_set(self, net, by_batch: dict) -> list[tuple[float, float]]:
+        """[(working set, seconds), ...]: a fixed cost measured in the synthetic CNN ``net``'s step at each batch
+        size, against that step's working set, made non-decreasing (Python run between kernels never runs
+        faster for more data between them: a dip is the noise of a difference of two times, largest where the
+        step is longest; numpy, float32: a run's cost came out at 465 us at B=64 and 56 at B=256, where a step
+        took 10 ms)."""
+        points = sorted((working_set(step_calls(net, b, self.itemsize), self.cal.backend, self.itemsize), s)
+                        for b, s in by_batch.items())
+        return [(ws, float(s)) for (ws, _), s in zip(points, np.maximum.accumulate([s for _, s in points]))]
+
+    @staticmethod
+    def _at_working_set(points, working_set_bytes: float) -> float:
+        """``_against_working_set``'s points interpolated in log working set (the nearest one outside them)."""
+        sizes, seconds = zip(*points)
+        return float(np.interp(math.log(max(working_set_bytes, 1.0)), np.log(sizes), seconds))
 
     def layer_seconds(self, working_set_bytes: float) -> float:
         """A run of layers' cost outside kernel calls in a step whose working set is ``working_set_bytes``: the
         synthetic CNN's, interpolated in log working set between its batch sizes (the nearest one outside)."""
-        sizes, seconds = zip(*self.overheads["layer"])
-        return float(np.interp(math.log(max(working_set_bytes, 1.0)), np.log(sizes), seconds))
+        return self._at_working_set(self.overheads["layer"], working_set_bytes)
+
+    def call_growth(self, working_set_bytes: float) -> float:
+        """What each kernel call of a step whose working set is ``working_set_bytes`` pays beyond its cost in the
+        synthetic CNN's step at OUTSIDE_BATCH: its wrapper's code and objects evicted by the data the step
+        passed over since the call last ran (numba, float32: the loss's forward took 21-24 us in lenet5's step at
+        B=16, 55-70 at B=256; mlp's four updates, the same parameters at both, 79 and 161 us)."""
+        return self._at_working_set(self.overheads["call_growth"], working_set_bytes)
 
     def _call_costs(self, net, measured: list) -> dict:
         """{(kernel, again): seconds}: what a call of each kernel took in the step of the synthetic CNN ``net``
@@ -231,9 +256,10 @@ class CostModel:
         set ``ws`` (``again``: the same kernel ran earlier in the step); without ``with_call_terms``, their terms but
         the call's own cost (what ``_call_costs`` derives)."""
         deep, far = self.cal.deep_fraction(ws), self.cal.deep_fraction(ws, far=True)
+        growth = self.call_growth(ws)
         for (layer, call), again in zip(calls.calls, _again(calls)):
             terms = plans.plan(self.cal.backend, call, self.cal.threads)
-            yield layer, call, again, [self._price(t, deep, far, again) for t in terms
+            yield layer, call, again, [self._price(t, deep, far, again, growth) for t in terms
                                        if with_call_terms or t.kind != "call"]
 
     def _warm_floor(self, kernel: str) -> float:
@@ -245,7 +271,8 @@ class CostModel:
         return self.cal.curve_seconds(kernel, 1, calibration.WIDTHS[0] if kernel in plans.wide(self.cal.backend)
                                       else None)
 
-    def _price(self, term: Term, deep: float = 0.0, far: float = 0.0, again: bool = False) -> PricedTerm:
+    def _price(self, term: Term, deep: float = 0.0, far: float = 0.0, again: bool = False,
+               growth: float = 0.0) -> PricedTerm:
         if term.kind == "gemm":
             m, n, k = term.size
             s = self.cal.gemm_seconds(term.what, m, n, k)
@@ -275,6 +302,9 @@ class CostModel:
             reason = (f"in a step, beyond its terms ({'a later' if measured[1] else 'the first'} call of the "
                       "kernel in the synthetic CNN's step)" if measured in calls
                       else "no call cost: the synthetic CNN's step does not call this kernel")
+            if growth > 0:
+                s += growth
+                reason += f"; +{1e6 * growth:.1f} us for the data its step passed over since it last ran"
         elif term.kind == "split":
             s = self.cal.data["split_seconds"]
             reason = f"hand-off of a block to each of {term.size[0] - 1} worker thread(s)"

@@ -264,6 +264,10 @@ def test_a_real_calibration_prices_every_term_of_every_reference_model(tiny_cali
     cnn = predict.step_calls(calibration.synthetic_cnn("float32"), calibration.OUTSIDE_BATCH, 4)
     assert [name for name, _ in tiny["cnn_calls"]] == [call.kernel for _, call in cnn.calls]
     assert all(seconds > 0 for _, seconds in tiny["cnn_calls"])
+    updates = dict(tiny["update_calls"])  # the mean update call at each batch size
+    assert list(updates) == list(calibration.OUTSIDE_BATCHES) and all(s > 0 for s in updates.values())
+    first = [s for name, s in tiny["cnn_calls"] if name == "sgd_update"]
+    assert updates[calibration.OUTSIDE_BATCH] == pytest.approx(sum(first) / len(first))
     steps = dict(tiny["cnn_step"])  # the machine's reference: the synthetic CNN's plain step
     assert list(steps) == list(calibration.REFERENCE_BATCHES) and 0 < steps[4] < steps[64]
     for name in models.MODELS:

@@ -45,7 +45,8 @@ def synthetic(backend_name="numpy", itemsize=4) -> calibration.Calibration:
     # than its other terms
     cal.data["tiny"] = {"outside_step": STEP + 3 * LAYER,
                         "outside_cnn": [[b, STEP + 9 * LAYER] for b in calibration.OUTSIDE_BATCHES],
-                        "cnn_calls": cnn_calls(backend_name, itemsize, lambda kernel, again: CALL)}
+                        "cnn_calls": cnn_calls(backend_name, itemsize, lambda kernel, again: CALL),
+                        "update_calls": [[b, CALL] for b in calibration.OUTSIDE_BATCHES]}
     return cal
 
 
@@ -103,6 +104,33 @@ def test_a_runs_cost_follows_the_steps_working_set_through_the_synthetic_cnns_ba
     cal.data["tiny"]["outside_cnn"] = [[first, STEP + 9 * 2 * LAYER], [last, STEP + 9 * LAYER]]
     dipped = predict.CostModel(cal, 4)
     assert dipped.layer_seconds(lo) > 0 and dipped.layer_seconds(2 * hi) == pytest.approx(dipped.layer_seconds(lo))
+
+
+def test_a_calls_cost_grows_with_the_steps_working_set_as_the_synthetic_cnns_updates_did():
+    """The synthetic CNN's update calls planted at CALL at OUTSIDE_BATCH and CALL + 4 us at its largest batch size:
+    every call of a step pays the growth at the step's working set (linear in log working set between the two,
+    the end's beyond either), none at or below OUTSIDE_BATCH's, and a dip is noise."""
+    cal = synthetic()
+    first, last = calibration.OUTSIDE_BATCH, calibration.OUTSIDE_BATCHES[-1]
+    cal.data["tiny"]["update_calls"] = [[first, CALL], [last, CALL + 4e-6]]
+    model = predict.CostModel(cal, 4)
+
+    def ws(net, b):
+        return predict.working_set(predict.step_calls(net, b, 4), "numpy", 4)
+    lo, hi = ws(calibration.synthetic_cnn("float32"), first), ws(calibration.synthetic_cnn("float32"), last)
+    assert model.call_growth(lo / 2) == 0.0 and model.call_growth(lo) == 0.0
+    assert model.call_growth((lo * hi) ** 0.5) == pytest.approx(2e-6)
+    assert model.call_growth(2 * hi) == pytest.approx(4e-6)
+    lenet5 = models.get_model("lenet5")
+    for b in (1, 64, 512):
+        growth = model.call_growth(ws(lenet5, b))
+        calls = [t for k in model.predict(lenet5, b, 600).kernels for t in k.terms if t.term.kind == "call"]
+        assert len(calls) == len(predict.step_calls(lenet5, b, 4).calls)
+        assert all(t.seconds == pytest.approx(CALL + growth) for t in calls)
+        assert ("+" in calls[0].reason) == (growth > 0)
+    assert model.call_growth(ws(lenet5, 512)) > model.call_growth(ws(lenet5, 1))
+    cal.data["tiny"]["update_calls"] = [[first, CALL + 4e-6], [last, CALL]]  # slower at B=4 than at the largest
+    assert predict.CostModel(cal, 4).call_growth(2 * hi) == 0.0
 
 
 def test_a_calls_cost_in_a_step_is_its_first_or_later_one_and_none_for_a_kernel_the_cnn_never_calls():
