@@ -200,12 +200,12 @@ class CostModel:
         # a run's cost against the step's working set: the synthetic CNN's outside time at each batch size
         self.overheads["layer"] = self._against_working_set(
             net, {b: max(0.0, (seconds - self.overheads["step"]) / cnn) for b, seconds in outside.items()})
-        self.overheads["calls"] = self._call_costs(net, tiny["cnn_calls"])
         # what a call pays beyond its cost in the synthetic CNN's step at OUTSIDE_BATCH for the data its step
         # passed over: the growth of that step's update calls, whose work is the same at every batch size
         updates = dict(tiny["update_calls"])
         self.overheads["call_growth"] = self._against_working_set(
             net, {b: max(0.0, seconds - updates[calibration.OUTSIDE_BATCH]) for b, seconds in updates.items()})
+        self.overheads["calls"] = self._call_costs(net, tiny["cnn_calls"])
 
     def _against_working_set(self, net, by_batch: dict) -> list[tuple[float, float]]:
         """[(working set, seconds), ...]: a fixed cost measured in the synthetic CNN ``net``'s step at each batch
