@@ -1,6 +1,7 @@
 """The explain pipeline end to end on synthetic data with tiny budgets: every output exists and parses."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -14,7 +15,9 @@ def explained(tmp_path_factory):
     out = tmp_path_factory.mktemp("explain")
     cmd = [sys.executable, "-m", "minigrad.profile", "explain", "--quick", "--dataset", "synthetic",
            "--batch-sizes", "1,2,4,8", "--backend", "numpy", "--out", str(out)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    # its calibration and ceilings cached beside its outputs, not in the user's data directory
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "MINIGRAD_DATA": str(out / "data")})
     assert proc.returncode == 0, proc.stderr
     return out, proc
 
@@ -81,7 +84,7 @@ def test_the_held_out_predictions_come_from_the_calibration_alone(explained):
 
     out, _ = explained
     r = json.loads((out / "explain.json").read_text())
-    cal = calibration.load("numpy", "float32", r["threads"], quick=True)
+    cal = calibration.load("numpy", "float32", r["threads"], quick=True, cache_dir=out / "data")
     assert cal.data["measured_at"] == r["first_principles"]["calibrated_at"]
     preds = predict.predict("lenet5", [1, 2, 4, 8], "numpy", "float32", r["threads"], r["n_epoch"], cal)
     assert [p.step_seconds for p in preds] == pytest.approx([h["predicted_step_seconds"] for h in r["holdout"]])

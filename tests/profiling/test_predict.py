@@ -1,6 +1,7 @@
 """The cost model on a synthetic calibration with known answers, and without running the model it predicts."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -384,7 +385,8 @@ def test_machine_speed_is_the_reference_step_then_over_its_calibrated_time():
 def test_the_cli_predicts_measures_and_writes_json(tmp_path):
     cmd = [sys.executable, "-m", "minigrad.profile", "predict", "--quick", "--backend", "numpy", "--model", "mlp",
            "--batch-sizes", "1-4", "--dataset", "synthetic", "--measure", "--kernels-at", "4", "--out", str(tmp_path)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600,  # its calibration cached in tmp_path
+                          env={**os.environ, "MINIGRAD_DATA": str(tmp_path / "data")})
     assert proc.returncode == 0, proc.stderr
     assert "measured" in proc.stdout and "by kernel" in proc.stdout and "B=4: predicted step" in proc.stdout
     assert (tmp_path / "predict.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
