@@ -32,9 +32,9 @@ kernels' inputs and the synthetic steps' images made from the training images: `
   16 logits took 16 us cold and 73 us deep) is the kernel's code and the interpreter's state, which a step
   keeps warm: only the penalty beyond it is priced (``Calibration.curve_seconds``);
 * ``widths``: each pass and kernel that runs along short rows (``plans.wide``) at one size for every row width
-  from 2 to 32 and a few to 128: its cost per element jumps with how a row splits into SIMD vectors (at float32 on this
-  machine, im2col's rate went 0.97, 1.66, 1.54, 2.12 and 1.84 G elements/s at widths 6, 8, 12, 24 and 30),
-  which interpolating between the two widths of its size curves cannot follow;
+  from 2 to 32 and a few to 128, in two passes: its cost per element jumps with how a row splits into SIMD
+  vectors (at float32 on this machine, im2col's rate went 0.97, 1.66, 1.54, 2.12 and 1.84 G elements/s at
+  widths 6, 8, 12, 24 and 30), which interpolating between the two widths of its size curves cannot follow;
 * ``l1_conflict``: the level-1 data cache's sets, ways and line (from the OS), and what a transposing copy pays
   per element where its strided runs overflow the sets their addresses fall into (``l1_conflicts``; at float32
   here, NumPy's copy took 0.42-0.54 ns per element in 10 geometries that fit and 1.10-1.48 in 7 that overflow);
@@ -72,7 +72,7 @@ import numpy as np
 
 from . import plans
 
-VERSION = 41  # of what a calibration holds and of the kernels it timed: another version is measured again
+VERSION = 42  # of what a calibration holds and of the kernels it timed: another version is measured again
 GEMM_DIMS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 65536, 262144)
 QUICK_GEMM_DIMS = (1, 16, 256, 4096, 65536)   # ``quick``: a rough calibration in seconds
 GEMM_LAYOUTS = ("nn", "nt", "tn", "tt")
@@ -693,16 +693,27 @@ def deep_sizes(sizes) -> list[int]:
 def measure_widths(backend: str, dtype: str, widths=PROFILE_WIDTHS, elements: int = PROFILE_ELEMENTS,
                    budget: float = 0.02) -> dict:
     """{name: [[width, seconds per element], ...]} for each pass and kernel along short rows (plans.wide), at
-    about ``elements`` elements, timed as its size curves are (passes hot, kernels cold)."""
+    about ``elements`` elements, timed as its size curves are (passes hot, kernels cold), in two passes
+    (``timed_in_passes``). Timed in one pass, a profile's noise went straight into a price: a width beyond
+    WIDTHS is priced by the profile's time there over its time at the last of WIDTHS, and three numba float32
+    calibrations put Winograd's input transform at width 32 at 0.68, 0.44 and 1.28 of its time at width 30,
+    pricing convnet's at B=256 at 6.5 ms in one and 23.6 in the next."""
     from minigrad import backend as be
 
+    def cases(width: int, kernels: bool) -> dict:
+        return _kernel_cases(be.k, dtype, width) if kernels else _pass_cases(backend, dtype, width)
+
+    cells = [(width, name, kernels) for width in widths for kernels in (False, True)
+             for name in cases(width, kernels) if name in plans.wide(backend)]
+
+    def time_cell(cell):
+        width, name, kernels = cell
+        fn, n, inputs = cases(width, kernels)[name](elements)
+        return _seconds(fn, inputs, budget, cold=kernels) / n
+
     out: dict = {}
-    for width in widths:
-        for cases, kernels in ((_pass_cases(backend, dtype, width), False), (_kernel_cases(be.k, dtype, width), True)):
-            for name, make in cases.items():
-                if name in plans.wide(backend):
-                    fn, n, inputs = make(elements)
-                    out.setdefault(name, []).append([width, _seconds(fn, inputs, budget, cold=kernels) / n])
+    for (width, name, _), seconds in zip(cells, timed_in_passes(cells, time_cell, what="row widths")):
+        out.setdefault(name, []).append([width, seconds])
     return out
 
 
