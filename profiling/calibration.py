@@ -696,7 +696,7 @@ def measure_widths(backend: str, dtype: str, widths=PROFILE_WIDTHS, elements: in
     about ``elements`` elements, timed as its size curves are (passes hot, kernels cold), in two passes
     (``timed_in_passes``). Timed in one pass, a profile's noise went straight into a price: a width beyond
     WIDTHS is priced by the profile's time there over its time at the last of WIDTHS, and three numba float32
-    calibrations put Winograd's input transform at width 32 at 0.68, 0.44 and 1.28 of its time at width 30,
+    calibrations put Winograd's input transform at width 32 at 0.66, 0.43 and 1.29 of its time at width 30,
     pricing convnet's at B=256 at 6.5 ms in one and 23.6 in the next."""
     from minigrad import backend as be
 
