@@ -561,11 +561,13 @@ def activation_planes(images: np.ndarray, rows: int, channels: int, side: int, d
     * convnet's (64, 64, 24, 24): 1.28, 2.01, 1.28 and 1.14 ns.
 
     Its backward: 0.99-1.08, 2.63-2.66 and 0.99-1.03 ns on the real input and both planes, 1.24-2.88 shuffled.
-    NumPy's pooling (whole-array passes) moved by no more than its noise (15% between two runs) across them.
+    NumPy's pooling (whole-array passes) moved by no more than its noise (up to 30% between two runs of the
+    same input) across them.
 
     A branch predictor also learns a short input called again and again: on one set of planes 24 wide (the
-    planes before), 0.66 ns per element on 64,512 elements and 1.62 on a million. A step never pools the same images twice, so the
-    calibration's calls take turns over inputs made from different images (``_kernel_cases``)."""
+    planes before), 0.66 ns per element on 64,512 elements and 1.62 on a million. A step never pools the same
+    images twice, so the calibration's calls take turns over inputs made from different images
+    (``_kernel_cases``)."""
     x = images[np.arange(rows) % len(images)].astype(dtype) / 255
     size = x.shape[-1]
     while size // 2 >= side:
