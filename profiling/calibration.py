@@ -72,7 +72,7 @@ import numpy as np
 
 from . import plans
 
-VERSION = 42  # of what a calibration holds and of the kernels it timed: another version is measured again
+VERSION = 43  # of what a calibration holds and of the kernels it timed: another version is measured again
 GEMM_DIMS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 65536, 262144)
 QUICK_GEMM_DIMS = (1, 16, 256, 4096, 65536)   # ``quick``: a rough calibration in seconds
 GEMM_LAYOUTS = ("nn", "nt", "tn", "tt")
@@ -756,12 +756,12 @@ def _reach(sizes, times) -> list[list[float]]:
 # -- fixed overheads: raw times, turned into per-call, per-layer and per-step costs by the model
 
 
-def _tiny(dtype: str, reference_before: list) -> dict:
+def _tiny(dtype: str, reference_before: list, batches) -> dict:
     """The step-level raw times the model turns into fixed costs (``predict.CostModel``): the loop's time
-    outside kernel calls on ``step_model`` at OUTSIDE_BATCH and on ``synthetic_cnn`` at each of OUTSIDE_BATCHES
+    outside kernel calls on ``step_model`` at OUTSIDE_BATCH and on ``synthetic_cnn`` at each of ``batches``
     (``outside_cnn``: [[batch size, seconds], ...]), each kernel call of the synthetic CNN's step at
     OUTSIDE_BATCH as the step meets it (``cnn_calls``, in the step's order), the mean of its optimizer updates'
-    calls at each of OUTSIDE_BATCHES (``update_calls``: their parameters, and so their work, are the same at
+    calls at each of ``batches`` (``update_calls``: their parameters, and so their work, are the same at
     every batch size; what they gain is what a kernel call pays for the data the step passed over since it
     last ran, its wrapper's code and objects evicted), and the synthetic CNN's plain step
     at each of REFERENCE_BATCHES (``cnn_step``: how fast the machine ran, ``reference``: the faster of its time
@@ -776,14 +776,14 @@ def _tiny(dtype: str, reference_before: list) -> dict:
         if batch_size == 0:
             return _in_step(step_model(dtype), dtype, r, OUTSIDE_BATCH)
         return _in_step(synthetic_cnn(dtype), dtype, r, batch_size, steps=max(400, 6400 // batch_size))
-    cells = [0, *OUTSIDE_BATCHES]
+    cells = [0, *batches]
     step, *runs = timed_in_passes(cells, run, what="fixed overheads",
                                   seconds=lambda result: sum(t for _, t in result["calls"]))
-    cnn = dict(zip(OUTSIDE_BATCHES, runs))
-    return {"outside_step": step["outside"], "outside_cnn": [[b, cnn[b]["outside"]] for b in OUTSIDE_BATCHES],
+    cnn = dict(zip(batches, runs))
+    return {"outside_step": step["outside"], "outside_cnn": [[b, cnn[b]["outside"]] for b in batches],
             "cnn_calls": cnn[OUTSIDE_BATCH]["calls"],
             "update_calls": [[b, float(np.mean([t for name, t in cnn[b]["calls"] if name == "sgd_update"]))]
-                             for b in OUTSIDE_BATCHES],
+                             for b in batches],
             "cnn_step": [[b, min(before, reference(dtype, b))]
                          for b, before in zip(REFERENCE_BATCHES, reference_before)]}
 
@@ -791,8 +791,13 @@ def _tiny(dtype: str, reference_before: list) -> dict:
 #: The batch size at which the small model's loop and the synthetic CNN's calls are measured.
 OUTSIDE_BATCH = 4
 #: The synthetic CNN's batch sizes for the time outside kernel calls: Python run between kernels slows as the
-#: kernels' data grows (its objects evicted), so a layer's cost is measured against the step's working set.
-OUTSIDE_BATCHES = (4, 16, 64, 256)
+#: kernels' data grows (its objects evicted), so a layer's cost is measured against the step's working set. Its
+#: working sets at these: 0.5 to 124 MiB on numpy, 0.1 to 30 MiB on numba (float32), as far as lenet5's and
+#: convnet's reach at B <= 256 and B <= 32 on numpy, B <= 512 and B <= 16 on numba; beyond, the model takes the
+#: last one's costs. ``quick``: QUICK_OUTSIDE_BATCHES, the largest left out (a numpy step of
+#: the synthetic CNN at B=1024 takes about 150 ms here, and each of the two passes runs 400 of them).
+OUTSIDE_BATCHES = (4, 16, 64, 256, 1024)
+QUICK_OUTSIDE_BATCHES = (4, 16, 64, 256)
 
 
 def _steps(model, dtype: str, r, batch_size: int):
@@ -940,7 +945,7 @@ def measure(backend: str, dtype: str = "float32", threads: int = 1, quick: bool 
             result["small_path_jumps"] = measure_small_path_jumps(dtype, backend)
             result["edges"] = {} if quick else measure_edges(dtype, backend, progress=say)
             result["far"] = {} if quick else measure_far(dtype, backend)
-        result["tiny"] = _tiny(dtype, reference_before)
+        result["tiny"] = _tiny(dtype, reference_before, QUICK_OUTSIDE_BATCHES if quick else OUTSIDE_BATCHES)
         say("fixed overheads")
     return result
 

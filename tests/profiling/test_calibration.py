@@ -259,13 +259,13 @@ def test_a_real_calibration_prices_every_term_of_every_reference_model(tiny_cali
         assert all(seconds > 0 for _, seconds in curve)
     tiny = cal.data["tiny"]  # the loop's time outside kernels grows with the synthetic CNN's six more runs
     outside = dict(tiny["outside_cnn"])
-    assert list(outside) == list(calibration.OUTSIDE_BATCHES) and backend.kernel_hook() is None
+    assert list(outside) == list(calibration.QUICK_OUTSIDE_BATCHES) and backend.kernel_hook() is None
     assert 0 < tiny["outside_step"] < outside[calibration.OUTSIDE_BATCH]
     cnn = predict.step_calls(calibration.synthetic_cnn("float32"), calibration.OUTSIDE_BATCH, 4)
     assert [name for name, _ in tiny["cnn_calls"]] == [call.kernel for _, call in cnn.calls]
     assert all(seconds > 0 for _, seconds in tiny["cnn_calls"])
     updates = dict(tiny["update_calls"])  # the mean update call at each batch size
-    assert list(updates) == list(calibration.OUTSIDE_BATCHES) and all(s > 0 for s in updates.values())
+    assert list(updates) == list(calibration.QUICK_OUTSIDE_BATCHES) and all(s > 0 for s in updates.values())
     first = [s for name, s in tiny["cnn_calls"] if name == "sgd_update"]
     assert updates[calibration.OUTSIDE_BATCH] == pytest.approx(sum(first) / len(first))
     steps = dict(tiny["cnn_step"])  # the machine's reference: the synthetic CNN's plain step
