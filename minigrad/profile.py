@@ -229,7 +229,10 @@ def _predict(args, out: Path) -> int:
         measured = predict.with_machine_speed(measured, cal)
         traced = {b: m.get("by_kernel") for b, m in measured.items()}
     print(f"{args.model} on {name}, {args.dtype}, {args.threads} thread(s); calibration of "
-          f"{cal.data['measured_at']} ({cal.data['cpu']}); epoch = {n_samples:,} samples / B steps\n")
+          f"{cal.data['measured_at']} ({cal.data['cpu']}); epoch = {n_samples:,} samples / B steps")
+    if cal.pass_disagreement():
+        print(f"calibration: {cal.pass_disagreement()}")
+    print()
     print(predict.format_table(preds, measured))
     if args.measure:
         print("\nspread: the row's slowest round over its fastest; machine: the synthetic CNN's step timed right "
@@ -239,7 +242,8 @@ def _predict(args, out: Path) -> int:
             print("\n" + predict.format_kernels(p, traced.get(p.batch_size)))
     (out / "predict.json").write_text(json.dumps(
         {"model": args.model, "backend": name, "dtype": args.dtype, "threads": args.threads,
-         "calibrated_at": cal.data["measured_at"], "predicted": [p.to_dict() for p in preds],
+         "calibrated_at": cal.data["measured_at"], "pass_disagreement": cal.data.get("pass_disagreement", {}),
+         "predicted": [p.to_dict() for p in preds],
          "measured": [measured[b] for b in sizes if b in measured]}, indent=2))
     predict.plot(preds, measured, out / "predict.png", f"{args.model} on {name}, {args.dtype}")
     print(f"\npredict.json and predict.png in {out}")

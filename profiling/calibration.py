@@ -52,7 +52,10 @@ kernels' inputs and the synthetic steps' images made from the training images: `
   optimizer entries, as a step between real kernels runs them, against the step's working set), and each
   kernel call of the synthetic CNN's step as the step meets it (what a call costs beyond its priced terms
   depends on whether its wrapper is still warm: ``_in_step``) and its update calls at each batch size (what a
-  call pays for the step's data), each in two passes, the faster kept.
+  call pays for the step's data), each in two passes, the faster kept;
+* ``pass_disagreement``: how far the two timings of each curve point and GEMM cell came out apart (the median
+  and 90th percentile of the slower over the faster, less 1: ``disagreement_summary``), the calibration's own
+  noise, which ``profile predict`` prints (on this machine a median of 15-17% and a 90th percentile of 64-74%).
 
 ``Calibration`` answers the model's lookups: log-log interpolation between measured sizes, the per-element
 cost of the largest size beyond it, the smallest size's time below it.
@@ -72,7 +75,7 @@ import numpy as np
 
 from . import plans
 
-VERSION = 43  # of what a calibration holds and of the kernels it timed: another version is measured again
+VERSION = 44  # of what a calibration holds and of the kernels it timed: another version is measured again
 GEMM_DIMS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 65536, 262144)
 QUICK_GEMM_DIMS = (1, 16, 256, 4096, 65536)   # ``quick``: a rough calibration in seconds
 GEMM_LAYOUTS = ("nn", "nt", "tn", "tt")
@@ -175,10 +178,12 @@ def _numba_product(layout, a, b):
 PRODUCTS = {"numpy": _numpy_product, "numba": _numba_product}
 
 
-def timed_in_passes(cells: list, time_cell, progress=None, what: str = "gemm", seconds=None) -> list:
+def timed_in_passes(cells: list, time_cell, progress=None, what: str = "gemm", seconds=None,
+                    disagreement: list | None = None) -> list:
     """Seconds of each cell: ``time_cell(cell)`` in a pass over all cells, then again in a second pass in the
     reverse order (so that a cell's two timings are as far apart in time as the passes allow), the faster of the
     two (``seconds``: how long a timing that is not a number of seconds took, to tell the faster one).
+    ``disagreement``: a list that gets each cell's slower timing over its faster one, less 1.
 
     On this class of machine one burst of calls can land in a slow second (the same product's median over a
     20 ms burst moved by up to 39% between rounds a few seconds apart; a Python loop took 7-8 or 12-13 ms from
@@ -191,13 +196,31 @@ def timed_in_passes(cells: list, time_cell, progress=None, what: str = "gemm", s
     second = [time_cell(c) for c in reversed(cells)][::-1]
     if progress:
         progress(f"{what}, second pass")
-    return [min(t1, t2, key=seconds) for t1, t2 in zip(first, second)]
+    seconds = seconds or float
+    kept = []
+    for pair in zip(first, second):
+        fast, slow = sorted(pair, key=seconds)
+        if disagreement is not None and seconds(fast) > 0:
+            disagreement.append(seconds(slow) / seconds(fast) - 1)
+        kept.append(fast)
+    return kept
 
 
-def measure_gemm(dtype: str, dims=GEMM_DIMS, layouts=GEMM_LAYOUTS, progress=None, backend="numpy") -> dict:
+def disagreement_summary(disagreement: list) -> dict:
+    """How far apart the two passes of ``timed_in_passes`` came out: the cells, and the median and 90th
+    percentile of their disagreement (the slower over the faster, less 1)."""
+    if not disagreement:
+        return {"cells": 0, "median": 0.0, "p90": 0.0}
+    return {"cells": len(disagreement), "median": float(np.median(disagreement)),
+            "p90": float(np.percentile(disagreement, 90))}
+
+
+def measure_gemm(dtype: str, dims=GEMM_DIMS, layouts=GEMM_LAYOUTS, progress=None, backend="numpy",
+                 disagreement: list | None = None) -> dict:
     """{layout: seconds as a nested list [i_m][i_n][i_k] over ``dims``}: measured where the product fits (in
-    passes: ``timed_in_passes``), else the time of the largest fitting product along the largest dimension
-    scaled by the work. The products are the ``backend``'s own (PRODUCTS)."""
+    passes: ``timed_in_passes``, each cell's disagreement added to ``disagreement``), else the time of the largest
+    fitting product along the largest dimension scaled by the work. The products are the ``backend``'s own
+    (PRODUCTS)."""
     product = PRODUCTS[backend]
     rng = np.random.default_rng(0)
     d = len(dims)
@@ -210,7 +233,8 @@ def measure_gemm(dtype: str, dims=GEMM_DIMS, layouts=GEMM_LAYOUTS, progress=None
         return _seconds(product(layout, a, b), budget=0.01, most=8, cold=False)
 
     grids = {layout: np.full((d, d, d), np.nan) for layout in layouts}
-    for (layout, i, j, l), seconds in zip(cells, timed_in_passes(cells, time_cell, progress=progress)):
+    for (layout, i, j, l), seconds in zip(cells, timed_in_passes(cells, time_cell, progress=progress,
+                                                                 disagreement=disagreement)):
         grids[layout][i, j, l] = seconds
     out = {}
     for layout, grid in grids.items():
@@ -654,10 +678,11 @@ def _kernel_cases(ops, dtype: str, side: int = 16):
 
 
 def measure_curves(backend: str, dtype: str, say=lambda text: None, sizes=CURVE_SIZES, budget: float = 0.05,
-                   deep: bool = True) -> dict:
+                   deep: bool = True, disagreement: list | None = None) -> dict:
     """Every pass and whole kernel of ``backend``: ``name`` for those whose cost per element is one number,
     ``name@w`` for each width w of WIDTHS for those that run along short rows (plans.wide); with ``deep``,
-    each whole kernel's ``~deep`` curve too. Every point in two passes (``timed_in_passes``)."""
+    each whole kernel's ``~deep`` curve too. Every point in two passes (``timed_in_passes``, each point's
+    disagreement added to ``disagreement``)."""
     from minigrad import backend as be
 
     curves = []  # (key, make, sizes, budget, cold, evict, most)
@@ -680,7 +705,7 @@ def measure_curves(backend: str, dtype: str, say=lambda text: None, sizes=CURVE_
         return _seconds(fn, inputs, budget_, most, cold, evict)
 
     out: dict = {}
-    for cell, seconds in zip(cells, timed_in_passes(cells, time_cell, say, "curves")):
+    for cell, seconds in zip(cells, timed_in_passes(cells, time_cell, say, "curves", disagreement=disagreement)):
         points = out.setdefault(curves[cell[0]][0], [])
         if not points or elements[cell] > points[-1][0]:  # a size that rounds to the last one's elements: once
             points.append([int(elements[cell]), seconds])
@@ -928,7 +953,9 @@ def measure(backend: str, dtype: str = "float32", threads: int = 1, quick: bool 
                   "backend": backend, "dtype": dtype, "threads": threads, "quick": quick, "gemm_dims": list(dims),
                   "images": training_images()[0]}
         reference_before = [reference(dtype, b) for b in REFERENCE_BATCHES]
-        result["curves"] = measure_curves(backend, dtype, say, sizes, 0.005 if quick else 0.05, deep=not quick)
+        passes: dict = {"curves": [], "gemm": []}
+        result["curves"] = measure_curves(backend, dtype, say, sizes, 0.005 if quick else 0.05, deep=not quick,
+                                          disagreement=passes["curves"])
         result["widths"] = {} if quick else measure_widths(backend, dtype)
         say("row widths")
         result["reach"] = [] if quick else measure_reach(dtype)  # quick: every kernel priced as cache finds it
@@ -941,11 +968,12 @@ def measure(backend: str, dtype: str = "float32", threads: int = 1, quick: bool 
             guard = OneBlasThread()
             result["split_seconds"] = _seconds(lambda: handoff(threads)) if threads > 1 else 0.0
         with guard:
-            result["gemm"] = measure_gemm(dtype, dims, progress=say, backend=backend)
+            result["gemm"] = measure_gemm(dtype, dims, progress=say, backend=backend, disagreement=passes["gemm"])
             result["small_path_jumps"] = measure_small_path_jumps(dtype, backend)
             result["edges"] = {} if quick else measure_edges(dtype, backend, progress=say)
             result["far"] = {} if quick else measure_far(dtype, backend)
         result["tiny"] = _tiny(dtype, reference_before, QUICK_OUTSIDE_BATCHES if quick else OUTSIDE_BATCHES)
+        result["pass_disagreement"] = {name: disagreement_summary(d) for name, d in passes.items()}
         say("fixed overheads")
     return result
 
@@ -1041,6 +1069,15 @@ class Calibration:
     @property
     def threads(self) -> int:
         return int(self.data["threads"])
+
+    def pass_disagreement(self) -> str:
+        """How far apart the two passes over its GEMMs and curves came out (``disagreement_summary``), in words:
+        no prediction from this calibration is surer than that ('' where it was not recorded)."""
+        labels = {"gemm": "GEMMs", "curves": "curves"}
+        parts = [f"its {labels.get(name, name)} by a median of {100 * d['median']:.0f}% (90th percentile "
+                 f"{100 * d['p90']:.0f}%, {d['cells']:,} cells)"
+                 for name, d in self.data.get("pass_disagreement", {}).items() if d["cells"]]
+        return ("the two timings of each cell differed: " + ", ".join(parts)) if parts else ""
 
     def splits_paths(self, layout: str) -> bool:
         """Whether this machine's BLAS showed the small-matrix path's jump for ``layout`` (``small_path``)."""

@@ -257,6 +257,11 @@ def test_a_real_calibration_prices_every_term_of_every_reference_model(tiny_cali
     assert set(jumps) == set(calibration.SMALL_GEMM_PAIRS) and all(r > 0 for r in jumps.values())
     for curve in cal.data["curves"].values():
         assert all(seconds > 0 for _, seconds in curve)
+    apart = cal.data["pass_disagreement"]  # how far the two passes over its curves and GEMMs came out apart
+    assert set(apart) == {"curves", "gemm"} and all(d["cells"] > 0 and d["p90"] >= d["median"] >= 0
+                                                   for d in apart.values())
+    words = cal.pass_disagreement()
+    assert f"its curves by a median of {100 * apart['curves']['median']:.0f}%" in words and "its GEMMs" in words
     tiny = cal.data["tiny"]  # the loop's time outside kernels grows with the synthetic CNN's six more runs
     outside = dict(tiny["outside_cnn"])
     assert list(outside) == list(calibration.QUICK_OUTSIDE_BATCHES) and backend.kernel_hook() is None
@@ -307,9 +312,15 @@ def test_cells_are_timed_in_two_passes_and_keep_the_faster():
         calls.append(cell)
         return script[cell][sum(c == cell for c in calls) - 1]
 
-    got = calibration.timed_in_passes(["a", "b", "c"], time_cell, said.append, "curves")
+    apart: list = []
+    got = calibration.timed_in_passes(["a", "b", "c"], time_cell, said.append, "curves", disagreement=apart)
     assert calls == ["a", "b", "c", "c", "b", "a"]
     assert got == [1.0, 1.1, 2.0] and said == ["curves, first pass", "curves, second pass"]
+    assert apart == pytest.approx([0.04, 1.5 / 1.1 - 1, 1.5])  # each cell's slower timing over its faster, less 1
+    summary = calibration.disagreement_summary(apart)
+    assert summary["cells"] == 3 and summary["median"] == pytest.approx(1.5 / 1.1 - 1)
+    assert summary["p90"] == pytest.approx(np.percentile(apart, 90)) and 1.5 / 1.1 - 1 < summary["p90"] < 1.5
+    assert calibration.disagreement_summary([]) == {"cells": 0, "median": 0.0, "p90": 0.0}
     # a timing that is more than a number (the fixed overheads' runs) is kept whole, the faster by ``seconds``
     runs = {"a": [{"calls": 2.0, "outside": 1.0}, {"calls": 3.0, "outside": 0.5}],
             "b": [{"calls": 4.0, "outside": 1.0}, {"calls": 3.0, "outside": 2.0}]}

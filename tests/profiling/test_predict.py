@@ -398,3 +398,5 @@ def test_the_cli_predicts_measures_and_writes_json(tmp_path):
         assert set(m["machine_speed"]) == {str(b) for b in calibration.REFERENCE_BATCHES}
         assert all(ratio > 0 for ratio in m["machine_speed"].values()) and len(m["round_reference"]) == 2
     assert "spread" in proc.stdout and "machine" in proc.stdout
+    apart = out["pass_disagreement"]  # the calibration's noise, printed under the header and kept in the JSON
+    assert set(apart) == {"curves", "gemm"} and "calibration: the two timings of each cell differed" in proc.stdout
