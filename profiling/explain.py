@@ -191,7 +191,7 @@ def explain(model_name: str = "lenet5", batch_sizes=DEFAULT_BATCH_SIZES, dataset
     for r in rows:
         r["epoch_seconds"] = n_epoch / r["batch_size"] * r["step_seconds"]
         r["predicted_epoch_seconds"] = fit.predict_epoch_seconds(r["batch_size"])
-    first_principles = predict.explanation(preds, rows, fall, cal.data["measured_at"]) if preds else None
+    first_principles = predict.explanation(preds, rows, fall, cal) if preds else None
     # held out: every batch size against the cost model where there is one, else the fit on every other size
     holdout = first_principles["rows"] if first_principles else (holdout_check(rows, n_epoch) if len(rows) >= 4 else [])
     stage("step sweep")

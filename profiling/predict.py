@@ -552,10 +552,12 @@ def why(preds: list[StepPrediction], top: int = 4) -> list[dict]:
     return rows[:top]
 
 
-def explanation(preds: list[StepPrediction], rows: list[dict], fall: float, calibrated_at: str) -> dict:
-    """The cost model's part of the explain report: its rows against the sweep, its plateau, the floor's why."""
-    return {"calibrated_at": calibrated_at, "rows": compare(preds, rows), "plateau_batch": plateau_batch(preds, fall),
-            "why": why(preds), "predicted": [p.to_dict() for p in preds]}
+def explanation(preds: list[StepPrediction], rows: list[dict], fall: float, cal: calibration.Calibration) -> dict:
+    """The cost model's part of the explain report: its rows against the sweep, its plateau, the floor's why, and
+    when ``cal`` was measured and how far its two passes came apart (``Calibration.pass_disagreement``)."""
+    return {"calibrated_at": cal.data["measured_at"], "calibration_noise": cal.pass_disagreement(),
+            "rows": compare(preds, rows), "plateau_batch": plateau_batch(preds, fall), "why": why(preds),
+            "predicted": [p.to_dict() for p in preds]}
 
 
 def summary(fp: dict) -> str:

@@ -184,7 +184,8 @@ def markdown(r: dict) -> str:
                   f"call, layer, parameter and step; calibrated {fp['calibrated_at']}, never on this model), "
                   "predicted before the sweep ran: every batch size is held out. `python -m minigrad.profile "
                   f"predict --model {r['model']} --backend {r['backend']} --measure` lists every call with its "
-                  "reason.", "", predict.summary(fp), "",
+                  "reason." + (f" The calibration's own noise: {fp['calibration_noise']}."
+                               if fp.get("calibration_noise") else ""), "", predict.summary(fp), "",
                   f"Where epoch time stops falling: measured, B={c['plateau_batch'] or 'not within the sizes'}; the "
                   f"model, B={fp['plateau_batch'] or 'not within the sizes'}.", "",
                   "The per-sample floor at the largest batch size, by kernel call (what still falls per sample over "

@@ -316,8 +316,12 @@ def test_compare_why_plateau_and_summary():
     w = predict.why(preds)
     assert len(w) == 4 and w[0]["us_per_sample"] >= w[-1]["us_per_sample"] and w[0]["fell_since"] == 32
     assert w[0]["reason"]
-    fp = predict.explanation(preds, rows_for(preds, 1.0), 0.05, "synthetic")
+    cal = synthetic()
+    cal.data.update(measured_at="synthetic", pass_disagreement={"curves": calibration.disagreement_summary([0.1, 0.3])})
+    fp = predict.explanation(preds, rows_for(preds, 1.0), 0.05, cal)
     assert all(not r["miss"] for r in fp["rows"]) and fp["calibrated_at"] == "synthetic"
+    assert fp["calibration_noise"] == "the two timings of each cell differed: its curves by a median of 20% (90th " \
+                                      "percentile 28%, 2 cells)"
     text = predict.summary(fp)
     assert "within +0% to +0%" in text and "per-sample floor is led by" in text
 
