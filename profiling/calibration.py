@@ -819,8 +819,8 @@ OUTSIDE_BATCH = 4
 #: kernels' data grows (its objects evicted), so a layer's cost is measured against the step's working set. Its
 #: working sets at these: 0.5 to 124 MiB on numpy, 0.1 to 30 MiB on numba (float32), as far as lenet5's and
 #: convnet's reach at B <= 256 and B <= 32 on numpy, B <= 512 and B <= 16 on numba; beyond, the model takes the
-#: last one's costs. ``quick``: QUICK_OUTSIDE_BATCHES, the largest left out (a numpy step of
-#: the synthetic CNN at B=1024 takes about 150 ms here, and each of the two passes runs 400 of them).
+#: last one's costs. ``quick``: QUICK_OUTSIDE_BATCHES, the largest left out (a numpy step of the synthetic CNN
+#: at B=1024 takes about 150 ms here, and each of the two passes runs 400 of them).
 OUTSIDE_BATCHES = (4, 16, 64, 256, 1024)
 QUICK_OUTSIDE_BATCHES = (4, 16, 64, 256)
 
