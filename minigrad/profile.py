@@ -230,9 +230,8 @@ def _predict(args, out: Path) -> int:
         traced = {b: m.get("by_kernel") for b, m in measured.items()}
     print(f"{args.model} on {name}, {args.dtype}, {args.threads} thread(s); calibration of "
           f"{cal.data['measured_at']} ({cal.data['cpu']}); epoch = {n_samples:,} samples / B steps")
-    if cal.pass_disagreement():
-        print(f"calibration: {cal.pass_disagreement()}")
-    print()
+    noise = cal.pass_disagreement()
+    print(f"calibration: {noise}\n" if noise else "")
     print(predict.format_table(preds, measured))
     if args.measure:
         print("\nspread: the row's slowest round over its fastest; machine: the synthetic CNN's step timed right "
