@@ -212,11 +212,11 @@ def _run(args, out: Path) -> int:
 def _predict(args, out: Path) -> int:
     """Predict (and with --measure, measure) step and epoch time at every batch size; predict.json in out."""
     from minigrad import backend
-    from minigrad.profiling import calibration, predict
+    from minigrad.profiling import predict
 
     name = backend.get_backend()
-    cal = calibration.load(name, args.dtype, args.threads, quick=args.quick, remeasure=args.recalibrate,
-                           progress=lambda text: print(f"calibrating: {text}", file=sys.stderr, flush=True))
+    cal = predict.load_calibration(name, args.dtype, args.threads, quick=args.quick, remeasure=args.recalibrate,
+                                   progress=lambda text: print(f"calibrating: {text}", file=sys.stderr, flush=True))
     train_set = _train_set(args) if args.measure else None
     n_samples = len(train_set) if args.measure else args.n_samples
     kernels_at = args.kernels_at or sorted({min(args.batch_sizes), max(args.batch_sizes)})
@@ -229,7 +229,7 @@ def _predict(args, out: Path) -> int:
         measured = predict.with_machine_speed(measured, cal)
         traced = {b: m.get("by_kernel") for b, m in measured.items()}
     print(f"{args.model} on {name}, {args.dtype}, {args.threads} thread(s); calibration of "
-          f"{cal.data['measured_at']} ({cal.data['cpu']}); epoch = {n_samples:,} samples / B steps")
+          f"{cal.data['measured_at']} ({cal.where}); epoch = {n_samples:,} samples / B steps")
     noise = cal.pass_disagreement()
     print(f"calibration: {noise}\n" if noise else "")
     print(predict.format_table(preds, measured))

@@ -610,10 +610,11 @@ def activation_planes(images: np.ndarray, rows: int, channels: int, side: int, d
     return out
 
 
-def _kernel_cases(ops, dtype: str, side: int = 16):
+def _kernel_cases(ops, dtype: str, side: int = 16, put=lambda a: a):
     """{kernel: make(target elements of its forward input) -> (fn, elements, inputs)} for the kernels priced whole
     (the pooling kernels on ``activation_planes`` ``side`` pixels wide, each call on the next of as many inputs,
-    made from different images, as DISTINCT_ELEMENTS takes: ``inputs`` is the one array they are views of)."""
+    made from different images, as DISTINCT_ELEMENTS takes: ``inputs`` is the one array they are views of).
+    ``put``: what makes a host array one of ``ops``' (the GPU's calibration moves them to the device)."""
     rng = np.random.default_rng(2)
 
     def arr(*shape):
@@ -636,22 +637,22 @@ def _kernel_cases(ops, dtype: str, side: int = 16):
     def forward(name, make_x, *extra):
         def make(t):
             x, turns = make_x(t)
-            calls = itertools.cycle([(xi, *(e(xi) for e in extra)) for xi in np.split(x, turns)])
+            calls = itertools.cycle([(put(xi), *(put(e(xi)) for e in extra)) for xi in np.split(x, turns)])
             return (lambda: getattr(ops, name)(*next(calls))), x.size // turns, (x,)
         return make
 
     def backward(name, make_x, grad, *extra):
         def make(t):
             x, turns = make_x(t)
-            outs, caches = zip(*(getattr(ops, name.replace("backward", "forward"))(xi, *(e(xi) for e in extra))
-                                 for xi in np.split(x, turns)))
-            dy = grad(outs[0]) if turns == 1 else grad(np.stack(outs))
-            calls = itertools.cycle(zip([dy] if turns == 1 else list(dy), caches))
-            return (lambda: getattr(ops, name)(*next(calls))), x.size // turns, (dy,)
+            forward_fn = getattr(ops, name.replace("backward", "forward"))
+            outs, caches = zip(*(forward_fn(put(xi), *(put(e(xi)) for e in extra)) for xi in np.split(x, turns)))
+            dys = [put(grad(out)) for out in outs]
+            calls = itertools.cycle(zip(dys, caches))
+            return (lambda: getattr(ops, name)(*next(calls))), x.size // turns, tuple(dys)
         return make
 
     def like(out):
-        return np.ones_like(out)
+        return np.ones(out.shape, dtype=out.dtype)
 
     def scalar(out):
         return np.ones((), dtype=dtype)
@@ -660,7 +661,7 @@ def _kernel_cases(ops, dtype: str, side: int = 16):
         return 2
 
     def sgd(t):
-        p, g, buf = arr(t), arr(t), np.zeros(t, dtype=dtype)
+        p, g, buf = put(arr(t)), put(arr(t)), put(np.zeros(t, dtype=dtype))
         return (lambda: ops.sgd_update(p, g, buf, 0.01, 0.9, False, 0.0)), t, (g,)
 
     return {
@@ -1059,7 +1060,9 @@ def _profile_at(profile, width: int) -> float:
 
 
 @dataclass
-class Calibration:
+class Measured:
+    """What every calibration answers, on the CPU (``Calibration``) and on a GPU
+    (``gpu_calibration.GpuCalibration``): its backend, where it was measured, its own noise and its curves."""
     data: dict
 
     @property
@@ -1067,8 +1070,9 @@ class Calibration:
         return self.data["backend"]
 
     @property
-    def threads(self) -> int:
-        return int(self.data["threads"])
+    def where(self) -> str:
+        """The processor or device it was measured on."""
+        return self.data.get("device") or self.data["cpu"]
 
     def pass_disagreement(self) -> str:
         """How far apart the two passes over its GEMMs and curves came out (``disagreement_summary``), in words:
@@ -1078,6 +1082,28 @@ class Calibration:
                  f"{100 * d['p90']:.0f}%, {d['cells']:,} cells)"
                  for name, d in self.data.get("pass_disagreement", {}).items() if d["cells"]]
         return ("the two timings of each cell differed: " + ", ".join(parts)) if parts else ""
+
+    def _interpolate(self, name: str, elements: int) -> float:
+        """Log-log interpolation of the named curve; below its first size the first time, beyond its last the
+        last time scaled by the elements."""
+        if name not in self.data["curves"]:
+            raise KeyError(f"the {self.backend} calibration has no curve {name!r}")
+        points = np.asarray(self.data["curves"][name], dtype=np.float64)
+        sizes, seconds = points[:, 0], points[:, 1]
+        if elements <= sizes[0]:
+            return float(seconds[0])
+        if elements >= sizes[-1]:
+            return float(seconds[-1] * elements / sizes[-1])
+        return float(np.exp(np.interp(math.log(elements), np.log(sizes), np.log(seconds))))
+
+
+@dataclass
+class Calibration(Measured):
+    """A CPU backend's calibration (numpy, numba): ``measure``'s result and the lookups the cost model makes."""
+
+    @property
+    def threads(self) -> int:
+        return int(self.data["threads"])
 
     def splits_paths(self, layout: str) -> bool:
         """Whether this machine's BLAS showed the small-matrix path's jump for ``layout`` (``small_path``)."""
@@ -1198,17 +1224,6 @@ class Calibration:
         first point's time)."""
         (e1, t1), (e2, t2) = self.data["curves"][name][:2]
         return float(min(t1, max(0.0, t1 - e1 * (t2 - t1) / (e2 - e1))))
-
-    def _interpolate(self, name: str, elements: int) -> float:
-        if name not in self.data["curves"]:
-            raise KeyError(f"the {self.backend} calibration has no curve {name!r}")
-        points = np.asarray(self.data["curves"][name], dtype=np.float64)
-        sizes, seconds = points[:, 0], points[:, 1]
-        if elements <= sizes[0]:
-            return float(seconds[0])
-        if elements >= sizes[-1]:
-            return float(seconds[-1] * elements / sizes[-1])
-        return float(np.exp(np.interp(math.log(elements), np.log(sizes), np.log(seconds))))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Measure everything the explanation needs for one model and backend, across batch sizes.
 
-``explain(...)`` runs, in order: the machine's ceilings and, on a host backend, the cost model's prediction of
-every batch size from the machine calibration (``predict``: made before anything is timed, it is the held-out
+``explain(...)`` runs, in order: the machine's ceilings and the cost model's prediction of every batch size
+from the machine's calibration, or the GPU's (``predict``: made before anything is timed, it is the held-out
 check); a step-time sweep repeated ``repeats`` times (interleaved over batch sizes, so a drift of the machine
 hits every size alike) and what the measured curve says (``curve``: the plateau batch with its range, the most
 batching can give); the fitted plateau model; one traced run per batch size; cProfile causes; line_profiler at the smallest and largest
@@ -27,8 +27,8 @@ from minigrad import backend, data, models, optim, progress as _progress, rng
 from minigrad.batch_sizes import DEFAULT_BATCH_SIZES, KNEE_TOLERANCE, knee
 from minigrad.machine import machine_info, versions
 
-from . import (_harness, calibration, ceilings, counterfactuals, cprofile_harness, curve, device, ladder,
-               line_harness, noise_scale, plans, plateau, predict, reconcile, verdict)
+from . import (_harness, ceilings, counterfactuals, cprofile_harness, curve, device, ladder, line_harness,
+               noise_scale, plateau, predict, reconcile, verdict)
 from .tracer import Tracer
 
 #: Relative spread of a point's repeated step medians above which the report warns that the sweep is noisy.
@@ -181,9 +181,9 @@ def explain(model_name: str = "lenet5", batch_sizes=DEFAULT_BATCH_SIZES, dataset
     gpu = device.load_gpu() if backend.device() == "cuda" else None
     if gpu is not None:  # the kernels run on the GPU: its ceilings, not the host's, bound them
         peak, bandwidth = gpu["peak_gflops"], gpu["copy_gbps"]
-    # the cost model predicts every batch size before anything is timed (host backends: plans.BACKENDS)
-    cal = calibration.load(name, "float32", threads or 1, quick=quick) if name in plans.BACKENDS else None
-    preds = predict.predict(model_name, batch_sizes, name, "float32", threads or 1, n_epoch, cal) if cal else None
+    # the cost model predicts every batch size before anything is timed (on cupy from the device's calibration)
+    cal = predict.load_calibration(name, "float32", threads or 1, quick=quick)
+    preds = predict.predict(model_name, batch_sizes, name, "float32", threads or 1, n_epoch, cal)
     stage("ceilings, calibration")
     rows = step_rows or step_sweep(model_name, batch_sizes, train_set, budget, 10 if quick else 30, repeats)
     fit = plateau.fit([r["batch_size"] for r in rows], [r["step_seconds"] for r in rows], n_epoch)

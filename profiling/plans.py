@@ -16,6 +16,9 @@ A kernel call is priced as the sum of its terms:
   (``calibration._in_step``) for the first call of a kernel in a step and for its calls after that;
 * ``split``: starting the Numba backend's blocks of a split kernel on its threads (one parallel region).
 
+On the GPU (cupy) a GEMM is (m, n, k, batch), a batch of products in one cuBLAS call, and a call's ``call`` term
+is its host cost (``gpu_calibration``): the device's time is the other terms'.
+
 Allocations have no term of their own: the host backends make glibc recycle a step's freed memory
 (``kernels/_host.keep_freed_memory``), so a steady-state step takes no fresh pages from the OS, and an array's
 cost is the writing of it, in its pass.
@@ -78,7 +81,10 @@ NUMPY_WIDE = ("col2im_planes", "shifted_add")
 
 
 def wide(backend: str) -> tuple:
-    """The passes and kernels of ``backend`` priced by elements and width."""
+    """The passes and kernels of ``backend`` priced by elements and width (none on the GPU, whose threads each
+    take an element or a window, whatever the row)."""
+    if backend in GPU_BACKENDS:
+        return ()
     return WIDE + (NUMPY_WIDE if backend == "numpy" else ())
 
 
@@ -92,11 +98,11 @@ def _elements(shape) -> int:
 
 
 def plan(backend: str, call: Call, threads: int) -> list[Term]:
-    """The terms of ``call`` on ``backend`` ("numpy" or "numba") running ``threads`` threads. Every plan takes
+    """The terms of ``call`` on ``backend`` ("numpy", "numba" or "cupy") running ``threads`` threads. Every plan takes
     the call's shapes, ``threads`` and ``itemsize``, whether or not its backend's decisions depend on them."""
     if call.kernel in CURVE_KERNELS:
         x, n = call.shape["x"], _elements(call.shape["x"])
-        size = (n, x[-1]) if call.kernel in WIDE else (n,)
+        size = (n, x[-1]) if call.kernel in wide(backend) else (n,)
         return [Term("call", call.kernel, ()), Term("kernel", call.kernel, size)]
     planner = _PLANS.get((backend, call.kernel))
     if planner is None:
@@ -267,6 +273,42 @@ def _numba_linear_backward(N, IN, OUT, bias, need_dx, threads, itemsize):
     return dw + dx + ([Term("pass", "column_sum", (N * OUT, OUT))] if bias else [])
 
 
+# -- cupy: per-image column blocks and batches of per-image cuBLAS GEMMs (kernels/cupy_ops.py) ---------------------
+#
+# A GEMM's size is (m, n, k, batch): one strided-batched cuBLAS call of ``batch`` products (1: a plain one). A
+# pass is one of the backend's own launches (or CuPy's: a contiguous copy of a strided view, a concatenation),
+# priced by its device time in a replayed graph against elements.
+
+
+def _cupy_conv2d_forward(N, C, H, W, F, KH, KW, stride, padding, bias, need_dx, threads, itemsize):
+    OH, OW, K, P = conv_geometry(N, C, H, W, F, KH, KW, stride, padding)
+    R = K + bool(bias)  # the bias rides the GEMM as one more column of W and a row of ones in the columns
+    return ([Term("pass", "im2col_t", (N * R * P,))] + ([Term("pass", "concatenate", (F * R,))] if bias else [])
+            + [Term("gemm", "nn", (F, P, R, N))])
+
+
+def _cupy_conv2d_backward(N, C, H, W, F, KH, KW, stride, padding, bias, need_dx, threads, itemsize):
+    OH, OW, K, P = conv_geometry(N, C, H, W, F, KH, KW, stride, padding)
+    R = K + bool(bias)
+    terms = [Term("gemm", "nt", (F, R, P, N))]  # each image's dy[n] cols[n]^T
+    terms += [Term("pass", "channel_sums", (N * F * R,))] if N > 1 else []
+    if bias:  # dW is the sums' first K columns, db their last: two strided views made contiguous
+        terms += [Term("pass", "strided_copy", (F * K,)), Term("pass", "strided_copy", (F,))]
+    if need_dx:  # W^T (a transposed view shared by the batch) times each image's dy
+        terms += [Term("gemm", "tn", (K, P, F, N)), Term("pass", "col2im_t", (N * C * H * W,))]
+    return terms
+
+
+def _cupy_linear_forward(N, IN, OUT, bias, need_dx, threads, itemsize):
+    return [Term("gemm", "nt", (N, OUT, IN, 1))] + ([Term("pass", "add_bias_rows", (N * OUT,))] if bias else [])
+
+
+def _cupy_linear_backward(N, IN, OUT, bias, need_dx, threads, itemsize):
+    dw = "nn" if N == 1 else "tn"  # dy^T @ x: of a batch of one, dy^T is a column, contiguous as it stands
+    return (([Term("gemm", "nn", (N, IN, OUT, 1))] if need_dx else []) + [Term("gemm", dw, (OUT, IN, N, 1))]
+            + ([Term("pass", "channel_sums", (N * OUT,))] if bias else []))
+
+
 _PLANS = {
     ("numpy", "conv2d_forward"): _numpy_conv2d_forward,
     ("numpy", "conv2d_backward"): _numpy_conv2d_backward,
@@ -276,6 +318,11 @@ _PLANS = {
     ("numba", "conv2d_backward"): _numba_conv2d_backward,
     ("numba", "linear_forward"): _numba_linear_forward,
     ("numba", "linear_backward"): _numba_linear_backward,
+    ("cupy", "conv2d_forward"): _cupy_conv2d_forward,
+    ("cupy", "conv2d_backward"): _cupy_conv2d_backward,
+    ("cupy", "linear_forward"): _cupy_linear_forward,
+    ("cupy", "linear_backward"): _cupy_linear_backward,
 }
 
-BACKENDS = ("numpy", "numba")
+BACKENDS = ("numpy", "numba")  # calibrated by profiling/calibration.py
+GPU_BACKENDS = ("cupy",)        # by profiling/gpu_calibration.py

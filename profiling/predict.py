@@ -28,17 +28,25 @@ finds its arrays there, one that overflows it finds them in DRAM. A term that re
 a step ago (``Term.far``: a weight matrix, the forward's activations in the backward) is priced the same way
 between its hot time and the time to bring those bytes from DRAM (``Calibration.far_seconds``), through the
 ``far`` reach.
+
+On a GPU (cupy) the same calls are read by the cupy plans and priced by the device's calibration
+(``gpu_calibration``) in ``GpuCostModel``: a replayed CUDA graph's kernels' device time and the replay's fixed
+cost (``load_calibration`` and ``cost_model`` choose by backend).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import calibration, plans
 from .plans import Call, Term
+
+if TYPE_CHECKING:
+    from . import gpu_calibration
 
 INPUT_SHAPE = (1, 28, 28)   # the reference models' input: one MNIST image
 LOSS_KERNEL = "softmax_xent"  # cross_entropy: the loss every reference model trains with
@@ -143,15 +151,17 @@ class PricedTerm:
 class KernelCost:
     layer: str
     kernel: str
-    seconds: float
+    seconds: float                 # its share of the step
     terms: list[PricedTerm]
+    traced: float | None = None    # what the tracer, synchronising around it, would time where that differs
+                                   # (on the GPU: the call's host cost and its device time; None: ``seconds``)
 
 
 @dataclass
 class StepPrediction:
     batch_size: int
     kernels: list[KernelCost]
-    fixed: dict                      # {"layers": s, "step": s}
+    fixed: dict                      # {name: seconds per step} (FIXED: what each is)
     n_samples: int
 
     @property
@@ -166,17 +176,19 @@ class StepPrediction:
     def epoch_seconds(self) -> float:
         return self.n_samples / self.batch_size * self.step_seconds
 
-    def by_kernel(self) -> dict[str, float]:
-        """Seconds per step by kernel name (every call of it summed), as the tracer's table reports them."""
+    def by_kernel(self, traced: bool = False) -> dict[str, float]:
+        """Seconds per step by kernel name (every call of it summed); with ``traced``, what the tracer's table
+        would report for them (``KernelCost.traced`` where a kernel has one)."""
         out: dict[str, float] = {}
         for k in self.kernels:
-            out[k.kernel] = out.get(k.kernel, 0.0) + k.seconds
+            seconds = k.traced if traced and k.traced is not None else k.seconds
+            out[k.kernel] = out.get(k.kernel, 0.0) + seconds
         return out
 
     def to_dict(self) -> dict:
         return {"batch_size": self.batch_size, "step_seconds": self.step_seconds, "epoch_seconds": self.epoch_seconds,
                 "fixed": self.fixed, "by_kernel": self.by_kernel(),
-                "kernels": [{"layer": k.layer, "kernel": k.kernel, "seconds": k.seconds,
+                "kernels": [{"layer": k.layer, "kernel": k.kernel, "seconds": k.seconds, "traced": k.traced,
                              "terms": [{"kind": t.term.kind, "what": t.term.what, "size": list(t.term.size),
                                         "count": t.term.count, "seconds": t.seconds, "reason": t.reason}
                                        for t in k.terms]} for k in self.kernels]}
@@ -349,14 +361,92 @@ def _again(calls: StepCalls) -> list[bool]:
 _DTYPES = {4: "float32", 8: "float64"}
 
 
+# -- the GPU: a replayed graph of kernels --------------------------------------------------------------------------
+
+
+@dataclass
+class GpuCostModel:
+    """Prices a cupy training step on one GPU calibration (``gpu_calibration.GpuCalibration``).
+
+    The training loop replays the step from a CUDA graph, whose kernels the device runs back to back while the
+    host waits for the loss, so a replayed step is
+
+        step(B) = sum over kernel calls of their device time in the graph (GEMMs and passes, each measured as a
+                  node of a replayed graph: a node's cost is a floor under every one of them)
+                + the replay's fixed cost (the loop's Python, the inputs' copies into the graph, its launch, the
+                  loss read back)
+
+    the fixed cost being what the synthetic CNN's replayed step took beyond its kernels' device time, priced by
+    this same model (interpolated in log batch size between the batch sizes it ran at, the nearest outside).
+    The tracer times each call eagerly between two synchronisations, so what it reports of a call is
+    ``KernelCost.traced``: a synchronisation, then the call's host cost (its wrapper and launches) or, when the
+    device takes longer, one launch and the device's time."""
+    cal: "gpu_calibration.GpuCalibration"
+    itemsize: int
+    overheads: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        net = calibration.synthetic_cnn(_DTYPES[self.itemsize])
+        self.overheads["replay"] = [
+            (b, max(0.0, seconds - sum(k.seconds for k in self._kernels(step_calls(net, b, self.itemsize)))))
+            for b, seconds in self.cal.data["tiny"]["replayed"]]
+
+    def _kernels(self, calls: StepCalls) -> list[KernelCost]:
+        out = []
+        for layer, call in calls.calls:
+            priced = [self._price(t) for t in plans.plan("cupy", call, 1) if t.kind != "call"]
+            device = sum(p.seconds for p in priced)
+            host = self.cal.host_seconds(call.kernel, call.shape.get("need_dx", True))
+            traced = self.cal.sync_seconds + max(host, self.cal.launch_seconds + device)
+            out.append(KernelCost(layer, call.kernel, device, priced, traced))
+        return out
+
+    def _price(self, term: Term) -> PricedTerm:
+        if term.kind == "gemm":
+            m, n, k, batch = term.size
+            s = self.cal.gemm_seconds(term.what, m, n, k, batch)
+            reason = (f"GEMM {f'{batch} x ' if batch > 1 else ''}{m}x{n}x{k} ({term.what}) at "
+                      f"{2 * batch * m * n * k / s / 1e9:.1f} GFLOP/s")
+        elif term.kind in ("pass", "kernel"):
+            elements = term.size[0]
+            s = self.cal.curve_seconds(term.what, elements)
+            reason = (f"{term.what}: {elements:,} elements at {_rate(elements / s)} elements/s "
+                      f"({_rate(elements * self.itemsize / s)}B/s)")
+        else:
+            raise KeyError(f"no GPU price for a {term.kind!r} term")
+        return PricedTerm(term, s * term.count, reason + (f", x{term.count}" if term.count > 1 else ""))
+
+    def replay_seconds(self, batch_size: int) -> float:
+        sizes, seconds = zip(*self.overheads["replay"])
+        return float(np.interp(math.log(batch_size), np.log(sizes), seconds))
+
+    def predict(self, model, batch_size: int, n_samples: int) -> StepPrediction:
+        kernels = self._kernels(step_calls(model, batch_size, self.itemsize))
+        return StepPrediction(batch_size, kernels, {"replay": self.replay_seconds(batch_size)}, n_samples)
+
+
+def load_calibration(backend: str, dtype: str = "float32", threads: int = 1, quick: bool = False,
+                     remeasure: bool = False, progress=None) -> calibration.Measured:
+    """The calibration a prediction on ``backend`` uses: this device's (cupy) or this machine's."""
+    if backend in plans.GPU_BACKENDS:
+        from . import gpu_calibration
+
+        return gpu_calibration.load(dtype, quick=quick, remeasure=remeasure, progress=progress)
+    return calibration.load(backend, dtype, threads, quick=quick, remeasure=remeasure, progress=progress)
+
+
+def cost_model(cal: calibration.Measured, itemsize: int):
+    """The cost model of ``cal``'s backend."""
+    return (GpuCostModel if cal.backend in plans.GPU_BACKENDS else CostModel)(cal, itemsize)
+
+
 def predict(model_name: str, batch_sizes, backend: str, dtype: str = "float32", threads: int = 1,
-            n_samples: int = 60000, cal: calibration.Calibration | None = None) -> list[StepPrediction]:
+            n_samples: int = 60000, cal: calibration.Measured | None = None) -> list[StepPrediction]:
     """The predicted step of ``model_name`` at each batch size (``cal``: a calibration to use instead of this
     machine's cached one)."""
     from minigrad import models
 
-    cal = cal or calibration.load(backend, dtype, threads)
-    model = CostModel(cal, np.dtype(dtype).itemsize)
+    model = cost_model(cal or load_calibration(backend, dtype, threads), np.dtype(dtype).itemsize)
     net = models.get_model(model_name, dtype=dtype)
     return [model.predict(net, b, n_samples) for b in batch_sizes]
 
@@ -423,7 +513,7 @@ def measure_rounds(model_name: str, sizes, train_set, dtype: str = "float32", ke
     return out
 
 
-def machine_speed(cal: calibration.Calibration, reference: dict) -> dict:
+def machine_speed(cal: calibration.Measured, reference: dict) -> dict:
     """{batch size: the synthetic CNN's step in ``reference`` over its time at calibration} for each reference
     batch size both timed: above 1, the machine ran slower than while it was calibrated, and a prediction's
     error carries that (a calibration without ``cnn_step`` gives {})."""
@@ -447,7 +537,7 @@ def _error(pred: float, meas: float) -> str:
     return f"{100 * (pred / meas - 1):+.1f}%"
 
 
-def with_machine_speed(measured: dict, cal: calibration.Calibration) -> dict:
+def with_machine_speed(measured: dict, cal: calibration.Measured) -> dict:
     """``measure_rounds``' records, each with its ``machine_speed`` against ``cal`` (records without a
     ``reference`` as they are)."""
     return {b: {**m, "machine_speed": machine_speed(cal, m["reference"])} if "reference" in m else m
@@ -484,18 +574,24 @@ def format_table(preds: list[StepPrediction], measured: dict | None = None) -> s
     return "\n".join(lines)
 
 
+#: The fixed costs of a predicted step, by their names in ``StepPrediction.fixed``.
+FIXED = {"step": "loop", "layers": "layers, tape and optimizer entries",
+         "replay": "the replayed graph's launch, input copies, loss read and the loop"}
+
+
 def format_kernels(p: StepPrediction, measured: dict | None = None) -> str:
     """Every kernel call of the step at one batch size with its predicted time and the reason (its largest
-    term); with ``measured`` (the tracer's seconds by kernel name), the error of each kernel's total."""
+    term); with ``measured`` (the tracer's seconds by kernel name), the error of each kernel's total against
+    what the tracer would time of it (``StepPrediction.by_kernel(traced=True)``)."""
+    fixed = ", ".join(f"{1e6 * seconds:.0f} us {FIXED[name]}" for name, seconds in p.fixed.items())
     lines = [f"B={p.batch_size}: predicted step {1e3 * p.step_seconds:.3f} ms "
-             f"(kernels {1e3 * p.kernel_seconds:.3f} ms; per step: {1e6 * p.fixed['step']:.0f} us loop, "
-             f"{1e6 * p.fixed['layers']:.0f} us layers, tape and optimizer entries)"]
+             f"(kernels {1e3 * p.kernel_seconds:.3f} ms; per step: {fixed})"]
     for k in p.kernels:
         top = max(k.terms, key=lambda t: t.seconds)
         lines.append(f"  {k.layer:<12} {k.kernel:<22} {1e6 * k.seconds:>10.1f} us  {top.reason}")
     if measured:
         lines.append(f"  {'by kernel':<35} {'predicted':>10} {'traced':>10} {'error':>7}")
-        predicted = p.by_kernel()
+        predicted = p.by_kernel(traced=True)
         for name, seconds in sorted(measured.items(), key=lambda kv: -kv[1]):
             lines.append(f"  {name:<35} {1e6 * predicted.get(name, 0.0):>8.1f}us {1e6 * seconds:>8.1f}us "
                          f"{_error(predicted.get(name, 0.0), seconds):>7}")
@@ -552,7 +648,7 @@ def why(preds: list[StepPrediction], top: int = 4) -> list[dict]:
     return rows[:top]
 
 
-def explanation(preds: list[StepPrediction], rows: list[dict], fall: float, cal: calibration.Calibration) -> dict:
+def explanation(preds: list[StepPrediction], rows: list[dict], fall: float, cal: calibration.Measured) -> dict:
     """The cost model's part of the explain report: its rows against the sweep, its plateau, the floor's why, and
     when ``cal`` was measured and how far its two passes came apart (``Calibration.pass_disagreement``)."""
     return {"calibrated_at": cal.data["measured_at"], "calibration_noise": cal.pass_disagreement(),

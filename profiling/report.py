@@ -180,8 +180,8 @@ def markdown(r: dict) -> str:
     if fp:
         parts += ["## First principles: the cost model", "",
                   "Every kernel call of a step priced from the layer shapes and this machine's calibration (GEMM "
-                  "times over a grid of shapes, each memory pass and small kernel by size, the fixed costs per "
-                  f"call, layer, parameter and step; calibrated {fp['calibrated_at']}, never on this model), "
+                  "times over a grid of shapes, each memory pass and small kernel by size, the fixed costs of a "
+                  f"call and a step; on a GPU the device's; calibrated {fp['calibrated_at']}, never on this model), "
                   "predicted before the sweep ran: every batch size is held out. `python -m minigrad.profile "
                   f"predict --model {r['model']} --backend {r['backend']} --measure` lists every call with its "
                   "reason." + (f" The calibration's own noise: {fp['calibration_noise']}."

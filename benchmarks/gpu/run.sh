@@ -6,6 +6,11 @@
 # travel with the tree.
 #
 #     OUT=/some/dir bash benchmarks/gpu/run.sh        # from the project root
+#     OUT=/some/dir bash benchmarks/gpu/run.sh predict
+#
+# `predict` runs the cost model's check instead, in its own call (about 6 minutes): this device's calibration
+# (profiling/gpu_calibration.py), then `profile predict --measure` on lenet5 and convnet at the batch sizes of
+# the CPU's check, the tracer's kernels at B=16 and 256 (predict-<model>/ under $OUT, and predict-<model>.log).
 #
 # It lays the package out inside the tree (kernels/ -> minigrad/kernels, profiling/ -> minigrad/profiling,
 # as an install does), which is why it refuses to run where there is no GPU: that tree is a throwaway copy.
@@ -26,6 +31,19 @@ status=0
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
     python3 -c "import cupy, numpy, torch; print('cupy', cupy.__version__, 'numpy', numpy.__version__, 'torch', torch.__version__)"
 } 2>&1 | tee "$OUT/device.txt"
+
+if [ "${1:-}" = predict ]; then
+    sizes=1,2,3,5,8,12,16,17,32,48,64,100,128,256,512
+    export MINIGRAD_DATA="$OUT/data"  # the calibration is cached there and comes back with the results
+    for model in lenet5 convnet; do
+        echo "== predict $model"
+        timeout 250 python3 -m minigrad.profile predict --backend cupy --model "$model" --batch-sizes "$sizes" \
+            --measure --kernels-at 16,256 --rounds 2 --dataset synthetic --out "$OUT/predict-$model" 2>&1 \
+            | tee "$OUT/predict-$model.log"
+        [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+    done
+    exit $status
+fi
 
 echo "== GPU tests"
 timeout 120 python3 -m pytest tests -k "cupy or cuda" -q -p no:cacheprovider 2>&1 | tee "$OUT/tests.log"

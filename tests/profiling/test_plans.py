@@ -146,3 +146,105 @@ def test_a_large_array_is_priced_by_its_pass_alone():
     big = (256, 64, 24, 24)  # 37.7 MB of float32
     assert plans.plan("numba", Call("relu_forward", {"x": big, "itemsize": 4}), threads=1) == [
         Term("call", "relu_forward", ()), Term("kernel", "relu_forward", (int(np.prod(big)),))]
+
+
+# -- cupy: each plan against the launches and GEMMs cupy_ops makes, run on the CPU under the host shim ----------
+
+
+class _LoggedNumpy:
+    """NumPy as the host runtime's array module, its contiguous copies and concatenations logged as passes."""
+
+    def __init__(self, log):
+        self.log = log
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+    def ascontiguousarray(self, a):
+        self.log.append(("pass", "strided_copy", a.size))
+        return np.ascontiguousarray(a)
+
+    def concatenate(self, arrays, axis=0):
+        out = np.concatenate(arrays, axis=axis)
+        self.log.append(("pass", "concatenate", out.size))
+        return out
+
+
+#: The cupy plans' passes that are one of the backend's own launches (channel_sums' second pass, over the
+#: partial sums of tall matrices, is part of its curve).
+LAUNCHED_PASSES = {"im2col": "im2col_t", "col2im": "col2im_t", "column_sums": "channel_sums",
+                   "add_bias_rows": "add_bias_rows"}
+
+
+@pytest.fixture
+def logged_cupy(monkeypatch):
+    """(cupy_ops on the host shim, the log of its passes and GEMMs in the order it makes them)."""
+    import dataclasses
+    import re
+    import shutil
+
+    if shutil.which("g++") is None:
+        pytest.skip("g++ is not installed")
+    from minigrad.kernels import cupy_ops
+    from tests.kernels.test_cuda_host import host_runtime
+
+    log, base = [], host_runtime(set())
+
+    def kernel(stem, name):
+        run, name = base.kernel(stem, name), re.sub(r"_f(32|64)(_i32)?$", "", name)
+
+        def launch(grid, block, args):
+            if name in LAUNCHED_PASSES:
+                log.append(("pass", LAUNCHED_PASSES[name], None))
+            return run(grid, block, args)
+        return launch
+
+    def matmul(a, b, tf32=False):
+        a3, b3 = (a, b) if a.ndim == 3 else (a[None], b[None])
+        ops = [cupy_ops._gemm_operand(x)[0] for x in (a3, b3)]
+        layout = "".join("t" if op == cupy_ops.CublasGemm._T else "n" for op in ops)
+        log.append(("gemm", layout, (a3.shape[1], b3.shape[2], a3.shape[2], a3.shape[0])))
+        return np.matmul(a, b)
+
+    runtime = dataclasses.replace(base, xp=_LoggedNumpy(log), kernel=kernel, matmul=matmul)
+    monkeypatch.setattr(cupy_ops, "_runtime", lambda: runtime)
+    return cupy_ops, log
+
+
+def _planned(kernel, shape):
+    """The plan's GEMMs and passes as the log records them (a launched pass's size is not logged)."""
+    return [(t.kind, t.what, t.size if t.kind == "gemm" else None if t.what in LAUNCHED_PASSES.values()
+             else t.size[0]) for t in plans.plan("cupy", Call(kernel, shape), 1) if t.kind != "call"]
+
+
+@pytest.mark.parametrize("N", [1, 3])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("need_dx", [True, False])
+def test_the_cupy_conv_plans_are_the_launches_and_gemms_cupy_ops_makes(logged_cupy, N, bias, need_dx):
+    ops, log = logged_cupy
+    rng = np.random.default_rng(0)
+    C, H, W, F, K = 2, 9, 8, 4, 3
+    x, w = rng.standard_normal((N, C, H, W)), rng.standard_normal((F, C, K, K))
+    b = rng.standard_normal(F) if bias else None
+    shape = dict(N=N, C=C, H=H, W=W, F=F, KH=K, KW=K, stride=1, padding=0, bias=bias, need_dx=need_dx, itemsize=8)
+    y, cache = ops.conv2d_forward(x, w, b, 1, 0)
+    assert log == _planned("conv2d_forward", shape)
+    log.clear()
+    ops.conv2d_backward(np.ones_like(y), cache, need_dx)
+    assert log == _planned("conv2d_backward", shape)
+
+
+@pytest.mark.parametrize("N", [1, 5])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("need_dx", [True, False])
+def test_the_cupy_linear_plans_are_the_launches_and_gemms_cupy_ops_makes(logged_cupy, N, bias, need_dx):
+    ops, log = logged_cupy
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal((N, 6)), rng.standard_normal((3, 6))
+    b = rng.standard_normal(3) if bias else None
+    shape = dict(N=N, IN=6, OUT=3, bias=bias, need_dx=need_dx, itemsize=8)
+    y, cache = ops.linear_forward(x, w, b)
+    assert log == _planned("linear_forward", shape)
+    log.clear()
+    ops.linear_backward(np.ones_like(y), cache, need_dx)
+    assert log == _planned("linear_backward", shape)

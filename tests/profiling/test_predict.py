@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from minigrad import backend, models, nn
@@ -404,3 +405,106 @@ def test_the_cli_predicts_measures_and_writes_json(tmp_path):
     assert "spread" in proc.stdout and "machine" in proc.stdout
     apart = out["pass_disagreement"]  # the calibration's noise, printed under the header and kept in the JSON
     assert set(apart) == {"curves", "gemm"} and "calibration: the two timings of each cell differed" in proc.stdout
+
+
+# -- the GPU: a replayed graph of kernels, on a planted GPU calibration ------------------------------------------
+
+PASS_GPU, GEMM_GPU = 2e-6, 5e-6      # every pass and whole kernel, every GEMM: these device seconds
+REPLAY = {4: 100e-6, 64: 120e-6, 1024: 150e-6}   # the planted replay cost of the synthetic CNN's step
+HOST, SYNC, LAUNCH = {"conv2d_forward": 50e-6, "relu_forward": 1e-6}, 4e-6, 5e-6
+
+
+def gpu_priced(term: plans.Term) -> float:
+    return (GEMM_GPU if term.kind == "gemm" else PASS_GPU) * term.count
+
+
+def gpu_device_seconds(net, batch):
+    calls = predict.step_calls(net, batch, 4).calls
+    return sum(gpu_priced(t) for _, c in calls for t in plans.plan("cupy", c, 1) if t.kind != "call")
+
+
+def synthetic_gpu():
+    from minigrad.profiling import gpu_calibration as gc
+
+    dims, batches = [1, 65536], [1, 4096]
+    curves = {name: [[1, PASS_GPU], [1 << 40, PASS_GPU]] for name in
+              set(plans.CURVE_KERNELS) | {"im2col_t", "col2im_t", "channel_sums", "strided_copy", "concatenate",
+                                           "add_bias_rows"}}
+    net = calibration.synthetic_cnn("float32")
+    return gc.GpuCalibration({
+        "backend": "cupy", "device": "a planted GPU", "measured_at": "synthetic", "gemm_dims": dims,
+        "gemm_batches": batches,
+        "gemm": {layout: np.full((2, 2, 2, 2), GEMM_GPU).tolist() for layout in gc.GEMM_LAYOUTS},
+        "curves": curves, "host": HOST, "node_seconds": 1e-6, "launch_seconds": LAUNCH, "sync_seconds": SYNC,
+        "tiny": {"replayed": [[b, gpu_device_seconds(net, b) + r] for b, r in REPLAY.items()]}})
+
+
+def test_the_gpu_plans_read_the_cupy_kernels():
+    """lenet5's first convolution (1 -> 6 channels, 5x5, bias) at B=16 and B=1, and a linear layer."""
+    conv = dict(N=16, C=1, H=28, W=28, F=6, KH=5, KW=5, stride=1, padding=0, bias=True, need_dx=False, itemsize=4)
+    forward = plans.plan("cupy", plans.Call("conv2d_forward", conv), 1)
+    assert [(t.kind, t.what, t.size) for t in forward[1:]] == [
+        ("pass", "im2col_t", (16 * 26 * 576,)), ("pass", "concatenate", (6 * 26,)), ("gemm", "nn", (6, 576, 26, 16))]
+    backward = plans.plan("cupy", plans.Call("conv2d_backward", conv), 1)
+    assert [(t.what, t.size) for t in backward[1:]] == [
+        ("nt", (6, 26, 576, 16)), ("channel_sums", (16 * 6 * 26,)), ("strided_copy", (150,)), ("strided_copy", (6,))]
+    one = plans.plan("cupy", plans.Call("conv2d_backward", {**conv, "N": 1, "need_dx": True, "bias": False}), 1)
+    assert [(t.what, t.size) for t in one[1:]] == [
+        ("nt", (6, 25, 576, 1)), ("tn", (25, 576, 6, 1)), ("col2im_t", (784,))]
+    linear = dict(N=8, IN=256, OUT=120, bias=True, need_dx=True, itemsize=4)
+    assert [(t.what, t.size) for t in plans.plan("cupy", plans.Call("linear_backward", linear), 1)[1:]] == [
+        ("nn", (8, 256, 120, 1)), ("tn", (120, 256, 8, 1)), ("channel_sums", (960,))]
+    relu = plans.plan("cupy", plans.Call("relu_forward", {"x": (8, 6, 12, 12), "itemsize": 4}), 1)
+    assert [(t.kind, t.size) for t in relu] == [("call", ()), ("kernel", (8 * 6 * 144,))]  # no row width
+
+
+@pytest.mark.parametrize("model_name,batch", [("mlp", 8), ("lenet5", 16), ("convnet", 300)])
+def test_a_gpu_step_is_its_kernels_device_time_and_the_replay_measured_on_the_synthetic_cnn(model_name, batch):
+    net = models.get_model(model_name)
+    p = predict.predict(model_name, [batch], "cupy", "float32", 1, 6000, synthetic_gpu())[0]
+    # the replay's cost between the synthetic CNN's batch sizes, in log batch size
+    replay = float(np.interp(np.log(batch), np.log(list(REPLAY)), list(REPLAY.values())))
+    assert p.fixed == {"replay": pytest.approx(replay)}
+    assert p.step_seconds == pytest.approx(gpu_device_seconds(net, batch) + replay, rel=1e-9)
+
+
+def test_lenet5s_gpu_step_by_hand():
+    """lenet5 at B=16, each call's launches written out from kernels/cupy_ops.py."""
+    conv1_fwd = conv2_fwd = 2 * PASS_GPU + GEMM_GPU                  # im2col_t, the bias column, the GEMM
+    conv1_bwd = GEMM_GPU + 3 * PASS_GPU                              # dW's GEMM, its sums, dW and db made contiguous
+    conv2_bwd = conv1_bwd + GEMM_GPU + PASS_GPU                      # and the dx GEMM, col2im_t
+    linears = 3 * (GEMM_GPU + PASS_GPU) + 3 * (2 * GEMM_GPU + PASS_GPU)  # forward + bias; dx, dW + db sums
+    whole = 2 * 2 * PASS_GPU + 2 * 2 * PASS_GPU + 2 * PASS_GPU   # 2 fused relu+pools (each curve timed whole, its
+                                                                  # two launches in it), 2 relus, the loss; each way
+    updates = 10 * PASS_GPU
+    device = conv1_fwd + conv2_fwd + conv1_bwd + conv2_bwd + linears + whole + updates
+    p = predict.predict("lenet5", [16], "cupy", cal=synthetic_gpu())[0]
+    assert [k.kernel for k in p.kernels].count("relu_maxpool2d_forward") == 2
+    assert p.kernel_seconds == pytest.approx(device)
+
+
+def test_the_tracer_sees_a_gpu_call_as_its_host_cost_or_a_launch_and_its_device_time():
+    p = predict.predict("lenet5", [16], "cupy", cal=synthetic_gpu())[0]
+    conv = next(k for k in p.kernels if k.kernel == "conv2d_forward")
+    assert conv.traced == pytest.approx(SYNC + HOST["conv2d_forward"])           # the host is slower
+    relu = next(k for k in p.kernels if k.kernel == "relu_forward")
+    assert relu.traced == pytest.approx(SYNC + LAUNCH + PASS_GPU)                # the device is
+    traced = p.by_kernel(traced=True)
+    assert traced["relu_forward"] == pytest.approx(2 * relu.traced)
+    assert p.by_kernel()["relu_forward"] == pytest.approx(2 * PASS_GPU)
+    listing = predict.format_kernels(p, {"relu_forward": 2 * relu.traced})
+    assert "+0.0%" in listing and "GEMM 16 x 6x576x26 (nn)" in listing and "replayed graph's launch" in listing
+
+
+def test_a_gpu_prediction_runs_no_kernel():
+    def refuse(name, fn):
+        def never(*args):
+            raise AssertionError(f"predict ran the kernel {name}")
+        return never
+
+    backend.set_kernel_hook(refuse)
+    try:
+        preds = predict.predict("convnet", [1, 256], "cupy", cal=synthetic_gpu())
+    finally:
+        backend.set_kernel_hook(None)
+    assert preds[1].step_seconds > preds[0].step_seconds > 0
