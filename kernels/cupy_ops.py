@@ -23,6 +23,7 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import functools
+import gc
 import importlib
 import os
 import pathlib
@@ -220,8 +221,11 @@ class CublasGemm:
 
     def _handle(self) -> ctypes.c_void_p:
         handle = self.cupy.cuda.device.get_cublas_handle()
-        if handle not in self.workspaces:  # one workspace per handle (per device), set once
-            ws = self.cupy.empty(CUBLAS_WORKSPACE_BYTES, dtype=np.uint8)
+        if handle not in self.workspaces:  # one workspace per handle (per device), set once, from the default
+            # pool: a first GEMM inside a capture would take it from the graph's own pool, which frees it with
+            # the graph while cuBLAS goes on using it
+            with self.cupy.cuda.using_allocator(self.cupy.get_default_memory_pool().malloc):
+                ws = self.cupy.empty(CUBLAS_WORKSPACE_BYTES, dtype=np.uint8)
             self._check("cublasSetWorkspace_v2", self.lib.cublasSetWorkspace_v2(
                 ctypes.c_void_p(handle), ctypes.c_void_p(ws.data.ptr), ctypes.c_size_t(ws.nbytes)))
             self.workspaces[handle] = ws
@@ -792,17 +796,23 @@ class StepGraph:
         self._pool = cupy.cuda.MemoryPool()
         self._before, self._after = cupy.cuda.Event(disable_timing=True), cupy.cuda.Event(disable_timing=True)
         _GRAPHS.add(self)
-        with cupy.cuda.using_allocator(self._pool.malloc), self._stream:
-            self._stream.begin_capture()
-            try:
-                self.outputs = fn(*self.inputs)
-            except BaseException:
+        collecting = gc.isenabled()
+        gc.disable()  # a collection during the capture could free another graph's pool: a cudaFree mid-capture
+        try:
+            with cupy.cuda.using_allocator(self._pool.malloc), self._stream:
+                self._stream.begin_capture()
                 try:
-                    self._stream.end_capture()
-                except Exception:  # the capture is broken by what fn raised; that error is the one to report
-                    pass
-                raise
-            self._graph = self._stream.end_capture()
+                    self.outputs = fn(*self.inputs)
+                except BaseException:
+                    try:
+                        self._stream.end_capture()
+                    except Exception:  # the capture is broken by what fn raised; that error is the one to report
+                        pass
+                    raise
+                self._graph = self._stream.end_capture()
+        finally:
+            if collecting:
+                gc.enable()
         self._graph.upload(self._stream)
         memory_info()  # the peak now includes this graph's pool (its arrays live as long as the graph)
 

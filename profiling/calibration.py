@@ -9,7 +9,7 @@ kernels' inputs and the synthetic steps' images made from the training images: `
   each of the four operand layouts the kernels use, with BLAS on the threads the backend gives it (the Numba
   backend's GEMMs run on one thread inside its own block split). Cells whose product is too large to time quickly are
   filled at the rate of the nearest measured cell (a large GEMM runs at the BLAS peak). Every cell is timed in
-  two passes over the grid, the faster of the two (``timed_in_passes``);
+  PASSES passes over the grid, the fastest kept (``timed_in_passes``);
 * ``edges``: skinny products whose small sides are not a power of two, which the grid's interpolation between
   powers of two prices too fast: per layout, for each pair of (small side, long side), the product with that
   side at every width from 3 to 63 that is not a power of two, its long side at EDGE_LONG and the third at
@@ -20,7 +20,7 @@ kernels' inputs and the synthetic steps' images made from the training images: `
   path (``small_path``) runs than one just inside it: where it jumps, the grid is interpolated within a path;
 * ``curves``: seconds against elements for each memory pass of the backend (``plans.py`` names them: im2col,
   col2im, layout changes, fills, reductions) and for each whole kernel without a GEMM (relu, pooling, the
-  loss, the optimizer update), from 16 to 16M elements, each point in two passes, the faster kept
+  loss, the optimizer update), from 16 to 16M elements, each point in PASSES passes, the fastest kept
   (``timed_in_passes``); the pooling kernels on a random convolution of the training images, since their
   branches follow the data (``activation_planes``). A whole kernel is timed cold, as a step calls it
   after other kernels and Python ran, except those a step calls back to back (``plans.BACK_TO_BACK``: the
@@ -32,7 +32,7 @@ kernels' inputs and the synthetic steps' images made from the training images: `
   16 logits took 16 us cold and 73 us deep) is the kernel's code and the interpreter's state, which a step
   keeps warm: only the penalty beyond it is priced (``Calibration.curve_seconds``);
 * ``widths``: each pass and kernel that runs along short rows (``plans.wide``) at one size for every row width
-  from 2 to 32 and a few to 128, in two passes: its cost per element jumps with how a row splits into SIMD
+  from 2 to 32 and a few to 128, in PASSES passes: its cost per element jumps with how a row splits into SIMD
   vectors (at float32 on this machine, im2col's rate went 0.97, 1.66, 1.54, 2.12 and 1.84 G elements/s at
   widths 6, 8, 12, 24 and 30), which interpolating between the two widths of its size curves cannot follow;
 * ``l1_conflict``: the level-1 data cache's sets, ways and line (from the OS), and what a transposing copy pays
@@ -41,21 +41,22 @@ kernels' inputs and the synthetic steps' images made from the training images: `
 * ``far``: the same for a GEMM's operand last used a whole step ago (a weight matrix, the forward's
   activations in the backward): a memory-bound product (64 x 8 x 16,384, its 4 MiB operand not re-read) after
   passes over 4 MiB to DEEP_EVICT_BYTES, as seconds per byte of that operand from DRAM and the fraction of
-  the way to it against the bytes passed over (each size in two passes, the faster kept);
+  the way to it against the bytes passed over (each size in PASSES passes, the fastest kept);
 * ``reach``: how much of that deep penalty a kernel pays against how many bytes were touched since its memory
   was last used: relu on a synthetic array after passes over 4 MiB to DEEP_EVICT_BYTES, each as the fraction
   of the way from the 4 MiB time to the deep one (0: the data stayed in cache, 1: it came from DRAM; each size
-  in two passes, the faster kept);
+  in PASSES passes, the fastest kept);
 * ``tiny``: raw step-level times the model turns into fixed costs: the time the training loop spends outside
   kernel calls per step on two synthetic models, the two-layer ``step_model`` and the eight-run
   ``synthetic_cnn`` at several batch sizes (its growth per layer is a layer's module call, autograd node and
   optimizer entries, as a step between real kernels runs them, against the step's working set), and each
   kernel call of the synthetic CNN's step as the step meets it (what a call costs beyond its priced terms
   depends on whether its wrapper is still warm: ``_in_step``) and its update calls at each batch size (what a
-  call pays for the step's data), each in two passes, the faster kept;
-* ``pass_disagreement``: how far the two timings of each curve point and GEMM cell came out apart (the median
-  and 90th percentile of the slower over the faster, less 1: ``disagreement_summary``), the calibration's own
-  noise, which ``profile predict`` prints (on this machine a median of 15-17% and a 90th percentile of 64-74%).
+  call pays for the step's data), each in TINY_PASSES passes, the fastest kept;
+* ``pass_disagreement``: how far the fastest two timings of each curve point and GEMM cell came out apart (the
+  median and 90th percentile of the second fastest over the fastest, less 1: ``disagreement_summary``), the
+  calibration's own noise, which ``profile predict`` prints (on this machine, in two passes, a median of 15-17%
+  and a 90th percentile of 64-74%).
 
 ``Calibration`` answers the model's lookups: log-log interpolation between measured sizes, the per-element
 cost of the largest size beyond it, the smallest size's time below it.
@@ -75,7 +76,7 @@ import numpy as np
 
 from . import plans
 
-VERSION = 44  # of what a calibration holds and of the kernels it timed: another version is measured again
+VERSION = 45  # of what a calibration holds and of the kernels it timed: another version is measured again
 GEMM_DIMS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 65536, 262144)
 QUICK_GEMM_DIMS = (1, 16, 256, 4096, 65536)   # ``quick``: a rough calibration in seconds
 GEMM_LAYOUTS = ("nn", "nt", "tn", "tt")
@@ -178,37 +179,49 @@ def _numba_product(layout, a, b):
 PRODUCTS = {"numpy": _numpy_product, "numba": _numba_product}
 
 
+#: How many passes ``timed_in_passes`` makes over a calibration's cells (``QUICK_PASSES`` in a quick one), and over
+#: the fixed overheads' long runs of steps (``TINY_PASSES``). On this class of machine, 80 numba GEMM cells timed in
+#: six passes: the fastest of the first two passes was more than 20% above the fastest of all six for 36% of the
+#: cells, of the first three for 22%, of the first four for 11% (the machine ran at 1.01-1.32x its best from one
+#: pass to the next, by the cells' median).
+PASSES = 4
+QUICK_PASSES = 2
+TINY_PASSES = 2
+
+
 def timed_in_passes(cells: list, time_cell, progress=None, what: str = "gemm", seconds=None,
-                    disagreement: list | None = None) -> list:
-    """Seconds of each cell: ``time_cell(cell)`` in a pass over all cells, then again in a second pass in the
-    reverse order (so that a cell's two timings are as far apart in time as the passes allow), the faster of the
-    two (``seconds``: how long a timing that is not a number of seconds took, to tell the faster one).
-    ``disagreement``: a list that gets each cell's slower timing over its faster one, less 1.
+                    disagreement: list | None = None, passes: int = PASSES) -> list:
+    """Seconds of each cell: ``time_cell(cell)`` in ``passes`` passes over all cells, every other one in the
+    reverse order (so that a cell's timings lie as far apart in time as the passes allow), the fastest kept
+    (``seconds``: how long a timing that is not a number of seconds took, to tell the fastest).
+    ``disagreement``: a list that gets each cell's second fastest timing over its fastest, less 1 (how far the
+    kept timing stands from the next: the cell's own noise).
 
     On this class of machine one burst of calls can land in a slow second (the same product's median over a
     20 ms burst moved by up to 39% between rounds a few seconds apart; a Python loop took 7-8 or 12-13 ms from
     one second to the next, other tenants sharing the cores): a cell timed once keeps such a burst, and a slow
-    burst only ever slows a timing. The faster pass is the machine undisturbed, as ``predict.measure_rounds``
+    burst only ever slows a timing. The fastest pass is the machine undisturbed, as ``predict.measure_rounds``
     keeps a batch size's fastest round."""
-    first = [time_cell(c) for c in cells]
-    if progress:
-        progress(f"{what}, first pass")
-    second = [time_cell(c) for c in reversed(cells)][::-1]
-    if progress:
-        progress(f"{what}, second pass")
+    timings = []
+    for p in range(passes):
+        order = list(range(len(cells)))[::1 if p % 2 == 0 else -1]
+        timed: dict = {i: time_cell(cells[i]) for i in order}
+        timings.append([timed[i] for i in range(len(cells))])
+        if progress:
+            progress(f"{what}, pass {p + 1} of {passes}")
     seconds = seconds or float
     kept = []
-    for pair in zip(first, second):
-        fast, slow = sorted(pair, key=seconds)
-        if disagreement is not None and seconds(fast) > 0:
-            disagreement.append(seconds(slow) / seconds(fast) - 1)
-        kept.append(fast)
+    for per_cell in zip(*timings):
+        ranked = sorted(per_cell, key=seconds)
+        if disagreement is not None and len(ranked) > 1 and seconds(ranked[0]) > 0:
+            disagreement.append(seconds(ranked[1]) / seconds(ranked[0]) - 1)
+        kept.append(ranked[0])
     return kept
 
 
 def disagreement_summary(disagreement: list) -> dict:
-    """How far apart the two passes of ``timed_in_passes`` came out: the cells, and the median and 90th
-    percentile of their disagreement (the slower over the faster, less 1)."""
+    """How far apart the passes of ``timed_in_passes`` came out: the cells, and the median and 90th percentile of
+    their disagreement (the second fastest timing over the fastest, less 1)."""
     if not disagreement:
         return {"cells": 0, "median": 0.0, "p90": 0.0}
     return {"cells": len(disagreement), "median": float(np.median(disagreement)),
@@ -216,7 +229,7 @@ def disagreement_summary(disagreement: list) -> dict:
 
 
 def measure_gemm(dtype: str, dims=GEMM_DIMS, layouts=GEMM_LAYOUTS, progress=None, backend="numpy",
-                 disagreement: list | None = None) -> dict:
+                 disagreement: list | None = None, passes: int = PASSES) -> dict:
     """{layout: seconds as a nested list [i_m][i_n][i_k] over ``dims``}: measured where the product fits (in
     passes: ``timed_in_passes``, each cell's disagreement added to ``disagreement``), else the time of the largest
     fitting product along the largest dimension scaled by the work. The products are the ``backend``'s own
@@ -234,7 +247,7 @@ def measure_gemm(dtype: str, dims=GEMM_DIMS, layouts=GEMM_LAYOUTS, progress=None
 
     grids = {layout: np.full((d, d, d), np.nan) for layout in layouts}
     for (layout, i, j, l), seconds in zip(cells, timed_in_passes(cells, time_cell, progress=progress,
-                                                                 disagreement=disagreement)):
+                                                                 disagreement=disagreement, passes=passes)):
         grids[layout][i, j, l] = seconds
     out = {}
     for layout, grid in grids.items():
@@ -631,8 +644,8 @@ def _kernel_cases(ops, dtype: str, side: int = 16, put=lambda a: a):
     def logits(t):
         return arr(_rows(t, 16), 16), 1
 
-    def targets(x):  # uint8, as the data loader yields MNIST's labels (the kernels cast them, a cost of its own)
-        return rng.integers(0, x.shape[1], x.shape[0]).astype(np.uint8)
+    def targets(x):  # int64, as the data loader yields the labels
+        return rng.integers(0, x.shape[1], x.shape[0], dtype=np.int64)
 
     def forward(name, make_x, *extra):
         def make(t):
@@ -679,10 +692,10 @@ def _kernel_cases(ops, dtype: str, side: int = 16, put=lambda a: a):
 
 
 def measure_curves(backend: str, dtype: str, say=lambda text: None, sizes=CURVE_SIZES, budget: float = 0.05,
-                   deep: bool = True, disagreement: list | None = None) -> dict:
+                   deep: bool = True, disagreement: list | None = None, passes: int = PASSES) -> dict:
     """Every pass and whole kernel of ``backend``: ``name`` for those whose cost per element is one number,
     ``name@w`` for each width w of WIDTHS for those that run along short rows (plans.wide); with ``deep``,
-    each whole kernel's ``~deep`` curve too. Every point in two passes (``timed_in_passes``, each point's
+    each whole kernel's ``~deep`` curve too. Every point in ``passes`` passes (``timed_in_passes``, each point's
     disagreement added to ``disagreement``)."""
     from minigrad import backend as be
 
@@ -706,7 +719,8 @@ def measure_curves(backend: str, dtype: str, say=lambda text: None, sizes=CURVE_
         return _seconds(fn, inputs, budget_, most, cold, evict)
 
     out: dict = {}
-    for cell, seconds in zip(cells, timed_in_passes(cells, time_cell, say, "curves", disagreement=disagreement)):
+    for cell, seconds in zip(cells, timed_in_passes(cells, time_cell, say, "curves", disagreement=disagreement,
+                                                    passes=passes)):
         points = out.setdefault(curves[cell[0]][0], [])
         if not points or elements[cell] > points[-1][0]:  # a size that rounds to the last one's elements: once
             points.append([int(elements[cell]), seconds])
@@ -721,7 +735,7 @@ def deep_sizes(sizes) -> list[int]:
 def measure_widths(backend: str, dtype: str, widths=PROFILE_WIDTHS, elements: int = PROFILE_ELEMENTS,
                    budget: float = 0.02) -> dict:
     """{name: [[width, seconds per element], ...]} for each pass and kernel along short rows (plans.wide), at
-    about ``elements`` elements, timed as its size curves are (passes hot, kernels cold), in two passes
+    about ``elements`` elements, timed as its size curves are (passes hot, kernels cold), in PASSES passes
     (``timed_in_passes``). Timed in one pass, a profile's noise went straight into a price: a width beyond
     WIDTHS is priced by the profile's time there over its time at the last of WIDTHS, and three numba float32
     calibrations put Winograd's input transform at width 32 at 0.66, 0.43 and 1.29 of its time at width 30,
@@ -793,7 +807,7 @@ def _tiny(dtype: str, reference_before: list, batches) -> dict:
     at each of REFERENCE_BATCHES (``cnn_step``: how fast the machine ran, ``reference``: the faster of its time
     now and ``reference_before``, timed before the calibration's first measurement).
 
-    Each model and batch size in two passes, the one whose kernel calls took less time kept whole
+    Each model and batch size in TINY_PASSES passes, the one whose kernel calls took least time kept whole
     (``timed_in_passes``): one numba calibration, timed once, met a slow minute here and took every call of the
     synthetic CNN's step 1.5-1.7x as long as the calibration before it, and priced lenet5 at B=1-3 27-47% slow."""
     r = np.random.default_rng(3)
@@ -804,7 +818,7 @@ def _tiny(dtype: str, reference_before: list, batches) -> dict:
         return _in_step(synthetic_cnn(dtype), dtype, r, batch_size, steps=max(400, 6400 // batch_size))
     cells = [0, *batches]
     step, *runs = timed_in_passes(cells, run, what="fixed overheads",
-                                  seconds=lambda result: sum(t for _, t in result["calls"]))
+                                  seconds=lambda result: sum(t for _, t in result["calls"]), passes=TINY_PASSES)
     cnn = dict(zip(batches, runs))
     return {"outside_step": step["outside"], "outside_cnn": [[b, cnn[b]["outside"]] for b in batches],
             "cnn_calls": cnn[OUTSIDE_BATCH]["calls"],
@@ -956,7 +970,7 @@ def measure(backend: str, dtype: str = "float32", threads: int = 1, quick: bool 
         reference_before = [reference(dtype, b) for b in REFERENCE_BATCHES]
         passes: dict = {"curves": [], "gemm": []}
         result["curves"] = measure_curves(backend, dtype, say, sizes, 0.005 if quick else 0.05, deep=not quick,
-                                          disagreement=passes["curves"])
+                                          disagreement=passes["curves"], passes=QUICK_PASSES if quick else PASSES)
         result["widths"] = {} if quick else measure_widths(backend, dtype)
         say("row widths")
         result["reach"] = [] if quick else measure_reach(dtype)  # quick: every kernel priced as cache finds it
@@ -969,7 +983,8 @@ def measure(backend: str, dtype: str = "float32", threads: int = 1, quick: bool 
             guard = OneBlasThread()
             result["split_seconds"] = _seconds(lambda: handoff(threads)) if threads > 1 else 0.0
         with guard:
-            result["gemm"] = measure_gemm(dtype, dims, progress=say, backend=backend, disagreement=passes["gemm"])
+            result["gemm"] = measure_gemm(dtype, dims, progress=say, backend=backend, disagreement=passes["gemm"],
+                                          passes=QUICK_PASSES if quick else PASSES)
             result["small_path_jumps"] = measure_small_path_jumps(dtype, backend)
             result["edges"] = {} if quick else measure_edges(dtype, backend, progress=say)
             result["far"] = {} if quick else measure_far(dtype, backend)
@@ -1075,13 +1090,13 @@ class Measured:
         return self.data.get("device") or self.data["cpu"]
 
     def pass_disagreement(self) -> str:
-        """How far apart the two passes over its GEMMs and curves came out (``disagreement_summary``), in words:
-        no prediction from this calibration is surer than that ('' where it was not recorded)."""
+        """How far apart the fastest two timings of its GEMMs and curves came out (``disagreement_summary``), in
+        words: no prediction from this calibration is surer than that ('' where it was not recorded)."""
         labels = {"gemm": "GEMMs", "curves": "curves"}
         parts = [f"its {labels.get(name, name)} by a median of {100 * d['median']:.0f}% (90th percentile "
                  f"{100 * d['p90']:.0f}%, {d['cells']:,} cells)"
                  for name, d in self.data.get("pass_disagreement", {}).items() if d["cells"]]
-        return ("the two timings of each cell differed: " + ", ".join(parts)) if parts else ""
+        return ("the fastest two timings of each cell differed: " + ", ".join(parts)) if parts else ""
 
     def _interpolate(self, name: str, elements: int) -> float:
         """Log-log interpolation of the named curve; below its first size the first time, beyond its last the

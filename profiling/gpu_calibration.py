@@ -26,8 +26,8 @@ model; every array synthetic, the pooling kernels' inputs made from the training
   the graph, the graph's launch, the loss read back) comes out of it (``predict.GpuCostModel``); and at
   ``calibration.REFERENCE_BATCHES`` how fast the device ran (``cnn_step``).
 
-The GEMM cells and curve points are timed in two passes, the faster kept (``calibration.timed_in_passes``), and
-how far the two came apart is kept (``pass_disagreement``). Importing this module never needs CuPy.
+The GEMM cells and curve points are timed in PASSES passes, the fastest kept (``calibration.timed_in_passes``),
+and how far the fastest two came apart is kept (``pass_disagreement``). Importing this module never needs CuPy.
 """
 
 from __future__ import annotations
@@ -54,7 +54,10 @@ QUICK_CURVE_SIZES = tuple(16 ** i for i in range(1, 7))
 REPEATS = 8                       # calls recorded per graph (and twice as many in the second)
 REPLAYS = 5                       # replays of each graph, the fastest kept
 HOST_CALLS = 200                  # eager calls per kernel for its host time (the median kept)
-TINY_BATCHES = (4, 64, 1024)
+TINY_BATCHES = (4, 16, 64)       # small: the replay's fixed cost is what is left of these steps beyond their priced
+                                  # kernels, and a large step would leave the kernels' pricing errors in it
+PASSES = 2                        # over the cells: a GPU's timings do not move with other tenants' load as a
+                                  # shared CPU's do (calibration.PASSES)
 
 
 def in_graph_seconds(fn, repeats: int = REPEATS, replays: int = REPLAYS, record=None, timer=None) -> float:
@@ -136,7 +139,7 @@ def measure_gemm(dtype: str, dims=GEMM_DIMS, batches=GEMM_BATCHES, progress=None
         layout, ib, i, j, l = cell
         return seconds(_product(ops, layout, batches[ib], dims[i], dims[j], dims[l], dtype, rng))
 
-    times = calibration.timed_in_passes(cells, time_cell, progress, "gemm", disagreement=disagreement)
+    times = calibration.timed_in_passes(cells, time_cell, progress, "gemm", disagreement=disagreement, passes=PASSES)
     out = {}
     for layout in GEMM_LAYOUTS:
         axes = (batches, dims, dims, dims)
@@ -178,7 +181,7 @@ def _pass_cases(ops, dtype: str) -> dict:
         x = arr(n, 256)
         return (lambda: ops.channel_sums(x, n, 256, 1)), n * 256, (x,)
 
-    def strided_copy(t):  # a transposed view made contiguous (W^T, dW's columns)
+    def strided_copy(t):  # a strided view made contiguous (dW's columns and db, cut from the weight sums)
         n = rows(t, 13)
         view = arr(13, n).T
         return (lambda: xp.ascontiguousarray(view)), n * 13, (view,)
@@ -205,7 +208,7 @@ def _device(ops):
 
 def measure_curves(dtype: str, sizes=CURVE_SIZES, progress=None, disagreement=None,
                    seconds=in_graph_seconds) -> dict:
-    """{name: [[elements, seconds], ...]} of every pass and whole kernel, each point in two passes."""
+    """{name: [[elements, seconds], ...]} of every pass and whole kernel, each point in PASSES passes."""
     from minigrad.kernels import cupy_ops as ops
 
     cases = {**_pass_cases(ops, dtype), **calibration._kernel_cases(ops, dtype, put=_device(ops))}
@@ -219,7 +222,7 @@ def measure_curves(dtype: str, sizes=CURVE_SIZES, progress=None, disagreement=No
 
     out: dict = {}
     for cell, s in zip(cells, calibration.timed_in_passes(cells, time_cell, progress, "curves",
-                                                          disagreement=disagreement)):
+                                                          disagreement=disagreement, passes=PASSES)):
         points = out.setdefault(cell[0], [])
         if not points or elements[cell] > points[-1][0]:
             points.append([int(elements[cell]), s])
@@ -288,6 +291,21 @@ def measure_launches(dtype: str, seconds=in_graph_seconds) -> dict:
 # -- the calibration -------------------------------------------------------------------------------------------
 
 
+def replayed_step(dtype: str, batch_size: int, steps: int = 200) -> float:
+    """``calibration.reference`` on the GPU: the median of ``steps`` training steps of the synthetic CNN at
+    ``batch_size`` after 20 warm-up steps, every one of them replayed from a CUDA graph (a recording that failed
+    leaves the loop eager, with a warning: an error here, since an eager step is not what is measured)."""
+    stream = calibration._steps(calibration.synthetic_cnn(dtype), dtype, np.random.default_rng(3), batch_size)
+    for _ in range(20):
+        next(stream)
+    records = [next(stream) for _ in range(steps)]
+    eager = sum(not r.captured for r in records)
+    if eager:
+        raise RuntimeError(f"gpu calibration: {eager} of the synthetic CNN's {steps} steps at B={batch_size} ran "
+                           "eagerly, not replayed from a CUDA graph (see the loop's warning)")
+    return float(np.median([r.compute_seconds for r in records]))
+
+
 def measure(dtype: str = "float32", quick: bool = False, progress=None) -> dict:
     """Every primitive of the cupy backend at ``dtype`` on the current device (about a minute; ``quick``: a
     coarser grid and fewer sizes, in seconds)."""
@@ -312,7 +330,7 @@ def measure(dtype: str = "float32", quick: bool = False, progress=None) -> dict:
         result["gemm"] = measure_gemm(dtype, dims, batches, say, passes["gemm"])
         result.update(measure_launches(dtype))
         say("launches and host costs")
-        replayed = {b: calibration.reference(dtype, b) for b in sorted({*TINY_BATCHES, *calibration.REFERENCE_BATCHES})}
+        replayed = {b: replayed_step(dtype, b) for b in sorted({*TINY_BATCHES, *calibration.REFERENCE_BATCHES})}
         result["tiny"] = {"replayed": [[b, replayed[b]] for b in TINY_BATCHES],
                           "cnn_step": [[b, replayed[b]] for b in calibration.REFERENCE_BATCHES]}
         result["pass_disagreement"] = {name: calibration.disagreement_summary(d) for name, d in passes.items()}

@@ -650,7 +650,7 @@ def why(preds: list[StepPrediction], top: int = 4) -> list[dict]:
 
 def explanation(preds: list[StepPrediction], rows: list[dict], fall: float, cal: calibration.Measured) -> dict:
     """The cost model's part of the explain report: its rows against the sweep, its plateau, the floor's why, and
-    when ``cal`` was measured and how far its two passes came apart (``Calibration.pass_disagreement``)."""
+    when ``cal`` was measured and how far its passes came apart (``Calibration.pass_disagreement``)."""
     return {"calibrated_at": cal.data["measured_at"], "calibration_noise": cal.pass_disagreement(),
             "rows": compare(preds, rows), "plateau_batch": plateau_batch(preds, fall), "why": why(preds),
             "predicted": [p.to_dict() for p in preds]}

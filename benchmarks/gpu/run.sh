@@ -8,9 +8,10 @@
 #     OUT=/some/dir bash benchmarks/gpu/run.sh        # from the project root
 #     OUT=/some/dir bash benchmarks/gpu/run.sh predict
 #
-# `predict` runs the cost model's check instead, in its own call (about 6 minutes): this device's calibration
-# (profiling/gpu_calibration.py), then `profile predict --measure` on lenet5 and convnet at the batch sizes of
-# the CPU's check, the tracer's kernels at B=16 and 256 (predict-<model>/ under $OUT, and predict-<model>.log).
+# `predict` runs the cost model's check instead, in its own call (at most 9 minutes): this device's calibration
+# (profiling/gpu_calibration.py, cached under $OUT/data, which comes back with the results), then `profile
+# predict --measure` on lenet5 and convnet at the batch sizes of the CPU's check, the tracer's kernels at B=16 and
+# 256 (predict-<model>/ under $OUT, and calibration.log, predict-<model>.log).
 #
 # It lays the package out inside the tree (kernels/ -> minigrad/kernels, profiling/ -> minigrad/profiling,
 # as an install does), which is why it refuses to run where there is no GPU: that tree is a throwaway copy.
@@ -35,9 +36,13 @@ status=0
 if [ "${1:-}" = predict ]; then
     sizes=1,2,3,5,8,12,16,17,32,48,64,100,128,256,512
     export MINIGRAD_DATA="$OUT/data"  # the calibration is cached there and comes back with the results
+    echo "== calibration"
+    timeout 220 python3 -c "from minigrad.profiling import gpu_calibration as g; g.load('float32', progress=print)" \
+        2>&1 | tee "$OUT/calibration.log"
+    [ "${PIPESTATUS[0]}" -eq 0 ] || exit 1
     for model in lenet5 convnet; do
         echo "== predict $model"
-        timeout 250 python3 -m minigrad.profile predict --backend cupy --model "$model" --batch-sizes "$sizes" \
+        timeout 150 python3 -m minigrad.profile predict --backend cupy --model "$model" --batch-sizes "$sizes" \
             --measure --kernels-at 16,256 --rounds 2 --dataset synthetic --out "$OUT/predict-$model" 2>&1 \
             | tee "$OUT/predict-$model.log"
         [ "${PIPESTATUS[0]}" -eq 0 ] || status=1

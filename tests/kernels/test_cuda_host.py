@@ -19,6 +19,7 @@ so a second run compiles nothing.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import dataclasses
 import functools
@@ -388,9 +389,25 @@ def host_cublas():
     src = SHIM_DIR / "cublas_shim.cpp"
     lib = ctypes.CDLL(str(_build(BUILD_DIR / f"libcublas-shim-{_digest(src, ' '.join(GXX_FLAGS))}.so",
                                  ["g++", *GXX_FLAGS, str(src)])))
+    allocators = []  # the allocator each using_allocator put in effect, innermost last
+
+    @contextlib.contextmanager
+    def using_allocator(malloc):
+        allocators.append(malloc)
+        try:
+            yield
+        finally:
+            allocators.pop()
+
+    def empty(shape, dtype):
+        empty.under.append(allocators[-1] if allocators else None)
+        return np.empty(shape, dtype).view(_DeviceArray)
+    empty.under = []  # the allocator in effect at each allocation
     cuda = types.SimpleNamespace(device=types.SimpleNamespace(get_cublas_handle=lambda: 1),
-                                 get_current_stream=lambda: types.SimpleNamespace(ptr=0))
-    cupy = types.SimpleNamespace(cuda=cuda, empty=lambda shape, dtype: np.empty(shape, dtype).view(_DeviceArray))
+                                 get_current_stream=lambda: types.SimpleNamespace(ptr=0),
+                                 using_allocator=using_allocator)
+    cupy = types.SimpleNamespace(cuda=cuda, empty=empty,
+                                 get_default_memory_pool=lambda: types.SimpleNamespace(malloc="the default pool"))
     return cupy_ops.CublasGemm(cupy, lib), lib
 
 
@@ -423,6 +440,18 @@ def test_cublas_calls_compute_each_operand_layout_and_batch(host_cublas, rng, dt
                                                         68 if dtype == np.float32 else 70)
     with pytest.raises(ValueError, match="gemm needs operands"):
         gemm(x, x)
+
+
+def test_cublas_takes_its_workspace_from_the_default_pool_even_inside_a_capture(host_cublas):
+    """A first GEMM recorded into a CUDA graph must not take cuBLAS's workspace from the graph's own pool, which
+    frees it with the graph while cuBLAS keeps the pointer: the product's array comes from the pool in effect,
+    the workspace (once per handle) from the default pool."""
+    gemm, _ = host_cublas
+    x = np.ones((2, 3), np.float32).view(_DeviceArray)
+    with gemm.cupy.cuda.using_allocator("a graph's pool"):
+        gemm(x, x.T.view(_DeviceArray))
+        gemm(x, x.T.view(_DeviceArray))
+    assert gemm.cupy.empty.under == ["a graph's pool", "the default pool", "a graph's pool"]
 
 
 @pytest.mark.parametrize("bias", [True, False])

@@ -351,6 +351,25 @@ def test_a_step_graph_replays_what_it_recorded_on_new_inputs(cp):
 
 
 @on_gpu
+def test_a_first_gemm_recorded_in_a_graph_leaves_cublas_a_workspace_that_outlives_the_graph(cp):
+    """cuBLAS keeps its workspace's address: taken from a graph's own pool, it would be freed with the graph."""
+    gemm = cupy_ops.CublasGemm(cp)  # no workspace set yet: its first call is the recorded one
+    rng = np.random.default_rng(3)
+    a = cp.asarray(rng.standard_normal((16, 1 << 16), dtype=np.float32))
+    b = cp.asarray(rng.standard_normal((1 << 16, 16), dtype=np.float32))
+    try:
+        graph = cupy_ops.StepGraph(lambda: gemm(a, b))
+        graph.replay()
+        del graph
+        cp.get_default_memory_pool().free_all_blocks()
+        filler = cp.full(1 << 24, 7.0, cp.float32)  # memory the graph held, handed out again
+        cp.testing.assert_allclose(gemm(a, b), cp.matmul(a, b), rtol=1e-4, atol=1e-3)
+        del filler
+    finally:
+        cupy_ops._runtime().matmul.workspaces.clear()  # the handle's workspace is this test's: set it again
+
+
+@on_gpu
 def test_memory_info_counts_the_pools_of_live_step_graphs(cp):
     """A recorded graph's arrays live in its own pool for as long as the graph: memory_info() counts it, and
     the peak holds it after the graph is gone."""

@@ -86,8 +86,8 @@ def test_the_held_out_predictions_come_from_the_calibration_alone(explained):
     r = json.loads((out / "explain.json").read_text())
     cal = calibration.load("numpy", "float32", r["threads"], quick=True, cache_dir=out / "data")
     assert cal.data["measured_at"] == r["first_principles"]["calibrated_at"]
-    noise = r["first_principles"]["calibration_noise"]  # its own two passes' disagreement, in the report too
-    assert noise == cal.pass_disagreement() and noise.startswith("the two timings of each cell differed")
+    noise = r["first_principles"]["calibration_noise"]  # its own passes' disagreement, in the report too
+    assert noise == cal.pass_disagreement() and noise.startswith("the fastest two timings of each cell differed")
     assert f"The calibration's own noise: {noise}." in (out / "explain.md").read_text()
     preds = predict.predict("lenet5", [1, 2, 4, 8], "numpy", "float32", r["threads"], r["n_epoch"], cal)
     assert [p.step_seconds for p in preds] == pytest.approx([h["predicted_step_seconds"] for h in r["holdout"]])

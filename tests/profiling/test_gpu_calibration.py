@@ -139,6 +139,12 @@ def test_every_kernels_host_cost_is_timed_on_a_call_of_its_own(host_cupy):
     assert all(s > 0 for s in seconds.values()) and len(synced) == 4 * len(cases)
 
 
+def test_a_replayed_step_that_ran_eagerly_is_an_error():
+    with backend.use_backend("numpy"):  # no CUDA graphs: every step runs eagerly
+        with pytest.raises(RuntimeError, match="ran eagerly"):
+            gc.replayed_step("float32", 4, steps=3)
+
+
 # -- on a real GPU (skipped without one) -------------------------------------------------------------------------
 
 
