@@ -20,6 +20,14 @@ def backend(request):
 
 
 @pytest.fixture
+def cuda():
+    """Skips the test where the cupy backend cannot run (no CuPy or no CUDA device)."""
+    reason = B.unavailable_reason("cupy")
+    if reason:
+        pytest.skip(reason)
+
+
+@pytest.fixture
 def ops(backend):
     """The live fast backend's kernel module."""
     return B.backend_module()

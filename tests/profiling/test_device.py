@@ -400,13 +400,6 @@ def test_tracer_on_the_cpu_makes_no_events(monkeypatch):
 # on a real GPU (skipped without one)
 
 
-@pytest.fixture
-def cuda():
-    reason = backend.unavailable_reason("cupy")
-    if reason:
-        pytest.skip(reason)
-
-
 def test_measure_gpu_on_this_device(cuda, tmp_path):
     c = device.load_gpu(cache_dir=tmp_path, repeats=2, sizes=(256, 1024), copy_mb=16, launches=200)
     assert c["device"] == device.current_device_name()

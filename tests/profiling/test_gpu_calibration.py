@@ -148,13 +148,6 @@ def test_a_replayed_step_that_ran_eagerly_is_an_error():
 # -- on a real GPU (skipped without one) -------------------------------------------------------------------------
 
 
-@pytest.fixture
-def cuda():
-    reason = backend.unavailable_reason("cupy")
-    if reason:
-        pytest.skip(reason)
-
-
 def test_a_quick_calibration_of_this_device_measures_every_section(cuda, tmp_path):
     """(Named without "cupy": benchmarks/gpu/run.sh's test part leaves it to its predict part, which calibrates.)"""
     from minigrad.profiling import plans, predict

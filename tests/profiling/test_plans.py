@@ -217,34 +217,26 @@ def _planned(kernel, shape):
              else t.size[0]) for t in plans.plan("cupy", Call(kernel, shape), 1) if t.kind != "call"]
 
 
+#: A layer's forward arguments and its shapes in a plan: conv2d (2 -> 4 channels, 3x3, 9x8 input), linear (6 -> 3).
+CUPY_LAYERS = {
+    "conv2d": lambda rng, N, bias: ((rng.standard_normal((N, 2, 9, 8)), rng.standard_normal((4, 2, 3, 3)),
+                                     rng.standard_normal(4) if bias else None, 1, 0),
+                                    dict(N=N, C=2, H=9, W=8, F=4, KH=3, KW=3, stride=1, padding=0)),
+    "linear": lambda rng, N, bias: ((rng.standard_normal((N, 6)), rng.standard_normal((3, 6)),
+                                     rng.standard_normal(3) if bias else None), dict(N=N, IN=6, OUT=3)),
+}
+
+
+@pytest.mark.parametrize("layer", sorted(CUPY_LAYERS))
 @pytest.mark.parametrize("N", [1, 3])
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("need_dx", [True, False])
-def test_the_cupy_conv_plans_are_the_launches_and_gemms_cupy_ops_makes(logged_cupy, N, bias, need_dx):
+def test_the_cupy_plans_are_the_launches_and_gemms_cupy_ops_makes(logged_cupy, layer, N, bias, need_dx):
     ops, log = logged_cupy
-    rng = np.random.default_rng(0)
-    C, H, W, F, K = 2, 9, 8, 4, 3
-    x, w = rng.standard_normal((N, C, H, W)), rng.standard_normal((F, C, K, K))
-    b = rng.standard_normal(F) if bias else None
-    shape = dict(N=N, C=C, H=H, W=W, F=F, KH=K, KW=K, stride=1, padding=0, bias=bias, need_dx=need_dx, itemsize=8)
-    y, cache = ops.conv2d_forward(x, w, b, 1, 0)
-    assert log == _planned("conv2d_forward", shape)
+    args, shape = CUPY_LAYERS[layer](np.random.default_rng(0), N, bias)
+    shape = {**shape, "bias": bias, "need_dx": need_dx, "itemsize": 8}
+    y, cache = getattr(ops, f"{layer}_forward")(*args)
+    assert log == _planned(f"{layer}_forward", shape)
     log.clear()
-    ops.conv2d_backward(np.ones_like(y), cache, need_dx)
-    assert log == _planned("conv2d_backward", shape)
-
-
-@pytest.mark.parametrize("N", [1, 5])
-@pytest.mark.parametrize("bias", [True, False])
-@pytest.mark.parametrize("need_dx", [True, False])
-def test_the_cupy_linear_plans_are_the_launches_and_gemms_cupy_ops_makes(logged_cupy, N, bias, need_dx):
-    ops, log = logged_cupy
-    rng = np.random.default_rng(0)
-    x, w = rng.standard_normal((N, 6)), rng.standard_normal((3, 6))
-    b = rng.standard_normal(3) if bias else None
-    shape = dict(N=N, IN=6, OUT=3, bias=bias, need_dx=need_dx, itemsize=8)
-    y, cache = ops.linear_forward(x, w, b)
-    assert log == _planned("linear_forward", shape)
-    log.clear()
-    ops.linear_backward(np.ones_like(y), cache, need_dx)
-    assert log == _planned("linear_backward", shape)
+    getattr(ops, f"{layer}_backward")(np.ones_like(y), cache, need_dx)
+    assert log == _planned(f"{layer}_backward", shape)

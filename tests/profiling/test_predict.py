@@ -291,20 +291,6 @@ def test_numpys_transposing_copies_pay_l1_misses_where_their_runs_overflow_their
     assert all(what in ("col2im_planes", "gemm_out_to_nchw") for _, _, what in extra)  # nchw_to_gemm_in's fit
 
 
-def test_prediction_runs_no_kernel():
-    def refuse(name, fn):
-        def never(*args):
-            raise AssertionError(f"predict ran the kernel {name}")
-        return never
-
-    backend.set_kernel_hook(refuse)
-    try:
-        preds = predict.predict("lenet5", [1, 64], "numpy", cal=synthetic())
-    finally:
-        backend.set_kernel_hook(None)
-    assert preds[1].step_seconds > preds[0].step_seconds > 0
-
-
 def rows_for(preds, factor):
     return [{"batch_size": p.batch_size, "step_seconds": p.step_seconds * factor} for p in preds]
 
@@ -497,7 +483,9 @@ def test_the_tracer_sees_a_gpu_call_as_its_host_cost_or_a_launch_and_its_device_
     assert "+0.0%" in listing and "GEMM 16 x 6x576x26 (nn)" in listing and "replayed graph's launch" in listing
 
 
-def test_a_gpu_prediction_runs_no_kernel():
+@pytest.mark.parametrize("name,model_name,calibrated",
+                         [("numpy", "lenet5", synthetic), ("cupy", "convnet", synthetic_gpu)])
+def test_prediction_runs_no_kernel(name, model_name, calibrated):
     def refuse(name, fn):
         def never(*args):
             raise AssertionError(f"predict ran the kernel {name}")
@@ -505,7 +493,7 @@ def test_a_gpu_prediction_runs_no_kernel():
 
     backend.set_kernel_hook(refuse)
     try:
-        preds = predict.predict("convnet", [1, 256], "cupy", cal=synthetic_gpu())
+        preds = predict.predict(model_name, [1, 256], name, cal=calibrated())
     finally:
         backend.set_kernel_hook(None)
     assert preds[1].step_seconds > preds[0].step_seconds > 0
