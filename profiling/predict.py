@@ -394,7 +394,7 @@ class GpuCostModel:
     def _kernels(self, calls: StepCalls) -> list[KernelCost]:
         out = []
         for layer, call in calls.calls:
-            priced = [self._price(t) for t in plans.plan("cupy", call, 1) if t.kind != "call"]
+            priced = [self._price(t) for t in plans.plan(self.cal.backend, call, 1) if t.kind != "call"]
             device = sum(p.seconds for p in priced)
             host = self.cal.host_seconds(call.kernel, call.shape.get("need_dx", True))
             traced = self.cal.sync_seconds + max(host, self.cal.launch_seconds + device)
