@@ -320,23 +320,79 @@ def maxpool_generic_forward(x):
     return y
 
 
+@njit(cache=True)
+def _maxpool_select_scan(x, y, arg):
+    """Losing variant (numba_ops' until it lost): 2x2 windows, one select per tap on a running max and argmax.
+    LLVM turns the selects into branches, so its time follows how predictable the data are (1.9x slower on
+    random activations than on smooth images)."""
+    for n in range(x.shape[0]):
+        for c in range(x.shape[1]):
+            for i in range(y.shape[2]):
+                for j in range(y.shape[3]):
+                    best, a = x[n, c, 2 * i, 2 * j], 0
+                    for r in range(2):
+                        for q in range(2):
+                            v = x[n, c, 2 * i + r, 2 * j + q]
+                            take = (not v <= best) & (best == best)
+                            best = v if take else best
+                            a = r * 2 + q if take else a
+                    y[n, c, i, j], arg[n, c, i, j] = best, a
+
+
+@njit(cache=True)
+def _maxpool_select_write(dy, arg, dx):
+    """Losing variant (numba_ops' until it lost): each of a window's taps written through a select on the
+    argmax (numba_ops zeroes the rows, then stores each gradient at its tap)."""
+    for n in range(dy.shape[0]):
+        for c in range(dy.shape[1]):
+            for i in range(dy.shape[2]):
+                for j in range(dy.shape[3]):
+                    d, a = dy[n, c, i, j], arg[n, c, i, j]
+                    for r in range(2):
+                        for q in range(2):
+                            dx[n, c, 2 * i + r, 2 * j + q] = d if a == r * 2 + q else 0
+
+
+def maxpool_select_scan_forward(x):
+    N, C, H, W = x.shape
+    y, arg = np.empty((N, C, H // 2, W // 2), DT), np.empty((N, C, H // 2, W // 2), np.uint8)
+    _maxpool_select_scan(x, y, arg)
+    return y
+
+
+def maxpool_select_write_backward(dy, arg):
+    N, C, OH, OW = dy.shape
+    dx = np.empty((N, C, 2 * OH, 2 * OW), DT)
+    _maxpool_select_write(dy, arg, dx)
+    return dx
+
+
+def _smooth(N, C, H):
+    """Activations as smooth as images (neighbouring pixels alike): a branchy kernel's best case."""
+    from minigrad.profiling import calibration
+
+    return calibration.activation_planes(calibration.training_images()[1], N, C, H, "float32")
+
+
 def race_pool(batches):
     fwd, bwd = [], []
     for name, C, H in POOL_LAYERS:
         for N in batches:
-            x = rand(N, C, H, H)
-            y, cache = npo.maxpool2d_forward(x, 2, 2)
-            dy = rand(*y.shape)
-            fwd.append((f"{name} B={N}", (x,), y))
-            bwd.append((f"{name} B={N}", (dy, {"numpy": cache, "numba": nb.maxpool2d_forward(x, 2, 2)[1]}),
-                        npo.maxpool2d_backward(dy, cache)))
+            for data, x in (("random", rand(N, C, H, H)), ("smooth", _smooth(N, C, H))):
+                y, cache = npo.maxpool2d_forward(x, 2, 2)
+                dy = rand(*y.shape)
+                fwd.append((f"{name} B={N} {data}", (x,), y))
+                bwd.append((f"{name} B={N} {data}", (dy, {"numpy": cache, "numba": nb.maxpool2d_forward(x, 2, 2)[1]}),
+                            npo.maxpool2d_backward(dy, cache)))
     race("maxpool2d 2x2 forward", fwd, {
         "numpy": lambda x: npo.maxpool2d_forward(x, 2, 2)[0],
         "generic-par": maxpool_generic_forward,
+        "select-scan": maxpool_select_scan_forward,
         "numba-serial": lambda x: with_tuning(nb.maxpool2d_forward, **SERIAL)(x, 2, 2)[0],
         "numba-par": lambda x: with_tuning(nb.maxpool2d_forward, **PARALLEL)(x, 2, 2)[0]})
     race("maxpool2d 2x2 backward", bwd, {
         "numpy": lambda dy, c: npo.maxpool2d_backward(dy, c["numpy"]),
+        "select-write": lambda dy, c: maxpool_select_write_backward(dy, c["numba"][0]),
         "numba-serial": lambda dy, c: with_tuning(nb.maxpool2d_backward, **SERIAL)(dy, c["numba"]),
         "numba-par": lambda dy, c: with_tuning(nb.maxpool2d_backward, **PARALLEL)(dy, c["numba"])})
 

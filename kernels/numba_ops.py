@@ -739,19 +739,30 @@ def conv2d_backward(dy, cache, need_dx=True):
 
 @njit(inline="always")
 def _pool_plane_fwd(x, y, arg, n, c, K, S, relu):
+    """Each window's max, then the first tap (row-major) equal to it, found by a reverse scan in integer
+    arithmetic; a NaN is tracked beside the max (which ignores it) and wins. No step depends on a comparison's
+    outcome through a branch or a select, so the time does not depend on the data (the select-per-tap scan
+    that this replaced ran 1.9x slower on random activations than on smooth ones: benchmarks/race_numba_kernels.py
+    pool)."""
     OW = y.shape[3]
-    zero = y.dtype.type(0)
+    zero, nan_value = y.dtype.type(0), y.dtype.type(math.nan)
     for i in range(y.shape[2]):
         yr, ar, rows = y[n, c, i], arg[n, c, i], x[n, c, i * S:i * S + K]
-        for j in range(OW):  # the taps unrolled (K is a constant), selects instead of branches
+        for j in range(OW):  # the taps unrolled (K is a constant)
             best = rows[0, j * S]
-            a = 0
+            nan = best != best
             for r in range(K):
                 for q in range(K):
                     v = rows[r, j * S + q]
-                    take = (not v <= best) & (best == best)  # v > best, or v is the first NaN
-                    best = v if take else best
-                    a = r * K + q if take else a
+                    nan |= v != v
+                    best = max(best, v)
+            best = nan_value if nan else best
+            a = K * K - 1
+            for r in range(K - 1, -1, -1):
+                for q in range(K - 1, -1, -1):
+                    v = rows[r, j * S + q]
+                    hit = (v == best) | (v != v)
+                    a = hit * (r * K + q) + (1 - hit) * a
             yr[j] = zero if relu and best <= 0 else best  # NaN <= 0 is False: NaN passes the relu
             ar[j] = a
 
@@ -762,14 +773,14 @@ def _pool_plane_bwd(dy, y, arg, dx, n, c, K, S, relu):
     zero = dy.dtype.type(0)
     for i in range(dy.shape[2]):
         dr, yr, ar = dy[n, c, i], y[n, c, i], arg[n, c, i]
-        if S == K:  # every element of the window written (the gradient or 0): taps unrolled, selects
+        if S == K:  # every element of the window written: the rows zeroed, then each gradient stored at its tap
             rows = dx[n, c, i * S:i * S + K]
+            for r in range(K):
+                for q in range(rows.shape[1]):
+                    rows[r, q] = zero
             for j in range(OW):
-                d, aj = dr[j], ar[j]
-                d = d if not relu or yr[j] > 0 else zero
-                for r in range(K):
-                    for q in range(K):
-                        rows[r, j * S + q] = d if aj == r * K + q else zero
+                aj = ar[j]
+                rows[aj // K, j * S + aj % K] = dr[j] if not relu or yr[j] > 0 else zero
         else:
             for r in range(K):
                 xr = dx[n, c, i * S + r]
@@ -789,7 +800,6 @@ def _maxpool_kernels(K, S):
     K and S are closure constants that the inlined plane loops (_pool_plane_fwd/_bwd) see as constants,
     so the window loops unroll and the loads along an output row have a constant stride (vectorisable)
     instead of a run-time one (gathers): 1.6-3x faster than the same loops with run-time K and S (race).
-    Each output row keeps its running max and argmax in y / arg while the taps are scanned row-major.
     """
 
     @njit(cache=True, parallel=True)

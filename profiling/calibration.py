@@ -76,7 +76,7 @@ import numpy as np
 
 from . import plans
 
-VERSION = 45  # of what a calibration holds and of the kernels it timed: another version is measured again
+VERSION = 46  # of what a calibration holds and of the kernels it timed: another version is measured again
 GEMM_DIMS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 65536, 262144)
 QUICK_GEMM_DIMS = (1, 16, 256, 4096, 65536)   # ``quick``: a rough calibration in seconds
 GEMM_LAYOUTS = ("nn", "nt", "tn", "tt")
