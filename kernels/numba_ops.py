@@ -29,7 +29,7 @@ from numba import njit, prange
 from . import _checks, _host, numpy_ops
 from ._host import asarray, synchronize, to_numpy, zeros  # noqa: F401  (array plumbing of the contract)
 from .numba_runtime import (TUNING, OneBlasThread, apply_thread_policy, block_bounds, blocks, gemm, gemm_pointers,
-                            parallel, pool_parallel)
+                            gemm_run, parallel, pool_parallel)
 
 # Reductions may be reordered (vectorised partial sums) and multiply-adds fused: both stay far inside the
 # parity tolerances (1e-10 relative in float64, 1e-5 in float32). NaN/Inf semantics are kept (no 'fast').
@@ -609,8 +609,7 @@ def _winograd_block(x, pad, U, b, gemm_ptrs, y, s, e):
     o = np.empty((4, F), dtype=x.dtype)
     for n in range(s, e):
         _winograd_input(x[n], pad, xt, rows, V)
-        for k in range(16):
-            gemm(gemm_ptrs, V[:, k], False, U[k], False, M[:, k], 0.0)
+        gemm_run(gemm_ptrs, V, U, M)
         _winograd_output(M, b, o, y[n])
 
 

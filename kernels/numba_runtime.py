@@ -305,15 +305,33 @@ def gemm(pointers, a, trans_a, b, trans_b, c, beta):
                    beta, c, _ld(c))
 
 
+@njit(inline="always")
+def gemm_run(pointers, a, b, c):
+    """c[:, i] = a[:, i] @ b[i] for each i of b's first axis, back to back: Winograd's products of one sample's
+    transformed tiles (a: (tiles, 16, C), b: (16, C, F), c: (tiles, 16, F)), each on strided rows."""
+    for i in range(b.shape[0]):
+        gemm(pointers, a[:, i], False, b[i], False, c[:, i], 0.0)
+
+
 @njit(cache=True)
 def _gemm_once(pointers, a, trans_a, b, trans_b, c):
     gemm(pointers, a, trans_a, b, trans_b, c, 0.0)
+
+
+@njit(cache=True)
+def _gemm_run_once(pointers, a, b, c):
+    gemm_run(pointers, a, b, c)
 
 
 def matmul(a, trans_a: bool, b, trans_b: bool, c) -> None:
     """c = op(a) @ op(b) from Python, through the kernels' own BLAS call on the calling thread (how the
     calibration times the backend's GEMMs; hold OneBlasThread around it as the kernels do)."""
     _gemm_once(gemm_pointers(), a, trans_a, b, trans_b, c)
+
+
+def matmul_run(a, b, c) -> None:
+    """``gemm_run`` from Python (how the calibration times a run of Winograd's products)."""
+    _gemm_run_once(gemm_pointers(), a, b, c)
 
 
 class OneBlasThread:

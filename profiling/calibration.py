@@ -76,7 +76,7 @@ import numpy as np
 
 from . import plans
 
-VERSION = 46  # of what a calibration holds and of the kernels it timed: another version is measured again
+VERSION = 47  # of what a calibration holds and of the kernels it timed: another version is measured again
 GEMM_DIMS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 65536, 262144)
 QUICK_GEMM_DIMS = (1, 16, 256, 4096, 65536)   # ``quick``: a rough calibration in seconds
 GEMM_LAYOUTS = ("nn", "nt", "tn", "tt")
@@ -256,6 +256,33 @@ def measure_gemm(dtype: str, dims=GEMM_DIMS, layouts=GEMM_LAYOUTS, progress=None
                 grid[i, j, l] = _filled(grid, (i, j, l), dims)
         out[layout] = grid.tolist()
     return out
+
+
+#: Winograd's products (``plans._winograd_samples``) run 16 in a row on strided views of one sample's transformed
+#: tiles, from jitted code, their operands just written (``numba_runtime.gemm_run``): faster than the GEMM grid's
+#: cells, each timed alone from Python (144x64x32 float32 on one thread: 12.1 us in a run, 20.1 as a cell). Timed as
+#: runs over this grid of (tiles, out channels, in channels); ``Calibration.run_factor`` prices a product of a run
+#: as its grid time times the run's ratio to the grid there.
+RUN_DIMS = ((16, 64, 144, 256, 576), (16, 32, 64, 128), (16, 32, 64, 128))
+QUICK_RUN_DIMS = ((16, 144), (16, 64), (16, 64))
+RUN_LENGTH = 16
+
+
+def measure_runs(dtype: str, dims=RUN_DIMS, disagreement: list | None = None, passes: int = PASSES) -> dict:
+    """{"dims": ``dims``, "seconds": [i_m][i_n][i_k] seconds per product in a run of RUN_LENGTH} (Numba only)."""
+    from minigrad.kernels.numba_runtime import matmul_run
+
+    rng = np.random.default_rng(0)
+    cells = list(itertools.product(*dims))
+
+    def time_cell(cell):
+        m, n, k = cell
+        a, b = rng.random((m, RUN_LENGTH, k), dtype=dtype), rng.random((RUN_LENGTH, k, n), dtype=dtype)
+        c = np.empty((m, RUN_LENGTH, n), dtype=dtype)
+        return _seconds(lambda: matmul_run(a, b, c), budget=0.01, most=8, cold=False) / RUN_LENGTH
+
+    seconds = np.asarray(timed_in_passes(cells, time_cell, what="runs", disagreement=disagreement, passes=passes))
+    return {"dims": [list(d) for d in dims], "seconds": seconds.reshape([len(d) for d in dims]).tolist()}
 
 
 #: The edge profiles (``measure_edges``): the widths of a small side that is not a power of two, the long side and
@@ -588,23 +615,19 @@ def activation_planes(images: np.ndarray, rows: int, channels: int, side: int, d
     filters drawn from ``seed``, the same for every size and width of a curve): an image's blank background is
     one value per channel and its strokes vary.
 
-    Numba's pooling compares and branches pixel by pixel, and how well those branches are predicted follows the
-    data. Its relu_maxpool2d_forward, float32, per element, B=64, each call on other images (below), against
-    what lenet5 and convnet pool on MNIST after 100 steps of training:
+    A pooling kernel whose comparisons branch runs as fast as its branches are predicted, which follows the data.
+    Numba's select-per-tap scan did (it lost to a branch-free one: benchmarks/race_numba_kernels.py pool): its
+    relu_maxpool2d_forward, float32, per element, B=64, each call on other images, against what lenet5 and
+    convnet pool on MNIST after 100 steps of training:
 
     * lenet5's first pooling (64, 6, 24, 24): 1.39 ns on the real input, 2.08 on its values shuffled, 1.38 on
-      these planes (16 channels), 1.19 on the whole image resampled to 24 pixels (the planes before);
+      these planes (16 channels), 1.19 on the whole image resampled to 24 pixels;
     * lenet5's second (64, 16, 8, 8): 3.89, 4.57, 3.89 and 3.05 ns;
     * convnet's (64, 64, 24, 24): 1.28, 2.01, 1.28 and 1.14 ns.
 
-    Its backward: 0.99-1.08, 2.63-2.66 and 0.99-1.03 ns on the real input and both planes, 1.24-2.88 shuffled.
-    NumPy's pooling (whole-array passes) moved by no more than its noise (up to 30% between two runs of the
-    same input) across them.
-
-    A branch predictor also learns a short input called again and again: on one set of planes 24 wide (the
-    planes before), 0.66 ns per element on 64,512 elements and 1.62 on a million. A step never pools the same
-    images twice, so the calibration's calls take turns over inputs made from different images
-    (``_kernel_cases``)."""
+    NumPy's pooling (an argmax over each window) moved by no more than its noise across them. A branch predictor
+    also learns a short input called again and again, so the calibration's calls take turns over inputs made
+    from different images (``_kernel_cases``): a step never pools the same images twice."""
     x = images[np.arange(rows) % len(images)].astype(dtype) / 255
     size = x.shape[-1]
     while size // 2 >= side:
@@ -988,6 +1011,8 @@ def measure(backend: str, dtype: str = "float32", threads: int = 1, quick: bool 
             result["small_path_jumps"] = measure_small_path_jumps(dtype, backend)
             result["edges"] = {} if quick else measure_edges(dtype, backend, progress=say)
             result["far"] = {} if quick else measure_far(dtype, backend)
+            result["runs"] = (measure_runs(dtype, QUICK_RUN_DIMS if quick else RUN_DIMS, passes["gemm"],
+                                           QUICK_PASSES if quick else PASSES) if backend == "numba" else {})
         result["tiny"] = _tiny(dtype, reference_before, QUICK_OUTSIDE_BATCHES if quick else OUTSIDE_BATCHES)
         result["pass_disagreement"] = {name: disagreement_summary(d) for name, d in passes.items()}
         say("fixed overheads")
@@ -1125,8 +1150,37 @@ class Calibration(Measured):
         return self.data.get("small_path_jumps", {}).get(layout, 1.0) >= SMALL_GEMM_JUMP
 
     def gemm_seconds(self, layout: str, m: int, n: int, k: int) -> float:
-        """The grid's time (``grid_seconds``) times the product's edge factor (``edge_factor``)."""
+        """The grid's time (``grid_seconds``) times the product's edge factor (``edge_factor``); a product of a
+        run (layout RUN, an nn product) also times the run's factor (``run_factor``)."""
+        if layout == plans.RUN:
+            return self.gemm_seconds("nn", m, n, k) * self.run_factor(m, n, k)
         return self.grid_seconds(layout, m, n, k) * self.edge_factor(layout, m, n, k)
+
+    @functools.cached_property
+    def _run_log_ratio(self) -> np.ndarray:
+        dims = self.data["runs"]["dims"]
+        return np.log(np.asarray(self.data["runs"]["seconds"])) - np.log(
+            [[[self.gemm_seconds("nn", a, b, c) for c in dims[2]] for b in dims[1]] for a in dims[0]])
+
+    def run_factor(self, m: int, n: int, k: int) -> float:
+        """A product's time in a run (``measure_runs``) over its time as the grid prices it: the log of that ratio
+        at the runs' grid points, interpolated trilinearly in log2 of the dimensions, the nearest point's beyond
+        them (1 where no runs were measured)."""
+        if not self.data.get("runs"):
+            return 1.0
+        dims, log_ratio = self.data["runs"]["dims"], self._run_log_ratio
+        lo, frac = [], []
+        for p, axis in zip((math.log2(v) for v in (m, n, k)), dims):
+            logs = np.log2(axis)
+            p = min(max(p, logs[0]), logs[-1])
+            i = min(int(np.searchsorted(logs, p, side="right")) - 1, len(axis) - 2)
+            lo.append(i)
+            frac.append((p - logs[i]) / (logs[i + 1] - logs[i]))
+        total = 0.0
+        for corner in itertools.product((0, 1), repeat=3):
+            weight = math.prod(f if c else 1 - f for f, c in zip(frac, corner))
+            total += weight * log_ratio[tuple(i + c for i, c in zip(lo, corner))]
+        return float(math.exp(total))
 
     def edge_factor(self, layout: str, m: int, n: int, k: int) -> float:
         """How much slower than the grid prices it a skinny product runs for its small sides that are not a power

@@ -4,7 +4,7 @@ A kernel call is priced as the sum of its terms:
 
 * ``gemm``: a BLAS matrix product of shape (m, n, k) in one of four operand layouts (``nn``: A @ B, ``nt``:
   A @ B.T, ``tn``: A.T @ B, ``tt``: A.T @ B.T, where A is m x k and B is k x n as the product sees them),
-  priced by the calibration's GEMM table;
+  priced by the calibration's GEMM table (``RUN``: an nn product of a run, priced by the runs' ratio to it);
 * ``pass``: one of the backend's own memory passes (an im2col, a layout change, a reduction, a fill), priced
   by its curve of seconds against elements measured on synthetic arrays;
 * ``kernel``: a whole kernel without GEMMs (relu, pooling, the loss, the optimizer update), priced by its own
@@ -198,12 +198,17 @@ def _numba_im2col_layout(stride, Wp, OH, OW):
     return Lr, copy
 
 
+#: The layout of a product in one of Numba's runs of products (Winograd's 16 per sample, ``numba_runtime.gemm_run``):
+#: an nn product, priced by the calibration's runs (``calibration.measure_runs``).
+RUN = "nn-run"
+
+
 def _winograd_samples(n: int, C: int, F: int, OH: int, OW: int) -> list[Term]:
     """Terms of Winograd F(2x2, 3x3) over ``n`` samples from C to F channels with an OH x OW output, one sample at
-    a time (numba_ops._winograd_block): the input transform (16 values per tile and input channel), 16 GEMMs
-    (tiles x F x C), the output transform (16 products per tile and output channel)."""
+    a time (numba_ops._winograd_block): the input transform (16 values per tile and input channel), a run of 16
+    GEMMs (tiles x F x C), the output transform (16 products per tile and output channel)."""
     tiles = (OH // 2) * (OW // 2)
-    return [Term("pass", "winograd_input", (n * tiles * 16 * C, C)), Term("gemm", "nn", (tiles, F, C), count=16 * n),
+    return [Term("pass", "winograd_input", (n * tiles * 16 * C, C)), Term("gemm", RUN, (tiles, F, C), count=16 * n),
             Term("pass", "winograd_output", (n * tiles * 16 * F, F))]
 
 

@@ -120,6 +120,16 @@ def test_gemm_on_single_rows_and_columns():
     np.testing.assert_allclose(c, b @ a)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_run_of_products_multiplies_each_strided_slice(dtype):
+    rng = np.random.default_rng(2)
+    a, b = rng.standard_normal((6, 16, 5)).astype(dtype), rng.standard_normal((16, 5, 3)).astype(dtype)
+    c = np.full((6, 16, 3), np.nan, dtype=dtype)
+    rt.matmul_run(a, b, c)
+    np.testing.assert_allclose(c, np.einsum("tik,ikf->tif", a, b), rtol=1e-5 if dtype == np.float32 else 1e-12,
+                               atol=1e-6)
+
+
 def test_the_guard_holds_the_library_the_gemm_runs_in_and_nothing_else():
     import ctypes
 

@@ -77,6 +77,25 @@ def test_a_skinny_products_sides_that_are_not_a_power_of_two_take_their_edge_pro
     assert cal.edge_factor("nt", 6, 25, 8192) == 1.0  # no profile for the layout
 
 
+def test_a_product_of_a_run_is_priced_at_the_runs_ratio_to_the_grid():
+    """A power-law grid, runs measured at half the grid's time for 16 tiles and a quarter for 256: a product of a
+    run takes the run's ratio, geometric in log2 tiles between them, the nearest one's beyond; nn's time times 1
+    without runs."""
+    dims = [1, 4, 16, 64, 256, 4096]
+    data = {"backend": "numba", "gemm_dims": dims, "gemm": power_law_gemm(dims=dims)}
+    cal = calibration.Calibration(data)
+    assert cal.run_factor(144, 64, 32) == 1.0
+    assert cal.gemm_seconds(plans.RUN, 144, 64, 32) == cal.gemm_seconds("nn", 144, 64, 32)
+    run_dims = [[16, 256], [16, 64], [16, 64]]
+    data["runs"] = {"dims": run_dims, "seconds": [[[2 * m * n * k / 1e9 * (0.5 if m == 16 else 0.25)
+                                                    for k in run_dims[2]] for n in run_dims[1]] for m in run_dims[0]]}
+    cal = calibration.Calibration(data)
+    assert cal.run_factor(16, 32, 20) == pytest.approx(0.5) and cal.run_factor(256, 64, 16) == pytest.approx(0.25)
+    assert cal.run_factor(64, 32, 32) == pytest.approx(0.5 ** 1.5)  # halfway in log2 tiles
+    assert cal.run_factor(4, 8, 8) == pytest.approx(0.5) and cal.run_factor(1024, 256, 256) == pytest.approx(0.25)
+    assert cal.gemm_seconds(plans.RUN, 64, 48, 40) == pytest.approx(0.5 ** 1.5 * 2 * 64 * 48 * 40 / 1e9, rel=1e-9)
+
+
 L1 = {"sets": 64, "ways": 12, "line": 64}
 
 
@@ -252,6 +271,13 @@ def test_a_real_calibration_prices_every_term_of_every_reference_model(tiny_cali
     assert cal.data["quick"] and cal.data["gemm_dims"] == [1, 64, 4096]
     assert "l1_conflict" in cal.data
     assert cal.data["edges"] == {}  # quick: none
+    runs = cal.data["runs"]  # numba's runs of products, on the quick grid; none on numpy, which has none
+    if cal.backend == "numba":
+        assert runs["dims"] == [list(d) for d in calibration.QUICK_RUN_DIMS]
+        assert np.asarray(runs["seconds"]).shape == (2, 2, 2) and np.all(np.asarray(runs["seconds"]) > 0)
+        assert 0 < cal.run_factor(144, 64, 32) < 10
+    else:
+        assert runs == {} and cal.run_factor(144, 64, 32) == 1.0
     assert cal.data["images"] in ("mnist", "synthetic")
     jumps = cal.data["small_path_jumps"]
     assert set(jumps) == set(calibration.SMALL_GEMM_PAIRS) and all(r > 0 for r in jumps.values())

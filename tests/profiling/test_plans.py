@@ -104,9 +104,9 @@ def test_numba_winograd_layers_are_priced_by_their_transforms_and_16_gemms_per_s
         forward = plans.plan("numba", Call("conv2d_forward", layer), threads=1)
         assert [(t.what, t.size, t.count) for t in forward if t.kind != "call"] == [
             ("winograd_filters", (64 * 32 * 9,), 1), ("winograd_input", (4 * 144 * 16 * 32, 32), 1),
-            ("nn", (144, 64, 32), 64), ("winograd_output", (4 * 144 * 16 * 64, 64), 1)]
+            (plans.RUN, (144, 64, 32), 64), ("winograd_output", (4 * 144 * 16 * 64, 64), 1)]
         backward = [(t.what, t.size, t.count) for t in plans.plan("numba", Call("conv2d_backward", layer), threads=1)]
-        assert ("winograd_input", (4 * 169 * 16 * 64, 64), 1) in backward and ("nn", (169, 32, 64), 64) in backward
+        assert ("winograd_input", (4 * 169 * 16 * 64, 64), 1) in backward and (plans.RUN, (169, 32, 64), 64) in backward
         assert not {"col2im_plane", "fill", "tn"} & {what for what, _, _ in backward}  # dw alone on im2col
     with rt.tuned(conv_winograd_min_channels=1 << 62):
         assert "winograd_input" not in [t.what for t in plans.plan("numba", Call("conv2d_forward", layer), 1)]
