@@ -323,8 +323,8 @@ def maxpool_generic_forward(x):
 @njit(cache=True)
 def _maxpool_select_scan(x, y, arg):
     """Losing variant (numba_ops' until it lost): 2x2 windows, one select per tap on a running max and argmax.
-    LLVM turns the selects into branches, so its time follows how predictable the data are (1.9x slower on
-    random activations than on smooth images)."""
+    Its time follows how predictable the data are, as a branch's would (1.9x slower on random activations than
+    on smooth images)."""
     for n in range(x.shape[0]):
         for c in range(x.shape[1]):
             for i in range(y.shape[2]):
