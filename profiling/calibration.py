@@ -1100,6 +1100,23 @@ def _profile_at(profile, width: int) -> float:
     return float(np.exp(np.interp(math.log(width), points[:, 0], points[:, 1])))
 
 
+def log_interpolate(axes, grid: np.ndarray, point) -> float:
+    """Multilinear interpolation of log ``grid`` over log ``axes`` at ``point`` (each coordinate within its
+    axis; an axis of one value is taken as it is)."""
+    lo, frac = [], []
+    for values, p in zip(axes, point):
+        logs = np.log(values)
+        i = min(max(int(np.searchsorted(logs, math.log(p), side="right")) - 1, 0), max(len(values) - 2, 0))
+        lo.append(i)
+        frac.append(0.0 if len(values) == 1 else (math.log(p) - logs[i]) / (logs[i + 1] - logs[i]))
+    total = 0.0
+    for corner in itertools.product((0, 1), repeat=len(axes)):
+        weight = math.prod(f if c else 1 - f for f, c in zip(frac, corner))
+        if weight > 0:
+            total += weight * math.log(grid[tuple(i + c for i, c in zip(lo, corner))])
+    return math.exp(total)
+
+
 @dataclass
 class Measured:
     """What every calibration answers, on the CPU (``Calibration``) and on a GPU
@@ -1158,30 +1175,20 @@ class Calibration(Measured):
         return self.grid_seconds(layout, m, n, k) * self.edge_factor(layout, m, n, k)
 
     @functools.cached_property
-    def _run_log_ratio(self) -> np.ndarray:
+    def _run_ratio(self) -> np.ndarray:
         dims = self.data["runs"]["dims"]
-        return np.log(np.asarray(self.data["runs"]["seconds"])) - np.log(
+        return np.asarray(self.data["runs"]["seconds"]) / np.asarray(
             [[[self.gemm_seconds("nn", a, b, c) for c in dims[2]] for b in dims[1]] for a in dims[0]])
 
     def run_factor(self, m: int, n: int, k: int) -> float:
-        """A product's time in a run (``measure_runs``) over its time as the grid prices it: the log of that ratio
-        at the runs' grid points, interpolated trilinearly in log2 of the dimensions, the nearest point's beyond
-        them (1 where no runs were measured)."""
+        """A product's time in a run (``measure_runs``) over its time as the grid prices it: that ratio at the
+        runs' grid points, interpolated in log space (``log_interpolate``), the nearest point's beyond them (1
+        where no runs were measured)."""
         if not self.data.get("runs"):
             return 1.0
-        dims, log_ratio = self.data["runs"]["dims"], self._run_log_ratio
-        lo, frac = [], []
-        for p, axis in zip((math.log2(v) for v in (m, n, k)), dims):
-            logs = np.log2(axis)
-            p = min(max(p, logs[0]), logs[-1])
-            i = min(int(np.searchsorted(logs, p, side="right")) - 1, len(axis) - 2)
-            lo.append(i)
-            frac.append((p - logs[i]) / (logs[i + 1] - logs[i]))
-        total = 0.0
-        for corner in itertools.product((0, 1), repeat=3):
-            weight = math.prod(f if c else 1 - f for f, c in zip(frac, corner))
-            total += weight * log_ratio[tuple(i + c for i, c in zip(lo, corner))]
-        return float(math.exp(total))
+        dims = self.data["runs"]["dims"]
+        point = [min(max(v, axis[0]), axis[-1]) for v, axis in zip((m, n, k), dims)]
+        return float(log_interpolate(dims, self._run_ratio, point))
 
     def edge_factor(self, layout: str, m: int, n: int, k: int) -> float:
         """How much slower than the grid prices it a skinny product runs for its small sides that are not a power

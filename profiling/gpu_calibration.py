@@ -352,23 +352,6 @@ def load(dtype: str = "float32", quick: bool = False, remeasure: bool = False, c
                                              quick=quick, progress=progress))
 
 
-def _log_interpolate(axes, grid: np.ndarray, point) -> float:
-    """Multilinear interpolation of log ``grid`` over log ``axes`` at ``point`` (each coordinate within its
-    axis; an axis of one value is taken as it is)."""
-    lo, frac = [], []
-    for values, p in zip(axes, point):
-        logs = np.log(values)
-        i = min(max(int(np.searchsorted(logs, math.log(p), side="right")) - 1, 0), max(len(values) - 2, 0))
-        lo.append(i)
-        frac.append(0.0 if len(values) == 1 else (math.log(p) - logs[i]) / (logs[i + 1] - logs[i]))
-    total = 0.0
-    for corner in itertools.product((0, 1), repeat=len(axes)):
-        weight = math.prod(f if c else 1 - f for f, c in zip(frac, corner))
-        if weight > 0:
-            total += weight * math.log(grid[tuple(i + c for i, c in zip(lo, corner))])
-    return math.exp(total)
-
-
 @dataclass
 class GpuCalibration(calibration.Measured):
     """The cupy backend's calibration on one device: ``measure``'s result and the cost model's lookups."""
@@ -383,7 +366,7 @@ class GpuCalibration(calibration.Measured):
             top = values[-1]
             scale *= max(v / top, 1.0)
             point.append(min(max(v, values[0]), top))
-        return _log_interpolate(axes, np.asarray(self.data["gemm"][layout]), point) * scale
+        return calibration.log_interpolate(axes, np.asarray(self.data["gemm"][layout]), point) * scale
 
     def curve_seconds(self, name: str, elements: int) -> float:
         return self._interpolate(name, elements)
