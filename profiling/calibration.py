@@ -1169,7 +1169,7 @@ class Calibration(Measured):
 
     def gemm_seconds(self, layout: str, m: int, n: int, k: int) -> float:
         """The grid's time (``grid_seconds``) times the product's edge factor (``edge_factor``); a product of a
-        run (layout RUN, an nn product) also times the run's factor (``run_factor``)."""
+        run (layout ``plans.RUN``, an nn product) also times the run's factor (``run_factor``)."""
         if layout == plans.RUN:
             return self.gemm_seconds("nn", m, n, k) * self.run_factor(m, n, k)
         return self.grid_seconds(layout, m, n, k) * self.edge_factor(layout, m, n, k)
