@@ -314,8 +314,9 @@ def gemm_run(pointers, a, b, c):
 
 
 @njit(cache=True)
-def _gemm_once(pointers, a, trans_a, b, trans_b, c):
-    gemm(pointers, a, trans_a, b, trans_b, c, 0.0)
+def _gemm_times(pointers, a, trans_a, b, trans_b, c, times):
+    for _ in range(times):
+        gemm(pointers, a, trans_a, b, trans_b, c, 0.0)
 
 
 @njit(cache=True)
@@ -323,10 +324,11 @@ def _gemm_run_once(pointers, a, b, c):
     gemm_run(pointers, a, b, c)
 
 
-def matmul(a, trans_a: bool, b, trans_b: bool, c) -> None:
+def matmul(a, trans_a: bool, b, trans_b: bool, c, times: int = 1) -> None:
     """c = op(a) @ op(b) from Python, through the kernels' own BLAS call on the calling thread (how the
-    calibration times the backend's GEMMs; hold OneBlasThread around it as the kernels do)."""
-    _gemm_once(gemm_pointers(), a, trans_a, b, trans_b, c)
+    calibration times the backend's GEMMs; hold OneBlasThread around it as the kernels do); ``times`` products
+    back to back from jitted code, as an im2col chunk's loop runs its product on operands that stay hot."""
+    _gemm_times(gemm_pointers(), a, trans_a, b, trans_b, c, times)
 
 
 def matmul_run(a, b, c) -> None:

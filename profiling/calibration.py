@@ -16,6 +16,9 @@ kernels' inputs and the synthetic steps' images made from the training images: `
   EDGE_OTHER (BLAS computes in tiles of a few rows, and a side of 25 runs partly in narrower edge tiles: one
   thread, tn 16x25x9216 took 164 us, 16x24 130 and 16x32 154; lenet5's 6x25 weight gradient ran 36% slower
   than the grid priced it);
+* ``runs`` and ``chunks`` (Numba only): products as its kernels run them from jitted code, back to back: Winograd's
+  16 per sample on strided views (``measure_runs``), an im2col chunk's one per chunk on operands that stay hot
+  (``measure_chunks``); each prices its products at its ratio to the grid;
 * ``small_path_jumps``: per layout, how much slower per FLOP a product just past OpenBLAS's small-matrix
   path (``small_path``) runs than one just inside it: where it jumps, the grid is interpolated within a path;
 * ``curves``: seconds against elements for each memory pass of the backend (``plans.py`` names them: im2col,
@@ -76,7 +79,7 @@ import numpy as np
 
 from . import plans
 
-VERSION = 47  # of what a calibration holds and of the kernels it timed: another version is measured again
+VERSION = 48  # of what a calibration holds and of the kernels it timed: another version is measured again
 GEMM_DIMS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 65536, 262144)
 QUICK_GEMM_DIMS = (1, 16, 256, 4096, 65536)   # ``quick``: a rough calibration in seconds
 GEMM_LAYOUTS = ("nn", "nt", "tn", "tt")
@@ -163,15 +166,15 @@ def _numpy_product(layout, a, b):
     return lambda: a @ b
 
 
-def _numba_product(layout, a, b):
+def _numba_product(layout, a, b, times: int = 1):
     """The Numba backend's GEMM (NumPy's BLAS called from jitted code, as its kernels call it) on the operands as
-    stored."""
+    stored; ``times`` of them back to back from jitted code."""
     from minigrad.kernels.numba_runtime import matmul
 
     ta, tb = layout[0] == "t", layout[1] == "t"
     c = np.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
     a, b = (a.T if ta else a), (b.T if tb else b)
-    return lambda: matmul(a, ta, b, tb, c)
+    return lambda: matmul(a, ta, b, tb, c, times)
 
 
 #: How each backend multiplies: a function of the layout and the two operands (as the product sees them) -> a
@@ -284,6 +287,45 @@ def measure_runs(dtype: str, dims=RUN_DIMS, disagreement: list | None = None, pa
 
     seconds = np.asarray(timed_in_passes(cells, time_cell, what="runs", disagreement=disagreement, passes=passes))
     return {"dims": [list(d) for d in dims], "seconds": seconds.reshape([len(d) for d in dims]).tolist()}
+
+
+#: An im2col chunk's products (``plans._chunked``: one per chunk, its layout marked ``plans.CHUNK``) run from jitted
+#: code on the columns the chunk has just written, the weights and the other operand still in L2 from the chunk
+#: before (a chunk's buffers stay under conv_chunk_bytes): neither the call from Python nor the SHARE_BYTES passed
+#: over between calls that each of the grid's cells carries (float32, one thread, lenet5's 16x368x150: 24.0 us in a
+#: jitted loop, 25.1 called from Python, 32.4 with 1 MiB passed over between calls as the grid times it). Timed as
+#: CHUNK_LENGTH products back to back from jitted code, per layout, over the chunks' (F: filters, L: columns, K:
+#: patch length) in each layout's order of (m, n, k) (CHUNK_ROLES: the forward's nn product F x L x K, the
+#: weight gradient's nt K x F x L, the input gradient's tn K x L x F); ``Calibration.chunk_factor`` prices a
+#: product of a chunk as its grid time times the chunk's ratio to it.
+CHUNK_AXES = {"F": (8, 64), "L": (128, 512, 2048), "K": (16, 128, 512)}
+QUICK_CHUNK_AXES = {"F": (8,), "L": (128, 1024), "K": (16, 128)}
+CHUNK_ROLES = {"nn": "FLK", "nt": "KFL", "tn": "KLF"}
+CHUNK_LENGTH = 16
+
+
+def chunk_dims(layout: str, axes=CHUNK_AXES) -> list[list[int]]:
+    """The (m, n, k) axes of ``layout``'s chunk measurements."""
+    return [list(axes[role]) for role in CHUNK_ROLES[layout]]
+
+
+def measure_chunks(dtype: str, axes=CHUNK_AXES, disagreement: list | None = None, passes: int = PASSES) -> dict:
+    """{layout: {"dims": ``chunk_dims``, "seconds": [i_m][i_n][i_k] seconds per product}} (Numba only)."""
+    rng = np.random.default_rng(0)
+    cells = [(layout, *mnk) for layout in CHUNK_ROLES for mnk in itertools.product(*chunk_dims(layout, axes))]
+
+    def time_cell(cell):
+        layout, m, n, k = cell
+        a, b = _operands(layout, m, n, k, dtype, rng)
+        return _seconds(_numba_product(layout, a, b, CHUNK_LENGTH), budget=0.01, most=8, cold=False) / CHUNK_LENGTH
+
+    seconds = timed_in_passes(cells, time_cell, what="chunks", disagreement=disagreement, passes=passes)
+    out = {}
+    for layout in CHUNK_ROLES:
+        dims = chunk_dims(layout, axes)
+        mine = [s for cell, s in zip(cells, seconds) if cell[0] == layout]
+        out[layout] = {"dims": dims, "seconds": np.asarray(mine).reshape([len(d) for d in dims]).tolist()}
+    return out
 
 
 #: The edge profiles (``measure_edges``): the widths of a small side that is not a power of two, the long side and
@@ -1014,6 +1056,8 @@ def measure(backend: str, dtype: str = "float32", threads: int = 1, quick: bool 
             result["far"] = {} if quick else measure_far(dtype, backend)
             result["runs"] = (measure_runs(dtype, QUICK_RUN_DIMS if quick else RUN_DIMS, passes["gemm"],
                                            QUICK_PASSES if quick else PASSES) if backend == "numba" else {})
+            result["chunks"] = (measure_chunks(dtype, QUICK_CHUNK_AXES if quick else CHUNK_AXES, passes["gemm"],
+                                               QUICK_PASSES if quick else PASSES) if backend == "numba" else {})
         result["tiny"] = _tiny(dtype, reference_before, QUICK_OUTSIDE_BATCHES if quick else OUTSIDE_BATCHES)
         result["pass_disagreement"] = {name: disagreement_summary(d) for name, d in passes.items()}
         say("fixed overheads")
@@ -1169,26 +1213,46 @@ class Calibration(Measured):
 
     def gemm_seconds(self, layout: str, m: int, n: int, k: int) -> float:
         """The grid's time (``grid_seconds``) times the product's edge factor (``edge_factor``); a product of a
-        run (layout ``plans.RUN``, an nn product) also times the run's factor (``run_factor``)."""
+        run (layout ``plans.RUN``, an nn product) also times the run's factor (``run_factor``), a product of an
+        im2col chunk (a layout ending in ``plans.CHUNK``) the chunk's (``chunk_factor``)."""
         if layout == plans.RUN:
             return self.gemm_seconds("nn", m, n, k) * self.run_factor(m, n, k)
+        if layout.endswith(plans.CHUNK):
+            layout = layout.removesuffix(plans.CHUNK)
+            return self.gemm_seconds(layout, m, n, k) * self.chunk_factor(layout, m, n, k)
         return self.grid_seconds(layout, m, n, k) * self.edge_factor(layout, m, n, k)
 
     @functools.cached_property
-    def _run_ratio(self) -> np.ndarray:
-        dims = self.data["runs"]["dims"]
-        return np.asarray(self.data["runs"]["seconds"]) / np.asarray(
-            [[[self.gemm_seconds("nn", a, b, c) for c in dims[2]] for b in dims[1]] for a in dims[0]])
+    def _over_grid(self) -> dict:
+        """{(what, layout): (dims, ratio)}: the runs' (``measure_runs``) and each layout's chunks'
+        (``measure_chunks``) seconds per product over the grid's price of it, at their points."""
+        tables = [("runs", "nn", self.data.get("runs"))]
+        tables += [("chunks", layout, table) for layout, table in (self.data.get("chunks") or {}).items()]
+        out = {}
+        for what, layout, table in tables:
+            if table:
+                dims = table["dims"]
+                grid = [[[self.gemm_seconds(layout, a, b, c) for c in dims[2]] for b in dims[1]] for a in dims[0]]
+                out[what, layout] = dims, np.asarray(table["seconds"]) / np.asarray(grid)
+        return out
+
+    def _factor(self, what: str, layout: str, m: int, n: int, k: int) -> float:
+        """``_over_grid``'s ratio interpolated in log space (``log_interpolate``), the nearest point's beyond its
+        points (1 where it was not measured)."""
+        if (what, layout) not in self._over_grid:
+            return 1.0
+        dims, ratio = self._over_grid[what, layout]
+        point = [min(max(v, axis[0]), axis[-1]) for v, axis in zip((m, n, k), dims)]
+        return float(log_interpolate(dims, ratio, point))
 
     def run_factor(self, m: int, n: int, k: int) -> float:
-        """A product's time in a run (``measure_runs``) over its time as the grid prices it: that ratio at the
-        runs' grid points, interpolated in log space (``log_interpolate``), the nearest point's beyond them (1
-        where no runs were measured)."""
-        if not self.data.get("runs"):
-            return 1.0
-        dims = self.data["runs"]["dims"]
-        point = [min(max(v, axis[0]), axis[-1]) for v, axis in zip((m, n, k), dims)]
-        return float(log_interpolate(dims, self._run_ratio, point))
+        """A product's time in a run (``measure_runs``) over its time as the grid prices it (``_factor``)."""
+        return self._factor("runs", "nn", m, n, k)
+
+    def chunk_factor(self, layout: str, m: int, n: int, k: int) -> float:
+        """A product's time in an im2col chunk's loop (``measure_chunks``) over its time as the grid prices it
+        (``_factor``)."""
+        return self._factor("chunks", layout, m, n, k)
 
     def edge_factor(self, layout: str, m: int, n: int, k: int) -> float:
         """How much slower than the grid prices it a skinny product runs for its small sides that are not a power

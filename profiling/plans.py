@@ -4,7 +4,8 @@ A kernel call is priced as the sum of its terms:
 
 * ``gemm``: a BLAS matrix product of shape (m, n, k) in one of four operand layouts (``nn``: A @ B, ``nt``:
   A @ B.T, ``tn``: A.T @ B, ``tt``: A.T @ B.T, where A is m x k and B is k x n as the product sees them),
-  priced by the calibration's GEMM table (``RUN``: an nn product of a run, priced by the runs' ratio to it);
+  priced by the calibration's GEMM table (``RUN``: an nn product of a run, priced by the runs' ratio to it;
+  a layout ending in ``CHUNK``: a product of an im2col chunk, priced by the chunks' ratio to it);
 * ``pass``: one of the backend's own memory passes (an im2col, a layout change, a reduction, a fill), priced
   by its curve of seconds against elements measured on synthetic arrays;
 * ``kernel``: a whole kernel without GEMMs (relu, pooling, the loss, the optimizer update), priced by its own
@@ -178,13 +179,21 @@ def _numba_ops():
     return numba_ops
 
 
+#: The suffix of a product's layout in an im2col chunk (``_chunked``): run from jitted code on the columns the chunk
+#: has just written, priced by the calibration's chunks (``calibration.measure_chunks``).
+CHUNK = "-chunk"
+
+
 def _chunked(nb_rows: int, K: int, Lr: int, itemsize: int, per_chunk) -> list[Term]:
     """Terms of a block of ``nb_rows`` samples processed in the conv's chunks (numba_ops._chunk_samples) of
-    ``Lr`` GEMM columns per sample."""
+    ``Lr`` GEMM columns per sample, their products' layouts marked CHUNK."""
     nb = min(nb_rows, _numba_ops()._chunk_samples(K, Lr, itemsize))
     full, rest = divmod(nb_rows, nb)
-    terms = [dataclasses.replace(t, count=full) for t in per_chunk(nb)] if full else []
-    return terms + (per_chunk(rest) if rest else [])
+
+    def chunk(n):
+        return [dataclasses.replace(t, what=t.what + CHUNK) if t.kind == "gemm" else t for t in per_chunk(n)]
+    terms = [dataclasses.replace(t, count=full) for t in chunk(nb)] if full else []
+    return terms + (chunk(rest) if rest else [])
 
 
 def _numba_im2col_layout(stride, Wp, OH, OW):

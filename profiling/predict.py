@@ -288,11 +288,16 @@ class CostModel:
         if term.kind == "gemm":
             m, n, k = term.size
             s = self.cal.gemm_seconds(term.what, m, n, k)
-            path = (", BLAS small-matrix path" if self.cal.splits_paths(term.what)
-                    and calibration.small_path(term.what, m, n, k) else "")
-            edge = self.cal.edge_factor(term.what, m, n, k)
+            base = "nn" if term.what == plans.RUN else term.what.removesuffix(plans.CHUNK)  # the grid's layout
+            path = (", BLAS small-matrix path" if self.cal.splits_paths(base)
+                    and calibration.small_path(base, m, n, k) else "")
+            edge = self.cal.edge_factor(base, m, n, k)
             reason = (f"GEMM {m}x{n}x{k} ({term.what}{path}) at {2 * m * n * k / s / 1e9:.1f} GFLOP/s"
                       + (f", x{edge:.2f} for its sides that are not a power of two" if edge != 1.0 else ""))
+            if term.what == plans.RUN:
+                reason += f", x{self.cal.run_factor(m, n, k):.2f} in a run of products"
+            elif term.what.endswith(plans.CHUNK):
+                reason += f", x{self.cal.chunk_factor(base, m, n, k):.2f} in an im2col chunk's loop"
         elif term.kind in ("pass", "kernel"):
             elements, width = term.size[0], (term.size[1] if len(term.size) > 1 else None)
             deep = deep if term.kind == "kernel" else 0.0

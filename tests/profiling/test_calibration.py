@@ -96,6 +96,33 @@ def test_a_product_of_a_run_is_priced_at_the_runs_ratio_to_the_grid():
     assert cal.gemm_seconds(plans.RUN, 64, 48, 40) == pytest.approx(0.5 ** 1.5 * 2 * 64 * 48 * 40 / 1e9, rel=1e-9)
 
 
+def test_a_product_of_a_chunk_is_priced_at_its_layouts_chunk_ratio_to_the_grid():
+    """Chunks measured at 0.8 of a power-law grid's time for nn and 0.5 for nt at 8 filters, 0.25 at 64: a chunk's
+    product takes its own layout's ratio, geometric between the filters measured, the nearest's beyond them; a
+    layout without chunks measured (tn here), or a calibration without any, prices it at the grid's time."""
+    dims = [1, 4, 16, 64, 256, 4096]
+    data = {"backend": "numba", "gemm_dims": dims, "gemm": power_law_gemm(dims=dims)}
+    assert calibration.Calibration(data).gemm_seconds("nn" + plans.CHUNK, 16, 368, 150) == pytest.approx(
+        calibration.Calibration(data).gemm_seconds("nn", 16, 368, 150), rel=1e-12)
+    axes = {"F": (8, 64), "L": (128, 2048), "K": (16, 512)}
+
+    def table(layout, ratio):
+        mnk = calibration.chunk_dims(layout, axes)
+        return {"dims": mnk, "seconds": [[[2 * m * n * k / 1e9 * ratio(dict(zip(calibration.CHUNK_ROLES[layout],
+                                                                                 (m, n, k))))
+                                          for k in mnk[2]] for n in mnk[1]] for m in mnk[0]]}
+    data["chunks"] = {"nn": table("nn", lambda roles: 0.8), "nt": table("nt", lambda r: 0.5 if r["F"] == 8 else 0.25)}
+    cal = calibration.Calibration(data)
+    assert calibration.chunk_dims("nt", axes) == [[16, 512], [8, 64], [128, 2048]]  # K x F x L
+    assert cal.chunk_factor("nn", 16, 368, 150) == pytest.approx(0.8)
+    assert cal.chunk_factor("nt", 150, 8, 368) == pytest.approx(0.5) and cal.chunk_factor("nt", 150, 64, 368) == pytest.approx(0.25)
+    assert cal.chunk_factor("nt", 150, 16 * 2 ** 0.5, 368) == pytest.approx(0.5 ** (1 + 1.5 / 3))  # log2 8..64
+    assert cal.chunk_factor("nt", 4096, 1, 1 << 20) == pytest.approx(0.5)  # beyond: the nearest point's
+    assert cal.chunk_factor("tn", 150, 368, 16) == 1.0
+    assert cal.gemm_seconds("nt" + plans.CHUNK, 150, 64, 368) == pytest.approx(0.25 * 2 * 150 * 64 * 368 / 1e9)
+    assert cal.gemm_seconds("tn" + plans.CHUNK, 150, 368, 16) == pytest.approx(2 * 150 * 368 * 16 / 1e9)
+
+
 L1 = {"sets": 64, "ways": 12, "line": 64}
 
 
@@ -278,6 +305,15 @@ def test_a_real_calibration_prices_every_term_of_every_reference_model(tiny_cali
         assert 0 < cal.run_factor(144, 64, 32) < 10
     else:
         assert runs == {} and cal.run_factor(144, 64, 32) == 1.0
+    chunks = cal.data["chunks"]  # numba's products of im2col chunks, on the quick axes; none on numpy
+    if cal.backend == "numba":
+        assert set(chunks) == set(calibration.CHUNK_ROLES)
+        for layout, measured in chunks.items():
+            assert measured["dims"] == calibration.chunk_dims(layout, calibration.QUICK_CHUNK_AXES)
+            assert np.all(np.asarray(measured["seconds"]) > 0)
+            assert 0 < cal.chunk_factor(layout, 16, 368, 150) < 10
+    else:
+        assert chunks == {} and cal.chunk_factor("nn", 16, 368, 150) == 1.0
     assert cal.data["images"] in ("mnist", "synthetic")
     jumps = cal.data["small_path_jumps"]
     assert set(jumps) == set(calibration.SMALL_GEMM_PAIRS) and all(r > 0 for r in jumps.values())

@@ -75,7 +75,7 @@ def test_numba_conv_plans_follow_its_tuning():
                   split_min_work=1 << 62):
         terms = plans.plan("numba", Call("conv2d_forward", conv()), threads=2)
         assert [(t.what, t.size, t.count) for t in terms if t.kind != "call"] == [
-            ("im2col_plane", (150 * 4 * 92, 8), 4), ("nn", (16, 4 * 92, 150), 4),
+            ("im2col_plane", (150 * 4 * 92, 8), 4), ("nn" + plans.CHUNK, (16, 4 * 92, 150), 4),
             ("gemm_out_to_nchw", (16 * 4 * 64, 8), 4)]
         assert not any(t.kind == "split" for t in terms)  # below split_min_work: one block
         direct = plans.plan("numba", Call("conv2d_forward", conv(F=8)), threads=1)
@@ -107,7 +107,8 @@ def test_numba_winograd_layers_are_priced_by_their_transforms_and_16_gemms_per_s
             (plans.RUN, (144, 64, 32), 64), ("winograd_output", (4 * 144 * 16 * 64, 64), 1)]
         backward = [(t.what, t.size, t.count) for t in plans.plan("numba", Call("conv2d_backward", layer), threads=1)]
         assert ("winograd_input", (4 * 169 * 16 * 64, 64), 1) in backward and (plans.RUN, (169, 32, 64), 64) in backward
-        assert not {"col2im_plane", "fill", "tn"} & {what for what, _, _ in backward}  # dw alone on im2col
+        assert not {"col2im_plane", "fill", "tn-chunk"} & {what for what, _, _ in backward}  # dw alone on im2col
+        assert ("nt" + plans.CHUNK, (288, 64, 622), 4) in backward  # dw: a sample's 26 x 23 + 24 columns a chunk
     with rt.tuned(conv_winograd_min_channels=1 << 62):
         assert "winograd_input" not in [t.what for t in plans.plan("numba", Call("conv2d_forward", layer), 1)]
 

@@ -160,6 +160,22 @@ def test_a_calls_cost_in_a_step_is_its_first_or_later_one_and_none_for_a_kernel_
     assert call.seconds == 0.0 and "does not call" in call.reason
 
 
+def test_a_product_of_a_chunk_is_priced_and_explained_at_its_chunk_ratio():
+    """Chunks planted at half the grid's time: a chunk's nn product costs half the plain one, and its reason says
+    why; a layout without chunks measured costs the grid's time and says x1.00."""
+    cal = synthetic("numba")
+    dims = calibration.chunk_dims("nn", {"F": (8, 64), "L": (128, 2048), "K": (16, 512)})
+    cal.data["chunks"] = {"nn": {"dims": dims, "seconds": [[[0.5 * cal.gemm_seconds("nn", m, n, k) for k in dims[2]]
+                                                            for n in dims[1]] for m in dims[0]]}}
+    model = predict.CostModel(cal, 4)
+    plain = model._price(plans.Term("gemm", "nn", (16, 368, 150)))
+    chunk = model._price(plans.Term("gemm", "nn" + plans.CHUNK, (16, 368, 150), count=3))
+    assert chunk.seconds == pytest.approx(1.5 * plain.seconds) and plain.seconds == pytest.approx(hand_priced(plain.term))
+    assert "x0.50 in an im2col chunk's loop" in chunk.reason and "chunk" not in plain.reason
+    other = model._price(plans.Term("gemm", "tn" + plans.CHUNK, (150, 368, 16)))
+    assert other.seconds == pytest.approx(hand_priced(other.term)) and "x1.00 in an im2col chunk's loop" in other.reason
+
+
 def test_a_calls_cost_takes_off_no_more_than_a_warm_step_can_save():
     """A GEMM kernel's terms are priced hot: its call costs at least nothing. A whole kernel's curve is timed
     cold: a step saves at most its time on the smallest size (here PER_ELEMENT x the curve's first size, 1)."""
