@@ -1215,12 +1215,13 @@ class Calibration(Measured):
         """The grid's time (``grid_seconds``) times the product's edge factor (``edge_factor``); a product of a
         run (layout ``plans.RUN``, an nn product) also times the run's factor (``run_factor``), a product of an
         im2col chunk (a layout ending in ``plans.CHUNK``) the chunk's (``chunk_factor``)."""
+        grid = plans.grid_layout(layout)
+        seconds = self.grid_seconds(grid, m, n, k) * self.edge_factor(grid, m, n, k)
         if layout == plans.RUN:
-            return self.gemm_seconds("nn", m, n, k) * self.run_factor(m, n, k)
-        if layout.endswith(plans.CHUNK):
-            layout = layout.removesuffix(plans.CHUNK)
-            return self.gemm_seconds(layout, m, n, k) * self.chunk_factor(layout, m, n, k)
-        return self.grid_seconds(layout, m, n, k) * self.edge_factor(layout, m, n, k)
+            return seconds * self.run_factor(m, n, k)
+        if layout != grid:  # a chunk's
+            return seconds * self.chunk_factor(grid, m, n, k)
+        return seconds
 
     @functools.cached_property
     def _over_grid(self) -> dict:

@@ -184,6 +184,12 @@ def _numba_ops():
 CHUNK = "-chunk"
 
 
+def grid_layout(what: str) -> str:
+    """The GEMM grid's layout of a product's ``what``: nn for a product of a run (RUN), a chunk's without its CHUNK
+    suffix, else ``what`` itself."""
+    return "nn" if what == RUN else what.removesuffix(CHUNK)
+
+
 def _chunked(nb_rows: int, K: int, Lr: int, itemsize: int, per_chunk) -> list[Term]:
     """Terms of a block of ``nb_rows`` samples processed in the conv's chunks (numba_ops._chunk_samples) of
     ``Lr`` GEMM columns per sample, their products' layouts marked CHUNK."""

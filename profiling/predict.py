@@ -288,7 +288,7 @@ class CostModel:
         if term.kind == "gemm":
             m, n, k = term.size
             s = self.cal.gemm_seconds(term.what, m, n, k)
-            base = "nn" if term.what == plans.RUN else term.what.removesuffix(plans.CHUNK)  # the grid's layout
+            base = plans.grid_layout(term.what)
             path = (", BLAS small-matrix path" if self.cal.splits_paths(base)
                     and calibration.small_path(base, m, n, k) else "")
             edge = self.cal.edge_factor(base, m, n, k)
