@@ -9,7 +9,7 @@ kernels' inputs and the synthetic steps' images made from the training images: `
   each of the four operand layouts the kernels use, with BLAS on the threads the backend gives it (the Numba
   backend's GEMMs run on one thread inside its own block split). Cells whose product is too large to time quickly are
   filled at the rate of the nearest measured cell (a large GEMM runs at the BLAS peak). Every cell is timed in
-  PASSES passes over the grid, the fastest kept (``timed_in_passes``);
+  PASSES passes over the grid, the fastest kept, and again where its fastest two disagree (``timed_in_passes``);
 * ``edges``: skinny products whose small sides are not a power of two, which the grid's interpolation between
   powers of two prices too fast: per layout, for each pair of (small side, long side), the product with that
   side at every width from 3 to 63 that is not a power of two, its long side at EDGE_LONG and the third at
@@ -58,8 +58,8 @@ kernels' inputs and the synthetic steps' images made from the training images: `
   call pays for the step's data), each in TINY_PASSES passes, the fastest kept;
 * ``pass_disagreement``: how far the fastest two timings of each curve point and GEMM cell came out apart (the
   median and 90th percentile of the second fastest over the fastest, less 1: ``disagreement_summary``), the
-  calibration's own noise, which ``profile predict`` prints (on this machine, in two passes, a median of 15-17%
-  and a 90th percentile of 64-74%).
+  calibration's own noise, which ``profile predict`` prints (on this machine, in four passes and before cells
+  were timed again, a median of 2-7% and a 90th percentile of 6% in a quiet hour to 47% in a busy one).
 
 ``Calibration`` answers the model's lookups: log-log interpolation between measured sizes, the per-element
 cost of the largest size beyond it, the smallest size's time below it.
@@ -190,13 +190,23 @@ PRODUCTS = {"numpy": _numpy_product, "numba": _numba_product}
 PASSES = 4
 QUICK_PASSES = 2
 TINY_PASSES = 2
+#: A cell of a full calibration (PASSES passes or more) whose fastest two timings lie more than AGREE apart is timed
+#: again, in up to SETTLE more passes over such cells alone, until they agree: its kept timing stood alone, and
+#: on this machine a slow minute can last through all of a cell's four passes (one numpy calibration's curves came
+#: out with a 90th percentile of 47% between their fastest two timings, against 6% in a quiet hour, and priced the
+#: loss and relu of a step up to twice what they took).
+AGREE = 0.10
+SETTLE = 4
 
 
 def timed_in_passes(cells: list, time_cell, progress=None, what: str = "gemm", seconds=None,
-                    disagreement: list | None = None, passes: int = PASSES) -> list:
+                    disagreement: list | None = None, passes: int = PASSES, settle: int | None = None) -> list:
     """Seconds of each cell: ``time_cell(cell)`` in ``passes`` passes over all cells, every other one in the
     reverse order (so that a cell's timings lie as far apart in time as the passes allow), the fastest kept
-    (``seconds``: how long a timing that is not a number of seconds took, to tell the fastest).
+    (``seconds``: how long a timing that is not a number of seconds took, to tell the fastest). Then the cells
+    whose fastest two timings lie more than AGREE apart are timed again, in up to ``settle`` more passes over
+    them alone (default SETTLE where ``passes`` is at least PASSES, else none: a quick calibration's and the
+    fixed overheads' long runs are not).
     ``disagreement``: a list that gets each cell's second fastest timing over its fastest, less 1 (how far the
     kept timing stands from the next: the cell's own noise).
 
@@ -205,21 +215,33 @@ def timed_in_passes(cells: list, time_cell, progress=None, what: str = "gemm", s
     one second to the next, other tenants sharing the cores): a cell timed once keeps such a burst, and a slow
     burst only ever slows a timing. The fastest pass is the machine undisturbed, as ``predict.measure_rounds``
     keeps a batch size's fastest round."""
-    timings = []
-    for p in range(passes):
-        order = list(range(len(cells)))[::1 if p % 2 == 0 else -1]
-        timed: dict = {i: time_cell(cells[i]) for i in order}
-        timings.append([timed[i] for i in range(len(cells))])
-        if progress:
-            progress(f"{what}, pass {p + 1} of {passes}")
     seconds = seconds or float
-    kept = []
-    for per_cell in zip(*timings):
-        ranked = sorted(per_cell, key=seconds)
-        if disagreement is not None and len(ranked) > 1 and seconds(ranked[0]) > 0:
-            disagreement.append(seconds(ranked[1]) / seconds(ranked[0]) - 1)
-        kept.append(ranked[0])
-    return kept
+    settle = (SETTLE if passes >= PASSES else 0) if settle is None else settle
+    timings: list = [[] for _ in cells]
+
+    def one_pass(indices, label):
+        for i in indices:
+            timings[i].append(time_cell(cells[i]))
+        if progress:
+            progress(label)
+
+    def apart(i):
+        ranked = sorted(seconds(t) for t in timings[i])
+        return ranked[1] / ranked[0] - 1 if len(ranked) > 1 and ranked[0] > 0 else 0.0
+
+    everyone = list(range(len(cells)))
+    for p in range(passes):
+        one_pass(everyone[::1 if p % 2 == 0 else -1], f"{what}, pass {p + 1} of {passes}")
+    for p in range(settle):
+        unsettled = [i for i in everyone if apart(i) > AGREE]
+        if not unsettled:
+            break
+        one_pass(unsettled[::1 if (passes + p) % 2 == 0 else -1],
+                 f"{what}, {len(unsettled):,} cells whose fastest two timings differ, again ({p + 1} of {settle})")
+    if disagreement is not None:
+        disagreement.extend(apart(i) for i in everyone
+                            if len(timings[i]) > 1 and min(seconds(t) for t in timings[i]) > 0)
+    return [min(t, key=seconds) for t in timings]
 
 
 def disagreement_summary(disagreement: list) -> dict:

@@ -375,7 +375,8 @@ def test_cells_are_timed_in_passes_and_keep_the_fastest():
         return script[cell][sum(c == cell for c in calls) - 1]
 
     apart: list = []
-    got = calibration.timed_in_passes(["a", "b", "c"], time_cell, said.append, "curves", disagreement=apart, passes=4)
+    got = calibration.timed_in_passes(["a", "b", "c"], time_cell, said.append, "curves", disagreement=apart, passes=4,
+                                      settle=0)
     assert calls == ["a", "b", "c", "c", "b", "a"] * 2
     assert got == [1.0, 1.1, 2.0] and said == [f"curves, pass {p} of 4" for p in (1, 2, 3, 4)]
     assert apart == pytest.approx([0.04, 1.3 / 1.1 - 1, 0.5])  # each cell's second fastest over its fastest, less 1
@@ -384,7 +385,7 @@ def test_cells_are_timed_in_passes_and_keep_the_fastest():
     assert summary["p90"] == pytest.approx(np.percentile(apart, 90)) and 1.3 / 1.1 - 1 < summary["p90"] < 0.5
     assert calibration.disagreement_summary([]) == {"cells": 0, "median": 0.0, "p90": 0.0}
     calls.clear()
-    assert calibration.timed_in_passes(["a", "b"], time_cell) == [1.0, 1.1]  # PASSES by default
+    assert calibration.timed_in_passes(["a", "b"], time_cell, settle=0) == [1.0, 1.1]  # PASSES by default
     assert len(calls) == 2 * calibration.PASSES
     # a timing that is more than a number (the fixed overheads' runs) is kept whole, the fastest by ``seconds``
     runs = {"a": [{"calls": 2.0, "outside": 1.0}, {"calls": 3.0, "outside": 0.5}],
@@ -396,6 +397,33 @@ def test_cells_are_timed_in_passes_and_keep_the_fastest():
         return runs[cell][sum(c == cell for c in calls) - 1]
     kept = calibration.timed_in_passes(["a", "b"], run_cell, seconds=lambda r: r["calls"], passes=2)
     assert kept == [runs["a"][0], runs["b"][1]]
+
+
+def test_cells_whose_fastest_two_disagree_are_timed_again_until_they_agree():
+    """A cell whose fastest timing stands alone (its next more than AGREE above it) is timed again, alone, in up
+    to SETTLE more passes, until two agree; one whose two fastest agree is not; a quick calibration's passes
+    (fewer than PASSES) are not settled."""
+    script = {"calm": [1.0, 1.05, 1.3, 1.2], "busy": [2.0, 1.6, 1.9, 2.2, 1.7, 1.5, 1.55, 9.0],
+              "stormy": [3.0, 2.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]}
+    calls, said = [], []
+
+    def time_cell(cell):
+        calls.append(cell)
+        return script[cell][sum(c == cell for c in calls) - 1]
+
+    apart: list = []
+    got = calibration.timed_in_passes(list(script), time_cell, said.append, "curves", disagreement=apart)
+    assert calibration.PASSES == 4 and calibration.SETTLE == 4 and calibration.AGREE == 0.10
+    assert calls[:12] == ["calm", "busy", "stormy", "stormy", "busy", "calm"] * 2
+    # busy: 1.6 and 1.9 apart by 19%, then 1.7 (6% off 1.6): settled; stormy: 2.0 and 3.0, never settles
+    assert calls[12:] == ["busy", "stormy", "stormy", "stormy", "stormy"]
+    assert said[4:] == [f"curves, {n} cells whose fastest two timings differ, again ({p} of 4)"
+                        for n, p in ((2, 1), (1, 2), (1, 3), (1, 4))]
+    assert got == [1.0, 1.6, 2.0]
+    assert apart == pytest.approx([0.05, 1.7 / 1.6 - 1, 0.5])
+    calls.clear()
+    assert calibration.timed_in_passes(list(script), time_cell, passes=2) == [1.0, 1.6, 2.0]
+    assert len(calls) == 6  # two passes, none again
 
 
 def test_activation_planes_are_a_random_convolution_of_the_images():
