@@ -44,7 +44,8 @@ kernels' inputs and the synthetic steps' images made from the training images: `
 * ``far``: the same for a GEMM's operand last used a whole step ago (a weight matrix, the forward's
   activations in the backward): a memory-bound product (64 x 8 x 16,384, its 4 MiB operand not re-read) after
   passes over 4 MiB to DEEP_EVICT_BYTES, as seconds per byte of that operand from DRAM and the fraction of
-  the way to it against the bytes passed over (each size in PASSES passes, the fastest kept);
+  the way to it against the bytes passed over (each size in PASSES passes, the fastest kept), and the seconds
+  per byte of a matrix-vector product's 4 MiB matrix from DRAM (``matrix_vector``), which streams it unpacked;
 * ``reach``: how much of that deep penalty a kernel pays against how many bytes were touched since its memory
   was last used: relu on a synthetic array after passes over 4 MiB to DEEP_EVICT_BYTES, each as the fraction
   of the way from the 4 MiB time to the deep one (0: the data stayed in cache, 1: it came from DRAM; each size
@@ -79,7 +80,7 @@ import numpy as np
 
 from . import plans
 
-VERSION = 48  # of what a calibration holds and of the kernels it timed: another version is measured again
+VERSION = 49  # of what a calibration holds and of the kernels it timed: another version is measured again
 GEMM_DIMS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 65536, 262144)
 QUICK_GEMM_DIMS = (1, 16, 256, 4096, 65536)   # ``quick``: a rough calibration in seconds
 GEMM_LAYOUTS = ("nn", "nt", "tn", "tt")
@@ -403,6 +404,15 @@ SMALL_GEMM_JUMP = 1.15
 #: The pairs that measure the jump: a product just inside the small path and one just outside it, per layout.
 SMALL_GEMM_PAIRS = {"nn": ((16, 480, 128), (16, 496, 128)), "tn": ((16, 480, 128), (16, 496, 128)),
                     "tt": ((16, 480, 128), (16, 496, 128)), "nt": ((8, 148, 64), (8, 152, 64))}
+
+
+def matrix_vector(m: int, n: int) -> bool:
+    """Whether a product of an m x n output runs as a matrix-vector product: a single row or column of it, as
+    NumPy's matmul and ``numba_runtime.gemm`` run one (a batch of 1 through a linear layer). Streaming its
+    matrix from DRAM is its own rate: numpy, float32, one thread, convnet's linear forwards, the first reading a
+    4.5 MiB weight last used a step ago (1 x 128 x 9216), took 170 us in all at B=1 and 462-541 us at B=2 and 4,
+    where GEMM packs that weight first."""
+    return (m == 1) != (n == 1)
 
 
 def small_path(layout: str, m: int, n: int, k: int) -> bool:
@@ -849,15 +859,21 @@ def measure_widths(backend: str, dtype: str, widths=PROFILE_WIDTHS, elements: in
 
 def measure_far(dtype: str, backend: str, sizes=REACH_BYTES, k: int = 1 << 14) -> dict:
     """{"seconds_per_byte": of the (64, k) operand of a 64 x 8 x k product read from DRAM, "reach": [[bytes
-    passed over since, fraction of the way from the first size's time to the deep one], ...]}, the product
-    the ``backend``'s own (PRODUCTS), the small operand re-read before each call as a step's previous kernel
-    leaves it, the large one not."""
+    passed over since, fraction of the way from the first size's time to the deep one], ...],
+    "vector_seconds_per_byte": the same of a 1 x 64 x k product (``matrix_vector``)}, the products the
+    ``backend``'s own (PRODUCTS), the small operand re-read before each call as a step's previous kernel leaves
+    it, the large one not."""
     rng = np.random.default_rng(5)
     a, b = _operands("nt", 64, 8, k, dtype, rng)
     product = PRODUCTS[backend]("nt", a, b)
     times = timed_in_passes([*sizes, DEEP_EVICT_BYTES],
                             lambda nbytes: _seconds(product, (b,), budget=0.0, most=7, evict=nbytes))
-    return {"seconds_per_byte": times[-1] / a.nbytes, "reach": _reach(sizes, times)}
+    row, matrix = _operands("nt", 1, 64, k, dtype, rng)
+    vector = PRODUCTS[backend]("nt", row, matrix)
+    deep, = timed_in_passes([DEEP_EVICT_BYTES], lambda nbytes: _seconds(vector, (row,), budget=0.0, most=7,
+                                                                          evict=nbytes))
+    return {"seconds_per_byte": times[-1] / a.nbytes, "reach": _reach(sizes, times),
+            "vector_seconds_per_byte": deep / matrix.nbytes}
 
 
 def measure_reach(dtype: str, sizes=REACH_BYTES, elements: int = REACH_ELEMENTS) -> list[list[float]]:
@@ -1340,9 +1356,11 @@ class Calibration(Measured):
             return 0.0
         return conflict["seconds_per_element"]
 
-    def far_seconds(self, nbytes: float) -> float:
-        """Seconds to bring ``nbytes`` of operands from DRAM into a GEMM (0 without a ``far`` measurement)."""
-        return nbytes * self.data.get("far", {}).get("seconds_per_byte", 0.0)
+    def far_seconds(self, nbytes: float, vector: bool = False) -> float:
+        """Seconds to bring ``nbytes`` of operands from DRAM into a GEMM, or with ``vector`` into a
+        matrix-vector product (``matrix_vector``; 0 without a ``far`` measurement)."""
+        return nbytes * self.data.get("far", {}).get("vector_seconds_per_byte" if vector else "seconds_per_byte",
+                                                      0.0)
 
     def curve_seconds(self, name: str, elements: int, width: int | None = None, deep: float = 0.0) -> float:
         """Log-log interpolation of the named curve; below its first size the first time, beyond its last the

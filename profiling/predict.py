@@ -26,8 +26,8 @@ one (memory from DRAM) by the step's working set (``working_set``: the bytes a s
 of the same array), through the calibration's measured ``reach``: a step that fits the last-level cache
 finds its arrays there, one that overflows it finds them in DRAM. A term that reads or writes arrays last used
 a step ago (``Term.far``: a weight matrix, the forward's activations in the backward) is priced the same way
-between its hot time and the time to bring those bytes from DRAM (``Calibration.far_seconds``), through the
-``far`` reach.
+between its hot time and the time to bring those bytes from DRAM (``Calibration.far_seconds``, at its own rate
+for a matrix-vector product: ``calibration.matrix_vector``), through the ``far`` reach.
 
 On a GPU (cupy) the same calls are read by the cupy plans and priced by the device's calibration
 (``gpu_calibration``) in ``GpuCostModel``: a replayed CUDA graph's kernels' device time and the replay's fixed
@@ -328,11 +328,12 @@ class CostModel:
         else:
             raise KeyError(f"unknown term kind {term.kind!r}")
         if term.far and far > 0:
-            from_dram = self.cal.far_seconds(term.far * self.itemsize)
+            vector = term.kind == "gemm" and calibration.matrix_vector(*term.size[:2])
+            from_dram = self.cal.far_seconds(term.far * self.itemsize, vector)
             if from_dram > s:
                 s += far * (from_dram - s)
                 reason += (f"; {term.far * self.itemsize / 2**20:.1f} MiB last used a step ago, {100 * far:.0f}% of "
-                           f"the way to {1e6 * from_dram:.0f} us from DRAM")
+                           f"the way to {1e6 * from_dram:.0f} us from DRAM{' (matrix-vector)' if vector else ''}")
         if term.count > 1:
             reason += f", x{term.count}"
         return PricedTerm(term, s * term.count, reason)

@@ -269,6 +269,7 @@ def test_deep_curves_and_reach_are_measured(monkeypatch):
     assert reach[0][1] == 0.0 and 0.0 <= reach[1][1] <= 1.0
     far = calibration.measure_far("float32", "numpy", sizes=(1 << 20, 4 << 20), k=1 << 10)
     assert far["seconds_per_byte"] > 0 and [b for b, _ in far["reach"]] == [1 << 20, 4 << 20]
+    assert far["vector_seconds_per_byte"] > 0
     assert far["reach"][0][1] == 0.0 and 0.0 <= far["reach"][1][1] <= 1.0
 
 

@@ -263,9 +263,10 @@ def test_whole_kernels_move_to_their_deep_curves_as_the_working_set_outgrows_the
 def test_terms_touching_arrays_of_the_last_step_move_toward_their_time_from_dram():
     """far reach 0 at 1 MiB, 1 at DEEP_EVICT_BYTES; 1 ns per byte from DRAM: mlp's weight GEMMs on numpy (far =
     the weight, plus the input and dW's buffer for dW) cost between their hot time and their far bytes' time,
-    whichever is larger, by the working set; every other term is unchanged."""
+    whichever is larger, by the working set; every other term is unchanged. A matrix-vector product (B=1's
+    forward and input gradient) reads its matrix from DRAM at its own rate (here 0.25 ns per byte)."""
     cal, base = synthetic(), synthetic()
-    cal.data["far"] = {"seconds_per_byte": 1e-9, "reach": [[1 << 20, 0.0]]}
+    cal.data["far"] = {"seconds_per_byte": 1e-9, "vector_seconds_per_byte": 0.25e-9, "reach": [[1 << 20, 0.0]]}
     for B in (1, 512):
         calls = predict.step_calls(models.get_model("mlp"), B, 4)
         f = cal.deep_fraction(predict.working_set(calls, "numpy", 4), far=True)
@@ -273,11 +274,23 @@ def test_terms_touching_arrays_of_the_last_step_move_toward_their_time_from_dram
         without = predict.predict("mlp", [B], "numpy", cal=base)[0]
         for a, b in zip(with_far.kernels, without.kernels):
             for ta, tb in zip(a.terms, b.terms):
-                dram = 1e-9 * 4 * ta.term.far * ta.term.count
+                vector = ta.term.kind == "gemm" and calibration.matrix_vector(*ta.term.size[:2])
+                dram = (0.25e-9 if vector else 1e-9) * 4 * ta.term.far * ta.term.count
                 want = tb.seconds + f * max(0.0, dram - tb.seconds) if ta.term.far else tb.seconds
                 assert ta.seconds == pytest.approx(want)
+                assert ("(matrix-vector)" in ta.reason) == (vector and ta.seconds > tb.seconds)
         gemms = [t.term for k in with_far.kernels for t in k.terms if t.term.kind == "gemm"]
         assert gemms[0].far == 256 * 784 and 0 < f < 1  # the first layer's forward reads its weight
+        assert calibration.matrix_vector(*gemms[0].size[:2]) == (B == 1)  # 1 x 256 x 784 at B=1
+
+
+def test_a_product_with_one_row_or_one_column_runs_as_matrix_vector():
+    assert calibration.matrix_vector(1, 128) and calibration.matrix_vector(84, 1)
+    assert not calibration.matrix_vector(1, 1) and not calibration.matrix_vector(2, 128)
+    cal = synthetic()
+    cal.data["far"] = {"seconds_per_byte": 2e-9, "vector_seconds_per_byte": 0.5e-9, "reach": []}
+    assert cal.far_seconds(1000) == pytest.approx(2e-6) and cal.far_seconds(1000, vector=True) == pytest.approx(5e-7)
+    assert synthetic().far_seconds(1000, vector=True) == 0.0  # nothing measured
 
 
 def test_a_faster_gemm_table_changes_only_the_gemm_terms():
